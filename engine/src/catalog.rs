@@ -1,0 +1,1 @@
+//! The set of loaded workflows. Being written by the workflow helper.

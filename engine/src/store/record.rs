@@ -1,0 +1,190 @@
+//! Plain data rows of the store: runs, attempts, their statuses and errors.
+
+use std::fmt;
+use std::str::FromStr;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// Status of a run, as in the run JSON.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunStatus {
+    Queued,
+    Running,
+    Succeeded,
+    Failed,
+    Cancelled,
+}
+
+impl RunStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Queued => "queued",
+            RunStatus::Running => "running",
+            RunStatus::Succeeded => "succeeded",
+            RunStatus::Failed => "failed",
+            RunStatus::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn is_finished(self) -> bool {
+        matches!(
+            self,
+            RunStatus::Succeeded | RunStatus::Failed | RunStatus::Cancelled
+        )
+    }
+}
+
+impl fmt::Display for RunStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for RunStatus {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(match s {
+            "queued" => RunStatus::Queued,
+            "running" => RunStatus::Running,
+            "succeeded" => RunStatus::Succeeded,
+            "failed" => RunStatus::Failed,
+            "cancelled" => RunStatus::Cancelled,
+            other => return Err(format!("unknown run status `{other}`")),
+        })
+    }
+}
+
+/// Status of one node attempt. `Pending` waits for its `not_before` (a retry backoff).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AttemptStatus {
+    Pending,
+    Queued,
+    Running,
+    Succeeded,
+    Failed,
+    Skipped,
+    Cancelled,
+}
+
+impl AttemptStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AttemptStatus::Pending => "pending",
+            AttemptStatus::Queued => "queued",
+            AttemptStatus::Running => "running",
+            AttemptStatus::Succeeded => "succeeded",
+            AttemptStatus::Failed => "failed",
+            AttemptStatus::Skipped => "skipped",
+            AttemptStatus::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn is_finished(self) -> bool {
+        matches!(
+            self,
+            AttemptStatus::Succeeded
+                | AttemptStatus::Failed
+                | AttemptStatus::Skipped
+                | AttemptStatus::Cancelled
+        )
+    }
+}
+
+impl fmt::Display for AttemptStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for AttemptStatus {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(match s {
+            "pending" => AttemptStatus::Pending,
+            "queued" => AttemptStatus::Queued,
+            "running" => AttemptStatus::Running,
+            "succeeded" => AttemptStatus::Succeeded,
+            "failed" => AttemptStatus::Failed,
+            "skipped" => AttemptStatus::Skipped,
+            "cancelled" => AttemptStatus::Cancelled,
+            other => return Err(format!("unknown attempt status `{other}`")),
+        })
+    }
+}
+
+/// `{ "kind": "...", "message": "..." }` as in the run JSON.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorInfo {
+    pub kind: String,
+    pub message: String,
+}
+
+impl ErrorInfo {
+    pub fn new(kind: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            kind: kind.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// One run row.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunRecord {
+    /// A UUIDv7, so ids sort by creation time.
+    pub id: String,
+    pub workflow_id: String,
+    /// Hash of the workflow revision the run executes.
+    pub revision: String,
+    pub status: RunStatus,
+    /// `{ "type": "webhook", "body": …, … }`, secrets never included.
+    pub trigger: Value,
+    pub output: Option<Value>,
+    pub error: Option<ErrorInfo>,
+    pub created_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub deadline_at: Option<DateTime<Utc>>,
+    pub cancel_requested: bool,
+    pub idempotency_key: Option<String>,
+}
+
+/// Identifies one attempt.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct AttemptKey {
+    pub run_id: String,
+    pub node_id: String,
+    /// 1-based; a `skipped` node has one attempt row too.
+    pub attempt: u32,
+}
+
+/// One attempt row.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AttemptRecord {
+    pub key: AttemptKey,
+    pub status: AttemptStatus,
+    /// The rendered `with`, secrets redacted.
+    pub input: Option<Value>,
+    pub output: Option<Value>,
+    pub error: Option<ErrorInfo>,
+    pub retryable: bool,
+    /// A `pending` attempt is not started before this time.
+    pub not_before: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+/// Filters of `GET /api/v1/runs`.
+#[derive(Debug, Clone, Default)]
+pub struct RunQuery {
+    pub workflow_id: Option<String>,
+    pub status: Option<RunStatus>,
+    pub limit: u32,
+    /// Id of the last run already returned; the page starts after it.
+    pub cursor: Option<String>,
+}

@@ -1,0 +1,1 @@
+//! Templating (minijinja). Being written by the workflow helper.

@@ -1,0 +1,14 @@
+//! The contract between the enrichflow engine and the things it runs: the [`Node`] trait, the
+//! [`NodeContext`] an attempt runs in, [`NodeError`], the [`Registry`] of node types, and the
+//! built-in nodes. This crate knows nothing of SQL, queues, HTTP servers or WebAssembly.
+
+mod builtin;
+mod context;
+mod error;
+mod node;
+mod registry;
+
+pub use context::{NodeContext, Secrets};
+pub use error::{ConfigError, ErrorKind, NodeError};
+pub use node::Node;
+pub use registry::Registry;
