@@ -1,7 +1,27 @@
 //! The enrichflow engine: workflows, templates, scheduling, execution, storage, queueing, the
 //! HTTP API and the command line. The `enrichflow` binary is a thin shell over this library.
 
+pub mod api;
+mod attempt;
 pub mod catalog;
+pub mod cli;
+mod cron;
+mod driver;
+pub mod engine;
+mod inputs;
+pub mod oneshot;
+pub mod queue;
+mod recovery;
+mod revisions;
+pub mod scheduler;
+pub mod scope;
+pub mod secrets;
+pub mod serve;
 pub mod store;
+pub mod telemetry;
 pub mod template;
+pub mod view;
+mod worker;
 pub mod workflow;
+
+pub use engine::{Engine, EngineOptions, Error, TriggerRequest};

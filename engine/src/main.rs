@@ -1,1 +1,161 @@
-fn main() {}
+//! The `enrichflow` binary: parses the command line and maps outcomes to exit codes
+//! (0 success, 1 a run failed or a workflow is invalid, 2 bad usage or unreachable service).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Parser;
+use enrichflow::api::ApiOptions;
+use enrichflow::cli::{Cli, Command, MigrateArgs, RunArgs, ServeArgs, ValidateArgs};
+use enrichflow::serve::{self, ServeOptions};
+use enrichflow::store::RunStatus;
+use enrichflow::template::Templates;
+use enrichflow::workflow::{self, FileLoad};
+use enrichflow::{EngineOptions, oneshot, secrets, telemetry};
+use enrichflow_nodes::Registry;
+use tokio_util::sync::CancellationToken;
+
+const FAILED: u8 = 1;
+const USAGE: u8 = 2;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    telemetry::init_logging();
+    let cli = Cli::parse();
+    let outcome = match cli.command {
+        Command::Serve(args) => serve(args).await,
+        Command::Validate(args) => Ok(validate(args)),
+        Command::Run(args) => run(args).await,
+        Command::Migrate(args) => migrate(args).await,
+        Command::Worker(_) => Err(anyhow::anyhow!(
+            "`enrichflow worker` needs the distributed mode, which is not built yet"
+        )),
+    };
+    match outcome {
+        Ok(code) => ExitCode::from(code),
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::from(USAGE)
+        }
+    }
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<u8> {
+    if args.amqp_url.is_some() {
+        anyhow::bail!("--amqp-url needs the distributed mode, which is not built yet");
+    }
+    let secrets = secrets::load(args.secrets_file.as_deref())?;
+    let options = ServeOptions {
+        workflows: args.workflows,
+        database_url: args.database_url,
+        listen: args.listen,
+        engine: EngineOptions {
+            workers: args.workers,
+            secrets,
+            ..EngineOptions::default()
+        },
+        api: ApiOptions {
+            body_limit: args.body_limit,
+            on_complete_timeout: args.webhook_timeout,
+        },
+        queue_capacity: 10_000,
+    };
+    let shutdown = CancellationToken::new();
+    let server = serve::start(options, shutdown.clone()).await?;
+    eprintln!("enrichflow listening on http://{}", server.addr);
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutting down: no new requests, finishing in-flight attempts");
+        shutdown.cancel();
+    });
+    server.wait().await?;
+    Ok(0)
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(term) => term,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+fn validate(args: ValidateArgs) -> u8 {
+    let paths = if args.paths.is_empty() {
+        vec![PathBuf::from("./workflows")]
+    } else {
+        args.paths
+    };
+    let registry = Registry::with_builtins();
+    let templates = Templates::new();
+    let loads = workflow::load_paths(&paths, &registry, &templates);
+    let mut errors = Vec::new();
+    let mut valid = Vec::new();
+    for FileLoad { result, .. } in &loads {
+        match result {
+            Ok(workflow) => valid.push(workflow),
+            Err(file_errors) => errors.extend(file_errors.iter().cloned()),
+        }
+    }
+    errors.extend(workflow::check_across(&valid));
+    for error in &errors {
+        println!("{error}");
+    }
+    if errors.is_empty() {
+        eprintln!("{} workflow(s) valid", valid.len());
+        0
+    } else {
+        FAILED
+    }
+}
+
+async fn run(args: RunArgs) -> anyhow::Result<u8> {
+    let input = match args.input.strip_prefix('@') {
+        Some(path) => {
+            std::fs::read_to_string(path).with_context(|| format!("cannot read {path}"))?
+        }
+        None => args.input,
+    };
+    let body: serde_json::Value =
+        serde_json::from_str(&input).context("--input is not valid JSON")?;
+    let secrets = secrets::load(args.secrets_file.as_deref())?;
+    match oneshot::run_file(&args.file, body, secrets).await {
+        Ok((json, status)) => {
+            println!("{}", serde_json::to_string_pretty(&json)?);
+            Ok(if status == RunStatus::Succeeded {
+                0
+            } else {
+                FAILED
+            })
+        }
+        Err(oneshot::Error::Invalid(errors)) => {
+            for error in errors {
+                println!("{error}");
+            }
+            Ok(FAILED)
+        }
+        Err(error) => Err(error.into()),
+    }
+}
+
+async fn migrate(args: MigrateArgs) -> anyhow::Result<u8> {
+    let store = enrichflow::store::SqliteStore::connect(&args.database_url).await?;
+    store.migrate().await?;
+    eprintln!("database is up to date");
+    Ok(0)
+}

@@ -1,1 +1,415 @@
-//! Templating (minijinja). Being written by the workflow helper.
+//! Templating (minijinja): syntax checks at load time, rendering of `with`, `foreach`, `output`
+//! and webhook secrets, and `if:` conditions at run time.
+//!
+//! A string that is exactly one `{{ expr }}` keeps the JSON type of what `expr` evaluates to;
+//! any other string with `{{`/`{%` renders to a string; a string without either is returned as
+//! it is without touching minijinja. Undefined names and attributes are errors (strict mode).
+
+use std::sync::Arc;
+
+use minijinja::value::Serde;
+use minijinja::{AutoEscape, Environment, UndefinedBehavior};
+use serde_json::Value;
+
+/// A template or expression that does not parse or does not evaluate.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("in `{expression}`: {message}")]
+pub struct TemplateError {
+    /// The template text as written (the whole string, or the `if:` expression).
+    pub expression: String,
+    pub message: String,
+}
+
+/// The template engine shared by the loader and every node attempt; cheap to clone.
+///
+/// Compiled templates are cached by their source text in the environment itself: its loader
+/// treats a template's name as its source, so each distinct text is compiled once and reused
+/// from every thread. Expressions go through the same cache as `{% set %}` templates, because a
+/// compiled `minijinja::Expression` borrows its environment and so cannot be stored beside it.
+#[derive(Clone)]
+pub struct Templates {
+    environment: Arc<Environment<'static>>,
+}
+
+/// The variable a wrapped expression assigns; the leading underscores keep it out of the way
+/// of scope names.
+const RESULT: &str = "__enrichflow_result";
+
+impl Templates {
+    pub fn new() -> Self {
+        let mut environment = Environment::new();
+        environment.set_undefined_behavior(UndefinedBehavior::Strict);
+        // Names are source texts, so a text ending in `.html` must not switch on HTML escaping.
+        environment.set_auto_escape_callback(|_| AutoEscape::None);
+        let mut syntax = minijinja::syntax::SyntaxConfig::builder();
+        syntax.keep_trailing_newline(true);
+        if let Ok(syntax) = syntax.build() {
+            environment.set_syntax(syntax);
+        }
+        // `include`/`import` are compiled out (no `multi_template` feature), so the loader is
+        // only ever asked for texts this module passes to `get_template`.
+        environment.set_loader(|name| Ok(Some(name.to_owned())));
+        Self {
+            environment: Arc::new(environment),
+        }
+    }
+
+    /// Checks the syntax of a string that may contain template syntax.
+    pub fn check_template(&self, text: &str) -> Result<(), TemplateError> {
+        if !has_template_syntax(text) {
+            return Ok(());
+        }
+        match single_expression(text) {
+            Some(expression) => self.compile_expression(text, expression),
+            None => self
+                .environment
+                .get_template(text)
+                .map(drop)
+                .map_err(|error| template_error(text, &error)),
+        }
+    }
+
+    /// Checks the syntax of a bare expression (`if:`).
+    pub fn check_expression(&self, expr: &str) -> Result<(), TemplateError> {
+        self.compile_expression(expr, expr)
+    }
+
+    /// Renders every string inside `value` (map keys are left alone) with `scope` in view.
+    pub fn render_value(&self, value: &Value, scope: &Value) -> Result<Value, TemplateError> {
+        let mut context = None;
+        self.render_in(value, scope, &mut context)
+    }
+
+    /// Evaluates a bare expression and applies minijinja's truthiness.
+    pub fn eval_condition(&self, expr: &str, scope: &Value) -> Result<bool, TemplateError> {
+        let context = minijinja::Value::from(Serde(scope));
+        Ok(self.evaluate(expr, expr, &context)?.is_true())
+    }
+
+    /// `context` is the scope converted for minijinja, built on the first string that needs it
+    /// so that values without templates cost no conversion at all.
+    fn render_in(
+        &self,
+        value: &Value,
+        scope: &Value,
+        context: &mut Option<minijinja::Value>,
+    ) -> Result<Value, TemplateError> {
+        match value {
+            Value::String(text) if has_template_syntax(text) => {
+                let context = context.get_or_insert_with(|| minijinja::Value::from(Serde(scope)));
+                self.render_string(text, context)
+            }
+            Value::Array(items) => items
+                .iter()
+                .map(|item| self.render_in(item, scope, context))
+                .collect::<Result<_, _>>()
+                .map(Value::Array),
+            Value::Object(map) => map
+                .iter()
+                .map(|(key, item)| Ok((key.clone(), self.render_in(item, scope, context)?)))
+                .collect::<Result<_, _>>()
+                .map(Value::Object),
+            other => Ok(other.clone()),
+        }
+    }
+
+    fn render_string(
+        &self,
+        text: &str,
+        context: &minijinja::Value,
+    ) -> Result<Value, TemplateError> {
+        if let Some(expression) = single_expression(text) {
+            let value = self.evaluate(text, expression, context)?;
+            return serde_json::to_value(&value).map_err(|error| TemplateError {
+                expression: text.to_owned(),
+                message: format!("the result is not JSON: {error}"),
+            });
+        }
+        let template = self
+            .environment
+            .get_template(text)
+            .map_err(|error| template_error(text, &error))?;
+        template
+            .render(context)
+            .map(Value::String)
+            .map_err(|error| template_error(text, &error))
+    }
+
+    /// Evaluates `expression`; errors name `text` (what the user wrote).
+    fn evaluate(
+        &self,
+        text: &str,
+        expression: &str,
+        context: &minijinja::Value,
+    ) -> Result<minijinja::Value, TemplateError> {
+        let source = format!("{{% set {RESULT} = ({expression}) %}}");
+        let template = match self.environment.get_template(&source) {
+            Ok(template) => template,
+            // The wrapper's own syntax error would be confusing; report the expression's.
+            Err(error) => {
+                self.compile_expression(text, expression)?;
+                return Err(template_error(text, &error));
+            }
+        };
+        let captured = template
+            .render_captured(context)
+            .map_err(|error| template_error(text, &error))?;
+        match captured.state().lookup(RESULT) {
+            Some(value) if !value.is_undefined() => Ok(value),
+            // Strict mode lets a bare undefined through an assignment; it is still an error.
+            _ => Err(TemplateError {
+                expression: text.to_owned(),
+                message: format!("undefined value: `{expression}` is undefined"),
+            }),
+        }
+    }
+
+    fn compile_expression(&self, text: &str, expression: &str) -> Result<(), TemplateError> {
+        self.environment
+            .compile_expression(expression)
+            .map(drop)
+            .map_err(|error| template_error(text, &error))
+    }
+}
+
+impl Default for Templates {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl std::fmt::Debug for Templates {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Templates").finish_non_exhaustive()
+    }
+}
+
+fn has_template_syntax(text: &str) -> bool {
+    text.contains("{{") || text.contains("{%")
+}
+
+/// The expression inside a string that is exactly one `{{ expr }}` (surrounding whitespace and
+/// whitespace-control dashes allowed).
+fn single_expression(text: &str) -> Option<&str> {
+    let inner = text.trim().strip_prefix("{{")?.strip_suffix("}}")?;
+    let inner = inner.strip_prefix('-').unwrap_or(inner);
+    let inner = inner.strip_suffix('-').unwrap_or(inner);
+    let nested = ["{{", "}}", "{%", "%}", "{#"]
+        .iter()
+        .any(|marker| inner.contains(marker));
+    (!nested).then(|| inner.trim())
+}
+
+/// The error without minijinja's `(in <name>:<line>)` suffix: the name is the source text,
+/// which [`TemplateError::expression`] already carries.
+fn template_error(text: &str, error: &minijinja::Error) -> TemplateError {
+    let message = match error.detail() {
+        Some(detail) => format!("{}: {detail}", error.kind()),
+        None => error.kind().to_string(),
+    };
+    TemplateError {
+        expression: text.to_owned(),
+        message,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn scope() -> Value {
+        json!({
+            "trigger": {"body": {"email": "ada@example.com", "n": 3, "contacts": [{"email": "a@b.c"}]}},
+            "nodes": {
+                "score": {"status": "succeeded", "output": {"tier": "hot", "total": 87.5}, "error": null},
+                "skipped": {"status": "skipped", "output": null, "error": null}
+            },
+            "secrets": {"TOKEN": "s3cret"},
+            "run": {"id": "r1"},
+            "workflow": {"id": "wf"},
+        })
+    }
+
+    fn render(value: Value) -> Result<Value, TemplateError> {
+        Templates::new().render_value(&value, &scope())
+    }
+
+    #[test]
+    fn a_single_expression_keeps_its_json_type() {
+        let templates = Templates::new();
+        let cases = [
+            (
+                "{{ nodes.score.output }}",
+                json!({"tier": "hot", "total": 87.5}),
+            ),
+            ("{{ trigger.body.contacts }}", json!([{"email": "a@b.c"}])),
+            ("{{ trigger.body.n }}", json!(3)),
+            ("{{ nodes.score.output.total }}", json!(87.5)),
+            ("{{ trigger.body.n > 2 }}", json!(true)),
+            ("{{ nodes.skipped.output }}", Value::Null),
+            ("  {{ trigger.body.n + 1 }}\n", json!(4)),
+            ("{{- trigger.body.n -}}", json!(3)),
+        ];
+        for (text, expected) in cases {
+            let rendered = templates.render_value(&json!(text), &scope()).unwrap();
+            assert_eq!(rendered, expected, "{text}");
+        }
+    }
+
+    #[test]
+    fn any_other_template_renders_to_a_string() {
+        let cases = [
+            (
+                "Hot lead {{ trigger.body.email }}",
+                "Hot lead ada@example.com",
+            ),
+            ("{{ trigger.body.n }}{{ trigger.body.n }}", "33"),
+            (
+                "{% if trigger.body.n > 2 %}big{% else %}small{% endif %}",
+                "big",
+            ),
+            ("{{ run.id }}.html <b>", "r1.html <b>"),
+            ("line {{ workflow.id }}\n", "line wf\n"),
+        ];
+        for (text, expected) in cases {
+            assert_eq!(render(json!(text)).unwrap(), json!(expected), "{text}");
+        }
+    }
+
+    #[test]
+    fn walks_lists_and_maps_but_not_keys() {
+        let value = json!({
+            "{{ run.id }}": ["{{ trigger.body.n }}", "x", 1, null, true],
+            "nested": {"email": "{{ trigger.body.email }}"},
+        });
+        let expected = json!({
+            "{{ run.id }}": [3, "x", 1, null, true],
+            "nested": {"email": "ada@example.com"},
+        });
+        assert_eq!(render(value).unwrap(), expected);
+    }
+
+    #[test]
+    fn plain_strings_are_returned_unchanged() {
+        let value = json!({"a": "no templates here", "b": "a } and { and #}", "c": 1.5});
+        assert_eq!(render(value.clone()).unwrap(), value);
+        // The fast path does not even look at the scope.
+        let templates = Templates::new();
+        assert_eq!(templates.render_value(&value, &Value::Null).unwrap(), value);
+    }
+
+    #[test]
+    fn undefined_names_and_attributes_are_errors_naming_the_template() {
+        let cases = [
+            ("{{ nope }}", "undefined value: `nope` is undefined"),
+            (
+                "{{ trigger.body.missing }}",
+                "undefined value: `trigger.body.missing` is undefined",
+            ),
+            (
+                "Hi {{ trigger.body.missing }}",
+                "undefined value: `trigger.body.missing` is undefined",
+            ),
+            (
+                "{{ nodes.skipped.output.tier }}",
+                "undefined value: `nodes.skipped.output.tier` is undefined",
+            ),
+        ];
+        for (text, message) in cases {
+            let error = render(json!({"deep": [text]})).unwrap_err();
+            assert_eq!(error.expression, text);
+            assert_eq!(error.message, message, "{text}");
+        }
+    }
+
+    #[test]
+    fn conditions_use_truthiness() {
+        let templates = Templates::new();
+        let cases = [
+            ("nodes.score.output.tier == \"hot\"", true),
+            ("nodes.score.output.tier == 'cold'", false),
+            ("trigger.body.contacts", true),
+            ("nodes.skipped.output", false),
+            ("nodes.skipped.status == 'skipped' and trigger.body.n", true),
+            ("trigger.body.missing is defined", false),
+            ("0", false),
+            ("''", false),
+        ];
+        for (expr, expected) in cases {
+            assert_eq!(
+                templates.eval_condition(expr, &scope()).unwrap(),
+                expected,
+                "{expr}"
+            );
+        }
+        let error = templates.eval_condition("nodes.skipped.output.tier == 'hot'", &scope());
+        assert_eq!(
+            error.unwrap_err().to_string(),
+            "in `nodes.skipped.output.tier == 'hot'`: undefined value: `nodes.skipped.output.tier` is undefined"
+        );
+        let error = templates.eval_condition("missing", &scope()).unwrap_err();
+        assert_eq!(error.message, "undefined value: `missing` is undefined");
+    }
+
+    #[test]
+    fn syntax_is_checked_without_a_scope() {
+        let templates = Templates::new();
+        assert!(templates.check_template("plain {text}").is_ok());
+        assert!(templates.check_template("{{ nodes.a.output }}").is_ok());
+        assert!(
+            templates
+                .check_template("Hi {{ x }} {% if y %}!{% endif %}")
+                .is_ok()
+        );
+        let error = templates.check_template("Hi {{ x").unwrap_err();
+        assert_eq!(error.expression, "Hi {{ x");
+        assert_eq!(
+            error.message,
+            "syntax error: unexpected end of input, expected end of variable block"
+        );
+        let error = templates.check_template("{{ 1 + }}").unwrap_err();
+        assert_eq!(
+            error.message,
+            "syntax error: unexpected end of input, expected expression"
+        );
+        assert!(templates.check_template("{% include 'other' %}").is_err());
+        assert!(templates.check_expression("a.b == 'x' and c").is_ok());
+        let error = templates.check_expression("a ==").unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "in `a ==`: syntax error: unexpected end of input, expected expression"
+        );
+        assert!(templates.check_expression("a }} {{ b").is_err());
+    }
+
+    #[test]
+    fn block_delimiters_inside_expression_strings_are_fine() {
+        let templates = Templates::new();
+        assert!(
+            templates
+                .eval_condition("x == '%}'", &json!({"x": "%}"}))
+                .unwrap()
+        );
+        // Load-time checks reject what is not a single expression, so the wrapper that
+        // evaluation uses never sees it.
+        assert!(templates.check_expression("1) %}{% set x = (1").is_err());
+    }
+
+    #[test]
+    fn compiled_templates_are_reused_across_clones() {
+        let templates = Templates::new();
+        let clone = templates.clone();
+        let value = json!("{{ trigger.body.n * 2 }} and {{ run.id }}");
+        assert_eq!(
+            templates.render_value(&value, &scope()).unwrap(),
+            json!("6 and r1")
+        );
+        assert_eq!(
+            clone.render_value(&value, &scope()).unwrap(),
+            json!("6 and r1")
+        );
+        assert!(Arc::ptr_eq(&templates.environment, &clone.environment));
+    }
+}

@@ -6,12 +6,16 @@
 
 mod record;
 mod sqlite;
+#[cfg(test)]
+mod tests;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
-pub use record::{AttemptKey, AttemptRecord, AttemptStatus, ErrorInfo, RunQuery, RunRecord, RunStatus};
+pub use record::{
+    AttemptKey, AttemptRecord, AttemptStatus, ErrorInfo, RunQuery, RunRecord, RunStatus,
+};
 pub use sqlite::SqliteStore;
 
 /// Store failures.
@@ -38,6 +42,9 @@ pub struct AttemptOutcome {
     pub error: Option<ErrorInfo>,
     /// For a failure: whether another attempt may help.
     pub retryable: bool,
+    /// For a retryable failure: the earliest time of the next attempt the remote side asked for
+    /// (`Retry-After`); stored in the attempt's `not_before`.
+    pub not_before: Option<DateTime<Utc>>,
     pub finished_at: DateTime<Utc>,
 }
 

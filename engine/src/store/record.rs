@@ -188,3 +188,18 @@ pub struct RunQuery {
     /// Id of the last run already returned; the page starts after it.
     pub cursor: Option<String>,
 }
+
+impl RunQuery {
+    /// Page size when `limit` is 0.
+    pub const DEFAULT_LIMIT: u32 = 50;
+    /// The largest page a caller can ask for.
+    pub const MAX_LIMIT: u32 = 500;
+
+    /// `limit` clamped to `1..=MAX_LIMIT`, with 0 meaning `DEFAULT_LIMIT`.
+    pub fn page_size(&self) -> u32 {
+        match self.limit {
+            0 => Self::DEFAULT_LIMIT,
+            limit => limit.min(Self::MAX_LIMIT),
+        }
+    }
+}

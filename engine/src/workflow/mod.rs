@@ -1,9 +1,25 @@
 //! Workflows: YAML files read from a folder, validated into [`Workflow`]s with their DAG.
+//!
+//! The YAML is first read into a tree that keeps every value's line and column (`located`),
+//! then parsed into the model with every problem collected (`parse`, `trigger`, `node`), so
+//! that a user sees all errors of a file at once, each with file, line, column and key path.
 
+mod duration;
+mod error;
+mod fields;
 mod graph;
+mod load;
+mod located;
 mod model;
+mod node;
+mod parse;
+mod suggest;
+mod trigger;
 
-pub use graph::Dag;
+pub use error::LoadError;
+pub use graph::{Cycle, Dag};
+pub(crate) use load::conflicts;
+pub use load::{FileLoad, check_across, load_file, load_paths, load_str, workflow_files};
 pub use model::{
     CronTrigger, NodeDef, NodeId, OnError, Respond, RetryPolicy, Source, Trigger, WebhookTrigger,
     Workflow, WorkflowId,

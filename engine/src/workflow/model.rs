@@ -111,6 +111,9 @@ pub struct Source {
     pub hash: String,
 }
 
+// A workflow has a handful of triggers, built once at load; boxing the cron variant would only
+// add an indirection to every read.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 pub enum Trigger {
     Webhook(WebhookTrigger),

@@ -1,3 +1,6 @@
 //! The engine's integration tests: one binary, one module per area.
 
+mod api;
+mod restart;
 mod support;
+mod validate;

@@ -1,0 +1,150 @@
+//! Benchmark: runs/s and latency of a 5-node `transform` workflow triggered through the webhook
+//! with `respond: on_complete`, every run persisted in SQLite. Run with
+//! `cargo bench -p enrichflow --bench webhook`; `BENCH_SECONDS` and `BENCH_CLIENTS` tune it.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use enrichflow::EngineOptions;
+use enrichflow::api::ApiOptions;
+use enrichflow::serve::{self, ServeOptions};
+use tokio_util::sync::CancellationToken;
+
+const NODES: f64 = 5.0;
+
+fn env_number(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let seconds = env_number("BENCH_SECONDS", 10);
+    let clients = env_number("BENCH_CLIENTS", 16) as usize;
+    let database =
+        std::env::temp_dir().join(format!("enrichflow-bench-{}.db", uuid::Uuid::now_v7()));
+    let shutdown = CancellationToken::new();
+    let options = ServeOptions {
+        workflows: Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/fixtures"),
+        database_url: format!("sqlite://{}", database.display()),
+        listen: "127.0.0.1:0".parse()?,
+        engine: EngineOptions {
+            workers: env_number("BENCH_WORKERS", 8) as usize,
+            ..EngineOptions::default()
+        },
+        api: ApiOptions::default(),
+        queue_capacity: 10_000,
+    };
+    let server = serve::start(options, shutdown.clone()).await?;
+    let url = format!("http://{}/hooks/bench", server.addr);
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(clients)
+        .build()?;
+
+    // Sequential runs: the latency of one run alone, i.e. the engine's overhead per node.
+    let sequential = measure(
+        &client,
+        &url,
+        1,
+        Duration::from_secs(seconds.div_ceil(3).max(1)),
+    )
+    .await?;
+    let concurrent = measure(&client, &url, clients, Duration::from_secs(seconds)).await?;
+
+    println!(
+        "5-node transform workflow via webhook (respond: on_complete), SQLite, every run persisted"
+    );
+    report("1 client", &sequential);
+    report(&format!("{clients} clients"), &concurrent);
+    println!(
+        "overhead per node (1 client, p50 / 5 nodes): {:.1} µs",
+        percentile(&sequential.latencies, 0.50).as_secs_f64() * 1e6 / NODES
+    );
+
+    shutdown.cancel();
+    server.wait().await?;
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", database.display()));
+    }
+    Ok(())
+}
+
+struct Sample {
+    latencies: Vec<Duration>,
+    elapsed: Duration,
+    failures: usize,
+}
+
+async fn measure(
+    client: &reqwest::Client,
+    url: &str,
+    clients: usize,
+    length: Duration,
+) -> anyhow::Result<Sample> {
+    let started = Instant::now();
+    let deadline = started + length;
+    let failures = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for client_index in 0..clients {
+        let client = client.clone();
+        let url = url.to_owned();
+        let failures = failures.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            let mut n = client_index as u64;
+            while Instant::now() < deadline {
+                let sent = Instant::now();
+                let response = client
+                    .post(&url)
+                    .json(&serde_json::json!({"n": n}))
+                    .send()
+                    .await;
+                match response {
+                    Ok(response) if response.status().is_success() => {
+                        let _ = response.bytes().await;
+                        latencies.push(sent.elapsed());
+                    }
+                    _ => {
+                        failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                }
+                n += clients as u64;
+            }
+            latencies
+        }));
+    }
+    let mut latencies = Vec::new();
+    for task in tasks {
+        latencies.extend(task.await?);
+    }
+    latencies.sort();
+    Ok(Sample {
+        latencies,
+        elapsed: started.elapsed(),
+        failures: failures.load(std::sync::atomic::Ordering::Relaxed),
+    })
+}
+
+fn percentile(sorted: &[Duration], q: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let index = ((sorted.len() - 1) as f64 * q).round() as usize;
+    sorted[index]
+}
+
+fn report(label: &str, sample: &Sample) {
+    let runs = sample.latencies.len();
+    println!(
+        "{label:>10}: {runs} runs in {:.1} s = {:.0} runs/s; p50 {:.2} ms, p99 {:.2} ms; {} failed",
+        sample.elapsed.as_secs_f64(),
+        runs as f64 / sample.elapsed.as_secs_f64(),
+        percentile(&sample.latencies, 0.50).as_secs_f64() * 1e3,
+        percentile(&sample.latencies, 0.99).as_secs_f64() * 1e3,
+        sample.failures,
+    );
+}

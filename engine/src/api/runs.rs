@@ -1,0 +1,189 @@
+//! `GET /api/v1/runs` (newest first, paged by cursor), `GET /api/v1/runs/{id}` and
+//! `POST /api/v1/runs/{id}/cancel`.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::error::{Error, Result};
+use super::{ApiState, run_location};
+use crate::store::{RunQuery, RunStatus};
+use crate::view;
+
+/// Page size when `limit` is not given.
+const DEFAULT_LIMIT: u32 = 50;
+/// Largest page a client may ask for.
+const MAX_LIMIT: u32 = 500;
+
+/// The query string of `GET /api/v1/runs`, as text so that each bad value gets its own message.
+#[derive(Debug, Default, Deserialize)]
+pub struct ListParams {
+    workflow: Option<String>,
+    status: Option<String>,
+    limit: Option<String>,
+    cursor: Option<String>,
+}
+
+impl ListParams {
+    /// The store query, or 400 naming the bad parameter. Empty values count as absent, so
+    /// `?status=&workflow=` from a form lists everything.
+    fn to_query(&self) -> Result<RunQuery> {
+        let status = match non_empty(&self.status) {
+            None => None,
+            Some(text) => Some(text.parse::<RunStatus>().map_err(|_| {
+                Error::BadRequest(format!(
+                    "`status` must be one of queued, running, succeeded, failed, cancelled; got `{text}`"
+                ))
+            })?),
+        };
+        let limit = match non_empty(&self.limit) {
+            None => DEFAULT_LIMIT,
+            Some(text) => text
+                .parse::<u32>()
+                .ok()
+                .filter(|limit| (1..=MAX_LIMIT).contains(limit))
+                .ok_or_else(|| {
+                    Error::BadRequest(format!(
+                        "`limit` must be a whole number from 1 to {MAX_LIMIT}; got `{text}`"
+                    ))
+                })?,
+        };
+        let cursor = match non_empty(&self.cursor) {
+            None => None,
+            Some(text) => {
+                uuid::Uuid::parse_str(text).map_err(|_| {
+                    Error::BadRequest(format!("`cursor` must be a run id; got `{text}`"))
+                })?;
+                Some(text.to_owned())
+            }
+        };
+        Ok(RunQuery {
+            workflow_id: non_empty(&self.workflow).map(str::to_owned),
+            status,
+            limit,
+            cursor,
+        })
+    }
+}
+
+fn non_empty(value: &Option<String>) -> Option<&str> {
+    value.as_deref().filter(|text| !text.is_empty())
+}
+
+/// `{"runs": [summary…], "next_cursor": id | null}`; `next_cursor` is null on the last page.
+pub async fn list(
+    State(state): State<Arc<ApiState>>,
+    params: Result<Query<ListParams>, QueryRejection>,
+) -> Result<Json<Value>> {
+    let Query(params) = params?;
+    let mut query = params.to_query()?;
+    let limit = query.limit as usize;
+    // One more than asked tells whether another page follows.
+    query.limit += 1;
+    let mut runs = state.engine.list_runs(&query).await?;
+    let next_cursor = if runs.len() > limit {
+        runs.truncate(limit);
+        runs.last().map(|run| Value::String(run.id.clone()))
+    } else {
+        None
+    };
+    let runs: Vec<Value> = runs.iter().map(view::summary_json).collect();
+    Ok(Json(
+        json!({ "runs": runs, "next_cursor": next_cursor.unwrap_or(Value::Null) }),
+    ))
+}
+
+/// The run JSON with every node and attempt.
+pub async fn show(
+    State(state): State<Arc<ApiState>>,
+    Path(run_id): Path<String>,
+) -> Result<Json<Value>> {
+    state
+        .engine
+        .run_json(&run_id)
+        .await?
+        .map(Json)
+        .ok_or_else(|| no_such_run(&run_id))
+}
+
+/// 202 with the run summary once cancellation is requested; 409 if the run already finished.
+pub async fn cancel(
+    State(state): State<Arc<ApiState>>,
+    Path(run_id): Path<String>,
+) -> Result<Response> {
+    let engine = &state.engine;
+    let run = engine
+        .store()
+        .run(&run_id)
+        .await?
+        .ok_or_else(|| no_such_run(&run_id))?;
+    if run.status.is_finished() {
+        return Err(Error::Conflict(format!(
+            "run `{run_id}` already finished ({})",
+            run.status
+        )));
+    }
+    // A run that finishes between the check and the request is answered as it ended.
+    let run = engine
+        .cancel(&run_id)
+        .await?
+        .ok_or_else(|| no_such_run(&run_id))?;
+    let location = run_location(&run.id).map_err(|e| Error::internal("bad run id", &e))?;
+    let headers = [(header::LOCATION, location)];
+    Ok((
+        StatusCode::ACCEPTED,
+        headers,
+        Json(view::summary_json(&run)),
+    )
+        .into_response())
+}
+
+fn no_such_run(run_id: &str) -> Error {
+    Error::NotFound(format!("no run `{run_id}`"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params(status: &str, limit: &str, cursor: &str) -> ListParams {
+        ListParams {
+            workflow: None,
+            status: Some(status.into()),
+            limit: Some(limit.into()),
+            cursor: Some(cursor.into()),
+        }
+    }
+
+    #[test]
+    fn empty_values_are_defaults() {
+        let query = params("", "", "").to_query().ok();
+        let query = query.expect("valid");
+        assert_eq!(query.limit, DEFAULT_LIMIT);
+        assert_eq!(query.status, None);
+        assert_eq!(query.cursor, None);
+    }
+
+    #[test]
+    fn bad_values_are_bad_requests() {
+        for (status, limit, cursor) in [
+            ("done", "", ""),
+            ("", "0", ""),
+            ("", "501", ""),
+            ("", "ten", ""),
+            ("", "", "not-an-id"),
+        ] {
+            let result = params(status, limit, cursor).to_query();
+            assert!(
+                matches!(result, Err(Error::BadRequest(_))),
+                "{status} {limit} {cursor}"
+            );
+        }
+    }
+}

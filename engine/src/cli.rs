@@ -1,0 +1,94 @@
+//! The command line: flags (each also read from `ENRICHFLOW_<FLAG>`), subcommands, exit codes.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+/// enrichflow: workflows for customer-data pipelines.
+#[derive(Debug, Parser)]
+#[command(name = "enrichflow", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the engine: HTTP API, webhooks, cron triggers and local workers.
+    Serve(ServeArgs),
+    /// Execute node attempts from RabbitMQ (distributed mode).
+    Worker(WorkerArgs),
+    /// Check workflow files; prints file:line:col: message per error.
+    Validate(ValidateArgs),
+    /// Execute one workflow in-process, without a server, and print the run as JSON.
+    Run(RunArgs),
+    /// Create or update the database schema.
+    Migrate(MigrateArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// Folder of workflow YAML files.
+    #[arg(long, env = "ENRICHFLOW_WORKFLOWS", default_value = "./workflows")]
+    pub workflows: PathBuf,
+    /// Where runs are stored.
+    #[arg(
+        long,
+        env = "ENRICHFLOW_DATABASE_URL",
+        default_value = "sqlite://enrichflow.db"
+    )]
+    pub database_url: String,
+    /// RabbitMQ URL (distributed mode).
+    #[arg(long, env = "ENRICHFLOW_AMQP_URL")]
+    pub amqp_url: Option<String>,
+    /// Address of the HTTP server.
+    #[arg(long, env = "ENRICHFLOW_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Local workers executing node attempts.
+    #[arg(long, env = "ENRICHFLOW_WORKERS", default_value_t = 8)]
+    pub workers: usize,
+    /// File of NAME=value secrets, besides ENRICHFLOW_SECRET_<NAME> variables.
+    #[arg(long, env = "ENRICHFLOW_SECRETS_FILE")]
+    pub secrets_file: Option<PathBuf>,
+    /// How long a `respond: on_complete` webhook waits for its run before answering 504.
+    #[arg(long, env = "ENRICHFLOW_WEBHOOK_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub webhook_timeout: std::time::Duration,
+    /// Largest accepted webhook or API body, in bytes.
+    #[arg(long, env = "ENRICHFLOW_BODY_LIMIT", default_value_t = 1024 * 1024)]
+    pub body_limit: usize,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct WorkerArgs {
+    #[arg(long, env = "ENRICHFLOW_DATABASE_URL")]
+    pub database_url: String,
+    #[arg(long, env = "ENRICHFLOW_AMQP_URL")]
+    pub amqp_url: String,
+    #[arg(long, env = "ENRICHFLOW_CONCURRENCY", default_value_t = 8)]
+    pub concurrency: usize,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ValidateArgs {
+    /// Files or folders (default: ./workflows).
+    pub paths: Vec<PathBuf>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// The workflow file.
+    pub file: PathBuf,
+    /// The trigger body: JSON text, or @path to a JSON file.
+    #[arg(long, env = "ENRICHFLOW_INPUT", default_value = "{}")]
+    pub input: String,
+    /// File of NAME=value secrets, besides ENRICHFLOW_SECRET_<NAME> variables.
+    #[arg(long, env = "ENRICHFLOW_SECRETS_FILE")]
+    pub secrets_file: Option<PathBuf>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct MigrateArgs {
+    #[arg(long, env = "ENRICHFLOW_DATABASE_URL")]
+    pub database_url: String,
+}

@@ -1,0 +1,326 @@
+//! The driver: performs what the scheduler decides. It loads a run from the store, asks
+//! [`scheduler::decide`], and carries out each action — every state change is written to the
+//! store before anything is enqueued, so a crash at any point leaves a state recovery can resume.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use futures::FutureExt;
+use futures::future::BoxFuture;
+
+use crate::engine::{Error, Shared};
+use crate::scheduler::{self, Action};
+use crate::store::{AttemptKey, AttemptRecord, AttemptStatus, ErrorInfo, RunRecord, RunStatus};
+use crate::workflow::{NodeId, Workflow};
+use crate::{scope, telemetry};
+
+/// Starts queued runs of a workflow while its `concurrency` allows.
+pub async fn admit(shared: &Arc<Shared>, workflow: &Workflow) -> Result<(), Error> {
+    let store = &shared.store;
+    let workflow_id = workflow.id.as_str();
+    let _guard = shared.admit_locks[shared.stripe(workflow_id)].lock().await;
+    let free = match workflow.concurrency {
+        None => u32::MAX,
+        Some(limit) => {
+            let running = store.count_running(workflow_id).await?;
+            u32::try_from(u64::from(limit).saturating_sub(running)).unwrap_or(0)
+        }
+    };
+    if free == 0 {
+        return Ok(());
+    }
+    for run_id in store.oldest_queued(workflow_id, free.min(1000)).await? {
+        start(shared, workflow, &run_id).await?;
+    }
+    Ok(())
+}
+
+/// Starts one queued run now: `queued` → `running`, deadline armed, first nodes enqueued.
+pub async fn start(shared: &Arc<Shared>, workflow: &Workflow, run_id: &str) -> Result<(), Error> {
+    let now = Utc::now();
+    let deadline = workflow
+        .timeout
+        .and_then(|timeout| chrono::Duration::from_std(timeout).ok())
+        .map(|timeout| now + timeout);
+    if shared.store.start_run(run_id, now, deadline).await? {
+        telemetry::run_started(workflow.id.as_str());
+        if let Some(deadline) = deadline {
+            watch_deadline(shared, run_id, deadline);
+        }
+        advance(shared, run_id).await?;
+    }
+    Ok(())
+}
+
+/// Brings a run forward: decides and performs until nothing more can happen right now.
+///
+/// Boxed with an explicit `Send` bound: finishing a run admits the next queued one, which
+/// advances again, and the compiler cannot infer `Send` through that cycle on its own.
+pub fn advance<'a>(shared: &'a Arc<Shared>, run_id: &'a str) -> BoxFuture<'a, Result<(), Error>> {
+    advance_now(shared, run_id).boxed()
+}
+
+async fn advance_now(shared: &Arc<Shared>, run_id: &str) -> Result<(), Error> {
+    let _guard = shared.run_locks[shared.stripe(run_id)].lock().await;
+    // Skipping a node can make its dependents decidable at once, hence the loop.
+    loop {
+        let Some(run) = shared.store.run(run_id).await? else {
+            return Ok(());
+        };
+        let workflow = shared
+            .revisions
+            .for_run(&run, shared.store.as_ref())
+            .await?;
+        let attempts = shared.store.attempts(run_id).await?;
+        let actions = scheduler::decide(&workflow, &run, &attempts, Utc::now());
+        let mut decide_again = false;
+        for action in actions {
+            decide_again |= perform(shared, &workflow, &run, &attempts, action).await?;
+        }
+        if !decide_again {
+            return Ok(());
+        }
+    }
+}
+
+/// Performs one action; true when the run should be decided again.
+async fn perform(
+    shared: &Arc<Shared>,
+    workflow: &Workflow,
+    run: &RunRecord,
+    attempts: &[AttemptRecord],
+    action: Action,
+) -> Result<bool, Error> {
+    let store = &shared.store;
+    match action {
+        Action::Enqueue { node, attempt } => {
+            let record = new_attempt(run, &node, attempt, AttemptStatus::Queued, None);
+            if store.insert_attempt(&record).await? {
+                shared.queue.enqueue(record.key).await?;
+            }
+            Ok(false)
+        }
+        Action::Retry {
+            node,
+            attempt,
+            not_before,
+        } => {
+            let record = new_attempt(
+                run,
+                &node,
+                attempt,
+                AttemptStatus::Pending,
+                Some(not_before),
+            );
+            store.insert_attempt(&record).await?;
+            shared.retry_due.notify_one();
+            Ok(false)
+        }
+        Action::Skip { node } => {
+            let record = new_attempt(run, &node, 1, AttemptStatus::Skipped, None);
+            Ok(store.insert_attempt(&record).await?)
+        }
+        Action::Succeed => {
+            succeed(shared, workflow, run, attempts).await?;
+            Ok(false)
+        }
+        Action::Fail { error } => {
+            end_run(shared, workflow, run, RunStatus::Failed, error).await?;
+            Ok(false)
+        }
+        Action::Cancel => {
+            let error = ErrorInfo::new("cancelled", "the run was cancelled");
+            end_run(shared, workflow, run, RunStatus::Cancelled, error).await?;
+            Ok(false)
+        }
+    }
+}
+
+fn new_attempt(
+    run: &RunRecord,
+    node: &NodeId,
+    attempt: u32,
+    status: AttemptStatus,
+    not_before: Option<DateTime<Utc>>,
+) -> AttemptRecord {
+    let now = Utc::now();
+    let finished = status.is_finished().then_some(now);
+    AttemptRecord {
+        key: AttemptKey {
+            run_id: run.id.clone(),
+            node_id: node.to_string(),
+            attempt,
+        },
+        status,
+        input: None,
+        output: None,
+        error: None,
+        retryable: false,
+        not_before,
+        created_at: now,
+        started_at: None,
+        finished_at: finished,
+    }
+}
+
+/// Renders the run's `output` and finishes it; an output that does not render fails the run.
+async fn succeed(
+    shared: &Arc<Shared>,
+    workflow: &Workflow,
+    run: &RunRecord,
+    attempts: &[AttemptRecord],
+) -> Result<(), Error> {
+    let output = match &workflow.output {
+        None => Ok(None),
+        Some(template) => {
+            let scope = scope::for_run(
+                &run.trigger,
+                attempts,
+                &shared.secrets,
+                &run.id,
+                workflow.id.as_str(),
+            );
+            shared
+                .templates
+                .render_value(template, &scope)
+                .map(|value| Some(scope::redact(value, &shared.secrets)))
+        }
+    };
+    match output {
+        Ok(output) => {
+            let finished = shared
+                .store
+                .finish_run(
+                    &run.id,
+                    RunStatus::Succeeded,
+                    output.as_ref(),
+                    None,
+                    Utc::now(),
+                )
+                .await?;
+            if finished {
+                after_finish(shared, workflow, run, RunStatus::Succeeded).await?;
+            }
+            Ok(())
+        }
+        Err(error) => {
+            let message = scope::redact_text(&format!("run output: {error}"), &shared.secrets);
+            let error = ErrorInfo::new("template", message);
+            end_run(shared, workflow, run, RunStatus::Failed, error).await
+        }
+    }
+}
+
+/// Fails or cancels a run: stops in-flight attempts, closes nodes never reached (skipped on
+/// failure, cancelled on cancellation), and records the final status.
+async fn end_run(
+    shared: &Arc<Shared>,
+    workflow: &Workflow,
+    run: &RunRecord,
+    status: RunStatus,
+    error: ErrorInfo,
+) -> Result<(), Error> {
+    let store = &shared.store;
+    shared.run_token(&run.id).cancel();
+    let now = Utc::now();
+    store.cancel_open_attempts(&run.id, now).await?;
+    let unreached = match status {
+        RunStatus::Cancelled => AttemptStatus::Cancelled,
+        _ => AttemptStatus::Skipped,
+    };
+    let attempts = store.attempts(&run.id).await?;
+    for node in workflow.nodes.keys() {
+        if !attempts.iter().any(|a| a.key.node_id == node.as_str()) {
+            store
+                .insert_attempt(&new_attempt(run, node, 1, unreached, None))
+                .await?;
+        }
+    }
+    if store
+        .finish_run(&run.id, status, None, Some(&error), now)
+        .await?
+    {
+        after_finish(shared, workflow, run, status).await?;
+    }
+    Ok(())
+}
+
+/// Metrics, waiters, and the next queued run of the workflow.
+async fn after_finish(
+    shared: &Arc<Shared>,
+    workflow: &Workflow,
+    run: &RunRecord,
+    status: RunStatus,
+) -> Result<(), Error> {
+    let duration = run
+        .started_at
+        .and_then(|started| (Utc::now() - started).to_std().ok());
+    telemetry::run_finished(workflow.id.as_str(), status.as_str(), duration);
+    shared.drop_run_token(&run.id);
+    shared.notify_finished(&run.id);
+    if workflow.concurrency.is_some() {
+        let shared = shared.clone();
+        let workflow_id = workflow.id.clone();
+        // Admitting takes the workflow's admission lock; doing it in a task keeps this run's
+        // lock and that one from ever being held in opposite orders.
+        shared.tasks.clone().spawn(async move {
+            let current = shared.catalog.current();
+            if let Some(workflow) = current.get(workflow_id.as_str())
+                && let Err(error) = admit(&shared, &workflow).await
+            {
+                tracing::error!(%error, workflow = %workflow_id, "admitting queued runs failed");
+            }
+        });
+    }
+    Ok(())
+}
+
+/// Advances the run when its deadline passes (the scheduler then fails it with `timeout`).
+pub fn watch_deadline(shared: &Arc<Shared>, run_id: &str, deadline: DateTime<Utc>) {
+    let shared = shared.clone();
+    let run_id = run_id.to_owned();
+    shared.tasks.clone().spawn(async move {
+        let wait = (deadline - Utc::now()).to_std().unwrap_or_default();
+        tokio::select! {
+            _ = shared.shutdown.cancelled() => {}
+            _ = tokio::time::sleep(wait) => advance_logged(&shared, &run_id).await,
+        }
+    });
+}
+
+/// Advances a run from a background task, logging failures (there is no caller to return to).
+pub async fn advance_logged(shared: &Arc<Shared>, run_id: &str) {
+    if let Err(error) = advance(shared, run_id).await {
+        tracing::error!(%error, run = %run_id, "advancing the run failed");
+    }
+}
+
+/// Queues retries whose backoff has passed. Sleeps until the earliest one is due, or until a
+/// new retry is scheduled.
+pub async fn retry_timer(shared: Arc<Shared>) {
+    const IDLE: Duration = Duration::from_secs(5);
+    loop {
+        let wait = match due_retries(&shared).await {
+            Ok(Some(next)) => (next - Utc::now()).to_std().unwrap_or_default().min(IDLE),
+            Ok(None) => IDLE,
+            Err(error) => {
+                tracing::error!(%error, "queueing due retries failed");
+                IDLE
+            }
+        };
+        tokio::select! {
+            _ = shared.shutdown.cancelled() => return,
+            _ = shared.retry_due.notified() => {}
+            _ = tokio::time::sleep(wait) => {}
+        }
+    }
+}
+
+/// Promotes and enqueues due retries; returns when the next one is due.
+async fn due_retries(shared: &Shared) -> Result<Option<DateTime<Utc>>, Error> {
+    for key in shared.store.promote_due_attempts(Utc::now()).await? {
+        shared.queue.enqueue(key).await?;
+    }
+    Ok(shared.store.next_due_at().await?)
+}

@@ -1,0 +1,320 @@
+//! The engine: one cheap handle over the store, the queue, the workflows and the workers.
+//! Shape: `EngineOptions` → `Engine::build()` → `Engine::run(shutdown)`; the handle triggers,
+//! waits for and cancels runs.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::Utc;
+use enrichflow_nodes::{Registry, Secrets};
+use serde_json::Value;
+use tokio::sync::{Notify, oneshot};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::catalog::{Catalog, CatalogHandle};
+use crate::inputs::Schemas;
+use crate::queue::Queue;
+use crate::revisions::Revisions;
+use crate::store::{self, RunQuery, RunRecord, RunStatus, Store};
+use crate::template::Templates;
+use crate::workflow::Workflow;
+use crate::{driver, recovery, telemetry, view, worker};
+
+/// Engine failures, as seen by the API and the CLI.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Store(#[from] store::Error),
+    #[error(transparent)]
+    Queue(#[from] crate::queue::Error),
+    #[error("the input does not match the workflow's schema")]
+    InvalidInput(Vec<String>),
+    #[error("workflow revision `{0}` cannot be loaded: {1}")]
+    Revision(String, String),
+}
+
+/// How to build an engine.
+#[derive(Debug, Clone)]
+pub struct EngineOptions {
+    /// Local workers executing node attempts.
+    pub workers: usize,
+    /// How long shutdown waits for in-flight attempts before leaving them to recovery.
+    pub shutdown_grace: Duration,
+    pub secrets: Secrets,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        Self {
+            workers: 8,
+            shutdown_grace: Duration::from_secs(30),
+            secrets: Secrets::default(),
+        }
+    }
+}
+
+/// What starts a run.
+#[derive(Debug, Clone)]
+pub struct TriggerRequest {
+    pub workflow: Arc<Workflow>,
+    /// `trigger` in templates and in the run JSON (`{"type": "webhook", "body": …}`).
+    pub trigger: Value,
+    /// What the workflow's `inputs` schema checks: the body, or a cron trigger's `input`.
+    pub payload: Value,
+}
+
+/// The state every part of the engine shares.
+pub(crate) struct Shared {
+    pub store: Arc<dyn Store>,
+    pub queue: Arc<dyn Queue>,
+    pub catalog: CatalogHandle,
+    pub registry: Registry,
+    pub templates: Templates,
+    pub secrets: Secrets,
+    pub http: reqwest::Client,
+    pub revisions: Revisions,
+    pub schemas: Schemas,
+    pub options: EngineOptions,
+    /// Woken when a retry is scheduled, so the retry timer re-reads the earliest due time.
+    pub retry_due: Notify,
+    /// Senders to wake when a run finishes.
+    pub waiters: Mutex<HashMap<String, Vec<oneshot::Sender<()>>>>,
+    /// Cancelled when a run is cancelled or fails, stopping its in-flight attempts.
+    pub run_tokens: Mutex<HashMap<String, CancellationToken>>,
+    /// Serialises `advance` per run (striped), so one run is never decided twice at once.
+    pub run_locks: Vec<tokio::sync::Mutex<()>>,
+    /// Serialises admission of queued runs per workflow (striped).
+    pub admit_locks: Vec<tokio::sync::Mutex<()>>,
+    /// Background tasks (advances, timers) awaited on shutdown.
+    pub tasks: TaskTracker,
+    pub shutdown: CancellationToken,
+}
+
+const LOCK_STRIPES: usize = 64;
+
+impl Shared {
+    pub fn run_token(&self, run_id: &str) -> CancellationToken {
+        let mut tokens = self.run_tokens.lock().unwrap_or_else(|e| e.into_inner());
+        tokens.entry(run_id.to_owned()).or_default().clone()
+    }
+
+    pub fn drop_run_token(&self, run_id: &str) {
+        let mut tokens = self.run_tokens.lock().unwrap_or_else(|e| e.into_inner());
+        tokens.remove(run_id);
+    }
+
+    pub fn notify_finished(&self, run_id: &str) {
+        let mut waiters = self.waiters.lock().unwrap_or_else(|e| e.into_inner());
+        for waiter in waiters.remove(run_id).unwrap_or_default() {
+            let _ = waiter.send(());
+        }
+    }
+
+    pub fn stripe(&self, key: &str) -> usize {
+        let hash = key.bytes().fold(0usize, |h, b| {
+            h.wrapping_mul(31).wrapping_add(usize::from(b))
+        });
+        hash % LOCK_STRIPES
+    }
+}
+
+/// The engine handle. Cloning is cheap.
+#[derive(Clone)]
+pub struct Engine {
+    shared: Arc<Shared>,
+}
+
+impl Engine {
+    /// Wires the parts together; starts nothing until [`Engine::run`].
+    pub fn build(
+        options: EngineOptions,
+        store: Arc<dyn Store>,
+        queue: Arc<dyn Queue>,
+        catalog: CatalogHandle,
+        registry: Registry,
+        templates: Templates,
+    ) -> Self {
+        let http = reqwest::Client::builder()
+            .user_agent(concat!("enrichflow/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .unwrap_or_default();
+        let revisions = Revisions::new(registry.clone(), templates.clone());
+        let shared = Shared {
+            store,
+            queue,
+            catalog,
+            registry,
+            templates,
+            secrets: options.secrets.clone(),
+            http,
+            revisions,
+            schemas: Schemas::default(),
+            options,
+            retry_due: Notify::new(),
+            waiters: Mutex::new(HashMap::new()),
+            run_tokens: Mutex::new(HashMap::new()),
+            run_locks: (0..LOCK_STRIPES).map(|_| Default::default()).collect(),
+            admit_locks: (0..LOCK_STRIPES).map(|_| Default::default()).collect(),
+            tasks: TaskTracker::new(),
+            shutdown: CancellationToken::new(),
+        };
+        Self {
+            shared: Arc::new(shared),
+        }
+    }
+
+    /// Recovers unfinished runs, runs the workers and the retry timer until `shutdown`, then
+    /// lets in-flight attempts finish (up to the grace period).
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), Error> {
+        let shared = self.shared;
+        // Workers first: recovery may enqueue more attempts than the queue holds.
+        let workers: Vec<_> = (0..shared.options.workers.max(1))
+            .map(|_| tokio::spawn(worker::work(shared.clone())))
+            .collect();
+        let timer = tokio::spawn(driver::retry_timer(shared.clone()));
+        recovery::recover(&shared).await?;
+        shutdown.cancelled().await;
+        shared.shutdown.cancel();
+        let grace = shared.options.shutdown_grace;
+        let drained = async {
+            for worker in workers {
+                let _ = worker.await;
+            }
+            let _ = timer.await;
+            shared.tasks.close();
+            shared.tasks.wait().await;
+        };
+        if tokio::time::timeout(grace, drained).await.is_err() {
+            tracing::warn!("shutdown grace period over; open attempts resume on the next start");
+        }
+        Ok(())
+    }
+
+    pub fn catalog(&self) -> Arc<Catalog> {
+        self.shared.catalog.current()
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.shared.store
+    }
+
+    pub fn secrets(&self) -> &Secrets {
+        &self.shared.secrets
+    }
+
+    pub fn templates(&self) -> &Templates {
+        &self.shared.templates
+    }
+
+    /// Checks the payload against the workflow's schema, stores the run and starts it (or
+    /// leaves it queued when the workflow's `concurrency` is reached).
+    pub async fn trigger(&self, request: TriggerRequest) -> Result<RunRecord, Error> {
+        let shared = &self.shared;
+        let workflow = request.workflow;
+        shared.schemas.check(&workflow, &request.payload)?;
+        shared
+            .revisions
+            .remember(&workflow, shared.store.as_ref())
+            .await?;
+        let run = RunRecord {
+            id: uuid::Uuid::now_v7().to_string(),
+            workflow_id: workflow.id.to_string(),
+            revision: workflow.source.hash.clone(),
+            status: RunStatus::Queued,
+            trigger: crate::scope::redact(request.trigger, &shared.secrets),
+            output: None,
+            error: None,
+            created_at: Utc::now(),
+            started_at: None,
+            finished_at: None,
+            deadline_at: None,
+            cancel_requested: false,
+            idempotency_key: None,
+        };
+        shared.store.create_run(&run).await?;
+        match workflow.concurrency {
+            None => driver::start(shared, &workflow, &run.id).await?,
+            Some(_) => driver::admit(shared, &workflow).await?,
+        }
+        Ok(shared.store.run(&run.id).await?.unwrap_or(run))
+    }
+
+    /// Waits until the run finishes or `timeout` passes; `None` if it is still going (or unknown).
+    pub async fn wait(&self, run_id: &str, timeout: Duration) -> Result<Option<RunRecord>, Error> {
+        let (sender, receiver) = oneshot::channel();
+        {
+            let mut waiters = self
+                .shared
+                .waiters
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            waiters.entry(run_id.to_owned()).or_default().push(sender);
+        }
+        // Registered before reading, so a finish between the read and the wait is not missed.
+        if let Some(run) = self.shared.store.run(run_id).await?
+            && run.status.is_finished()
+        {
+            return Ok(Some(run));
+        }
+        if tokio::time::timeout(timeout, receiver).await.is_err() {
+            return Ok(None);
+        }
+        Ok(self
+            .shared
+            .store
+            .run(run_id)
+            .await?
+            .filter(|run| run.status.is_finished()))
+    }
+
+    /// Requests cancellation; returns the run as it is afterwards, or `None` if unknown.
+    pub async fn cancel(&self, run_id: &str) -> Result<Option<RunRecord>, Error> {
+        let shared = &self.shared;
+        if shared.store.request_cancel(run_id).await? {
+            driver::advance(shared, run_id).await?;
+        }
+        Ok(shared.store.run(run_id).await?)
+    }
+
+    /// The run JSON of SPEC, or `None` if there is no such run.
+    pub async fn run_json(&self, run_id: &str) -> Result<Option<Value>, Error> {
+        let store = &self.shared.store;
+        let Some(run) = store.run(run_id).await? else {
+            return Ok(None);
+        };
+        let attempts = store.attempts(run_id).await?;
+        let workflow = self
+            .shared
+            .revisions
+            .for_run(&run, store.as_ref())
+            .await
+            .ok();
+        Ok(Some(view::run_json(&run, &attempts, workflow.as_deref())))
+    }
+
+    /// Runs newest first, as summaries.
+    pub async fn list_runs(&self, query: &RunQuery) -> Result<Vec<RunRecord>, Error> {
+        Ok(self.shared.store.list_runs(query).await?)
+    }
+
+    /// Ok when the store answers; otherwise what is down, for `/readyz`.
+    pub async fn ready(&self) -> Result<(), String> {
+        let probe = RunQuery {
+            limit: 1,
+            ..RunQuery::default()
+        };
+        self.shared
+            .store
+            .list_runs(&probe)
+            .await
+            .map(|_| ())
+            .map_err(|error| format!("database: {error}"))
+    }
+
+    /// Updates the queue-depth gauge; called by the metrics endpoint.
+    pub fn observe(&self) {
+        telemetry::queue_depth(self.shared.queue.depth());
+    }
+}

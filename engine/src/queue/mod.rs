@@ -1,0 +1,36 @@
+//! Dispatch of node attempts to workers. A task carries ids only; the store holds the state, so
+//! a lost task is recovered by re-enqueueing open attempts from the store.
+
+mod memory;
+
+use async_trait::async_trait;
+
+pub use memory::MemoryQueue;
+
+use crate::store::AttemptKey;
+
+/// Queue failures.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("the queue is closed")]
+    Closed,
+}
+
+/// One delivered task. Acknowledge it once its result is committed to the store; a task that is
+/// never acknowledged may be delivered again.
+#[async_trait]
+pub trait Delivery: Send {
+    fn attempt(&self) -> &AttemptKey;
+    async fn ack(self: Box<Self>);
+}
+
+/// A queue of node attempts. Implementations: in-process (embedded), RabbitMQ (distributed).
+#[async_trait]
+pub trait Queue: Send + Sync + 'static {
+    /// Adds a task; waits while the queue is full (backpressure).
+    async fn enqueue(&self, attempt: AttemptKey) -> Result<(), Error>;
+    /// The next task; `None` once the queue is closed and drained.
+    async fn receive(&self) -> Option<Box<dyn Delivery>>;
+    /// Tasks waiting, for the queue-depth gauge.
+    fn depth(&self) -> usize;
+}

@@ -1,0 +1,98 @@
+//! Where secrets come from: `ENRICHFLOW_SECRET_<NAME>` environment variables and, optionally, a
+//! file of `NAME=value` lines. The environment wins over the file.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use enrichflow_nodes::Secrets;
+
+const PREFIX: &str = "ENRICHFLOW_SECRET_";
+
+/// A secrets file could not be read or has a malformed line.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot read secrets file {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path}:{line}: expected NAME=value")]
+    Malformed { path: String, line: usize },
+}
+
+/// Secrets from the process environment and an optional file.
+pub fn load(file: Option<&Path>) -> Result<Secrets, Error> {
+    let mut values = match file {
+        Some(path) => from_file(path)?,
+        None => BTreeMap::new(),
+    };
+    values.extend(from_vars(std::env::vars()));
+    Ok(Secrets::new(values))
+}
+
+/// Picks `ENRICHFLOW_SECRET_<NAME>` out of environment-style pairs.
+pub fn from_vars(vars: impl Iterator<Item = (String, String)>) -> BTreeMap<String, String> {
+    vars.filter_map(|(key, value)| {
+        let name = key.strip_prefix(PREFIX)?;
+        (!name.is_empty()).then(|| (name.to_owned(), value))
+    })
+    .collect()
+}
+
+fn from_file(path: &Path) -> Result<BTreeMap<String, String>, Error> {
+    let display = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|source| Error::Read {
+        path: display.clone(),
+        source,
+    })?;
+    parse(&text, &display)
+}
+
+/// `NAME=value` per line; blank lines and `#` comments are ignored; quotes around a value are
+/// removed.
+fn parse(text: &str, path: &str) -> Result<BTreeMap<String, String>, Error> {
+    let mut values = BTreeMap::new();
+    for (index, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let (name, value) = line.split_once('=').ok_or_else(|| Error::Malformed {
+            path: path.to_owned(),
+            line: index + 1,
+        })?;
+        let value = value.trim();
+        let unquoted = value
+            .strip_prefix('"')
+            .and_then(|v| v.strip_suffix('"'))
+            .unwrap_or(value);
+        values.insert(name.trim().to_owned(), unquoted.to_owned());
+    }
+    Ok(values)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_prefixed_variables_only() {
+        let vars = [
+            ("ENRICHFLOW_SECRET_TOKEN".to_owned(), "abc".to_owned()),
+            ("ENRICHFLOW_SECRET_".to_owned(), "ignored".to_owned()),
+            ("PATH".to_owned(), "/bin".to_owned()),
+        ];
+        let values = from_vars(vars.into_iter());
+        assert_eq!(values.len(), 1);
+        assert_eq!(values["TOKEN"], "abc");
+    }
+
+    #[test]
+    fn parses_files_and_reports_bad_lines() {
+        let values = parse("# c\n\nA=1\nB = \"two words\"\n", "s").expect("valid");
+        assert_eq!(values["A"], "1");
+        assert_eq!(values["B"], "two words");
+        let error = parse("A=1\nnot a pair\n", "s").unwrap_err();
+        assert_eq!(error.to_string(), "s:2: expected NAME=value");
+    }
+}

@@ -1,0 +1,127 @@
+//! `enrichflow serve`: the engine, the HTTP API, cron triggers and the workflow-folder watcher in
+//! one process, stopped together by one cancellation token.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use enrichflow_nodes::Registry;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::{self, ApiOptions};
+use crate::catalog::{Catalog, CatalogHandle};
+use crate::engine::{Engine, EngineOptions};
+use crate::queue::MemoryQueue;
+use crate::store::{self, SqliteStore, Store};
+use crate::template::Templates;
+use crate::workflow::LoadError;
+use crate::{cron, telemetry};
+
+/// Everything `serve` needs.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    pub workflows: PathBuf,
+    pub database_url: String,
+    pub listen: SocketAddr,
+    pub engine: EngineOptions,
+    pub api: ApiOptions,
+    /// Tasks the in-process queue holds before triggers wait (backpressure).
+    pub queue_capacity: usize,
+}
+
+/// Why `serve` could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Store(#[from] store::Error),
+    #[error("cannot read the workflows folder {0}: {1}")]
+    Workflows(PathBuf, std::io::Error),
+    #[error("cannot listen on {0}: {1}")]
+    Listen(SocketAddr, std::io::Error),
+    #[error(transparent)]
+    Engine(#[from] crate::engine::Error),
+    #[error("the server task stopped abnormally: {0}")]
+    Crashed(String),
+}
+
+/// A started server: where it listens and how to wait for it.
+pub struct Server {
+    pub addr: SocketAddr,
+    pub engine: Engine,
+    task: tokio::task::JoinHandle<Result<(), Error>>,
+}
+
+impl Server {
+    /// Waits until the server has shut down.
+    pub async fn wait(self) -> Result<(), Error> {
+        self.task
+            .await
+            .unwrap_or_else(|join| Err(Error::Crashed(join.to_string())))
+    }
+}
+
+/// Opens the store, loads the workflows, binds the listener and starts every part; returns once
+/// the server accepts connections. Everything stops when `shutdown` is cancelled.
+pub async fn start(options: ServeOptions, shutdown: CancellationToken) -> Result<Server, Error> {
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::connect(&options.database_url).await?);
+    let registry = Registry::with_builtins();
+    let templates = Templates::new();
+    if !options.workflows.is_dir() {
+        let error = std::io::Error::new(std::io::ErrorKind::NotFound, "not a directory");
+        return Err(Error::Workflows(options.workflows.clone(), error));
+    }
+    let (catalog, errors) = Catalog::load(&options.workflows, &registry, &templates);
+    report(&errors);
+    tracing::info!(workflows = catalog.list().len(), folder = %options.workflows.display(), "workflows loaded");
+    let catalog = CatalogHandle::new(catalog);
+    let queue = Arc::new(MemoryQueue::new(options.queue_capacity));
+    let engine = Engine::build(
+        options.engine.clone(),
+        store,
+        queue,
+        catalog.clone(),
+        registry.clone(),
+        templates.clone(),
+    );
+    let listener = TcpListener::bind(options.listen)
+        .await
+        .map_err(|error| Error::Listen(options.listen, error))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|error| Error::Listen(options.listen, error))?;
+    let router = api::router(engine.clone(), options.api.clone(), telemetry::prometheus());
+    tracing::info!(%addr, "listening");
+
+    tokio::spawn(catalog.watch(
+        options.workflows.clone(),
+        registry,
+        templates,
+        shutdown.clone(),
+    ));
+    tokio::spawn(cron::run(engine.clone(), shutdown.clone()));
+    let engine_task = tokio::spawn(engine.clone().run(shutdown.clone()));
+    let http_shutdown = shutdown.clone();
+    let task = tokio::spawn(async move {
+        let served = axum::serve(listener, router)
+            .with_graceful_shutdown(async move { http_shutdown.cancelled().await })
+            .await;
+        if let Err(error) = served {
+            tracing::error!(%error, "HTTP server failed");
+        }
+        match engine_task.await {
+            Ok(result) => result.map_err(Error::from),
+            Err(join) => {
+                tracing::error!(error = %join, "engine task failed");
+                Ok(())
+            }
+        }
+    });
+    Ok(Server { addr, engine, task })
+}
+
+fn report(errors: &[LoadError]) {
+    for error in errors {
+        tracing::warn!("{error}");
+    }
+}

@@ -1,0 +1,865 @@
+//! The store's contract as checks over `&dyn Store`, run here against SQLite; a Postgres store
+//! runs the same checks by listing them in its own `store_checks!` invocation.
+//!
+//! Every check expects an empty store of its own.
+
+use std::path::PathBuf;
+
+use anyhow::{Result, ensure};
+use chrono::{DateTime, Utc};
+use serde_json::{Value, json};
+
+use super::{
+    AttemptKey, AttemptOutcome, AttemptRecord, AttemptStatus, ErrorInfo, RunQuery, RunRecord,
+    RunStatus, SqliteStore, Store,
+};
+
+/// 2026-03-04T05:06:07.123456Z: a full microsecond fraction, which must survive a round trip.
+const BASE_MICROS: i64 = 1_772_600_767_123_456;
+
+/// `seconds` after the base instant.
+fn at(seconds: i64) -> DateTime<Utc> {
+    at_micros(seconds * 1_000_000)
+}
+
+fn at_micros(micros: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_micros(BASE_MICROS + micros).expect("a representable instant")
+}
+
+/// Ids sort like the engine's UUIDv7s: a higher `n` is a newer run.
+fn run_id(n: u128) -> String {
+    uuid::Uuid::from_u128(0x0195_0000_0000_7000_8000_0000_0000_0000 + n).to_string()
+}
+
+fn run(n: u128, workflow_id: &str, status: RunStatus) -> RunRecord {
+    RunRecord {
+        id: run_id(n),
+        workflow_id: workflow_id.to_owned(),
+        revision: format!("rev-{workflow_id}"),
+        status,
+        trigger: json!({ "type": "manual", "body": { "n": n as u64 } }),
+        output: None,
+        error: None,
+        created_at: at(n as i64),
+        started_at: None,
+        finished_at: None,
+        deadline_at: None,
+        cancel_requested: false,
+        idempotency_key: None,
+    }
+}
+
+fn key(run: u128, node_id: &str, attempt: u32) -> AttemptKey {
+    AttemptKey {
+        run_id: run_id(run),
+        node_id: node_id.to_owned(),
+        attempt,
+    }
+}
+
+fn attempt(key: AttemptKey, status: AttemptStatus) -> AttemptRecord {
+    AttemptRecord {
+        key,
+        status,
+        input: None,
+        output: None,
+        error: None,
+        retryable: false,
+        not_before: None,
+        created_at: at(100),
+        started_at: None,
+        finished_at: None,
+    }
+}
+
+fn outcome(status: AttemptStatus, output: Option<Value>) -> AttemptOutcome {
+    AttemptOutcome {
+        status,
+        output,
+        error: None,
+        retryable: false,
+        not_before: None,
+        finished_at: at(200),
+    }
+}
+
+async fn create_runs(store: &dyn Store, runs: &[RunRecord]) -> Result<()> {
+    for run in runs {
+        store.create_run(run).await?;
+    }
+    Ok(())
+}
+
+async fn stored_run(store: &dyn Store, run_id: &str) -> Result<RunRecord> {
+    store
+        .run(run_id)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("run {run_id} is missing"))
+}
+
+async fn stored_attempt(store: &dyn Store, key: &AttemptKey) -> Result<AttemptRecord> {
+    store
+        .attempts(&key.run_id)
+        .await?
+        .into_iter()
+        .find(|attempt| &attempt.key == key)
+        .ok_or_else(|| anyhow::anyhow!("attempt {key:?} is missing"))
+}
+
+fn ids(runs: &[RunRecord]) -> Vec<String> {
+    runs.iter().map(|run| run.id.clone()).collect()
+}
+
+const ALL_RUN_STATUSES: [RunStatus; 5] = [
+    RunStatus::Queued,
+    RunStatus::Running,
+    RunStatus::Succeeded,
+    RunStatus::Failed,
+    RunStatus::Cancelled,
+];
+
+const ALL_ATTEMPT_STATUSES: [AttemptStatus; 7] = [
+    AttemptStatus::Pending,
+    AttemptStatus::Queued,
+    AttemptStatus::Running,
+    AttemptStatus::Succeeded,
+    AttemptStatus::Failed,
+    AttemptStatus::Skipped,
+    AttemptStatus::Cancelled,
+];
+
+pub(super) async fn revisions_are_saved_once(store: &dyn Store) -> Result<()> {
+    assert_eq!(store.revision("h1").await?, None);
+    store.save_revision("leads", "h1", "id: leads\n").await?;
+    store.save_revision("leads", "h1", "id: leads\n").await?;
+    // A hash names exactly one text; a second save under it changes nothing.
+    store.save_revision("leads", "h1", "something else").await?;
+    store
+        .save_revision("leads", "h2", "id: leads # v2\n")
+        .await?;
+    assert_eq!(store.revision("h1").await?.as_deref(), Some("id: leads\n"));
+    assert_eq!(
+        store.revision("h2").await?.as_deref(),
+        Some("id: leads # v2\n")
+    );
+    Ok(())
+}
+
+pub(super) async fn runs_round_trip_every_field(store: &dyn Store) -> Result<()> {
+    let full = RunRecord {
+        id: run_id(1),
+        workflow_id: "lead-enrichment".to_owned(),
+        revision: "9f86d081884c7d65".to_owned(),
+        status: RunStatus::Failed,
+        trigger: json!({
+            "type": "webhook",
+            "body": { "email": "ada@example.com", "tags": ["a", "b"], "score": 0.1,
+                      "big": u64::MAX, "none": null, "ünïcode": "✓ \"quoted\"\n" },
+            "headers": {},
+        }),
+        output: Some(json!([1, 2.5, "x", { "deep": { "k": true } }])),
+        error: Some(ErrorInfo::new("http", "503 from provider")),
+        created_at: at(0),
+        started_at: Some(at_micros(1)),
+        finished_at: Some(at(2)),
+        deadline_at: Some(at(300)),
+        cancel_requested: true,
+        idempotency_key: Some("key-1".to_owned()),
+    };
+    let minimal = run(2, "lead-enrichment", RunStatus::Queued);
+    let null_output = RunRecord {
+        output: Some(Value::Null),
+        trigger: Value::Null,
+        ..run(3, "lead-enrichment", RunStatus::Succeeded)
+    };
+    for record in [&full, &minimal, &null_output] {
+        store.create_run(record).await?;
+        assert_eq!(&stored_run(store, &record.id).await?, record);
+    }
+    assert_eq!(store.run(&run_id(99)).await?, None);
+    ensure!(
+        store.create_run(&minimal).await.is_err(),
+        "a duplicate id is refused"
+    );
+    Ok(())
+}
+
+pub(super) async fn idempotency_keys_are_unique_per_workflow(store: &dyn Store) -> Result<()> {
+    let keyed = |n, workflow_id, key: Option<&str>| RunRecord {
+        idempotency_key: key.map(str::to_owned),
+        ..run(n, workflow_id, RunStatus::Queued)
+    };
+    store.create_run(&keyed(1, "a", Some("k"))).await?;
+    store.create_run(&keyed(2, "b", Some("k"))).await?;
+    store.create_run(&keyed(3, "a", None)).await?;
+    store.create_run(&keyed(4, "a", None)).await?;
+    ensure!(
+        store.create_run(&keyed(5, "a", Some("k"))).await.is_err(),
+        "a second run with the same key in the same workflow is refused"
+    );
+    assert_eq!(store.run(&run_id(5)).await?, None);
+    Ok(())
+}
+
+pub(super) async fn start_run_only_from_queued(store: &dyn Store) -> Result<()> {
+    for (n, from) in (1..).zip(ALL_RUN_STATUSES) {
+        let before = run(n, "w", from);
+        store.create_run(&before).await?;
+        let started = store.start_run(&before.id, at(10), Some(at(70))).await?;
+        let expected = if from == RunStatus::Queued {
+            RunRecord {
+                status: RunStatus::Running,
+                started_at: Some(at(10)),
+                deadline_at: Some(at(70)),
+                ..before.clone()
+            }
+        } else {
+            before.clone()
+        };
+        assert_eq!(started, from == RunStatus::Queued, "start_run from {from}");
+        assert_eq!(
+            stored_run(store, &before.id).await?,
+            expected,
+            "start_run from {from}"
+        );
+        assert!(
+            !store.start_run(&before.id, at(20), None).await?,
+            "second start from {from}"
+        );
+    }
+    assert!(!store.start_run(&run_id(99), at(10), None).await?);
+    Ok(())
+}
+
+pub(super) async fn finish_run_only_once(store: &dyn Store) -> Result<()> {
+    let error = ErrorInfo::new("timeout", "the run took longer than 5m");
+    let output = json!({ "tier": "hot" });
+    for (n, from) in (1..).zip(ALL_RUN_STATUSES) {
+        let before = run(n, "w", from);
+        store.create_run(&before).await?;
+        let finished = store
+            .finish_run(
+                &before.id,
+                RunStatus::Failed,
+                Some(&output),
+                Some(&error),
+                at(30),
+            )
+            .await?;
+        let expected = if from.is_finished() {
+            before.clone()
+        } else {
+            RunRecord {
+                status: RunStatus::Failed,
+                output: Some(output.clone()),
+                error: Some(error.clone()),
+                finished_at: Some(at(30)),
+                ..before.clone()
+            }
+        };
+        assert_eq!(finished, !from.is_finished(), "finish_run from {from}");
+        assert_eq!(
+            stored_run(store, &before.id).await?,
+            expected,
+            "finish_run from {from}"
+        );
+        let again = store
+            .finish_run(&before.id, RunStatus::Succeeded, None, None, at(40))
+            .await?;
+        assert!(!again, "second finish from {from}");
+        assert_eq!(stored_run(store, &before.id).await?, expected);
+    }
+    Ok(())
+}
+
+pub(super) async fn request_cancel_only_unfinished(store: &dyn Store) -> Result<()> {
+    for (n, from) in (1..).zip(ALL_RUN_STATUSES) {
+        let before = run(n, "w", from);
+        store.create_run(&before).await?;
+        let requested = store.request_cancel(&before.id).await?;
+        let after = stored_run(store, &before.id).await?;
+        assert_eq!(requested, !from.is_finished(), "request_cancel on {from}");
+        assert_eq!(
+            after.cancel_requested,
+            !from.is_finished(),
+            "request_cancel on {from}"
+        );
+        assert_eq!(
+            after.status, from,
+            "request_cancel leaves the status to the driver"
+        );
+    }
+    assert!(!store.request_cancel(&run_id(99)).await?);
+    Ok(())
+}
+
+pub(super) async fn list_runs_filters_and_pages(store: &dyn Store) -> Result<()> {
+    create_runs(
+        store,
+        &[
+            run(1, "a", RunStatus::Queued),
+            run(2, "b", RunStatus::Running),
+            run(3, "a", RunStatus::Succeeded),
+            run(4, "a", RunStatus::Running),
+            run(5, "b", RunStatus::Failed),
+            run(6, "a", RunStatus::Queued),
+        ],
+    )
+    .await?;
+    let query = |workflow: Option<&str>, status, limit, cursor: Option<u128>| RunQuery {
+        workflow_id: workflow.map(str::to_owned),
+        status,
+        limit,
+        cursor: cursor.map(run_id),
+    };
+    let cases: [(RunQuery, &[u128]); 10] = [
+        (query(None, None, 0, None), &[6, 5, 4, 3, 2, 1]),
+        (query(Some("a"), None, 0, None), &[6, 4, 3, 1]),
+        (query(None, Some(RunStatus::Queued), 0, None), &[6, 1]),
+        (query(Some("a"), Some(RunStatus::Running), 0, None), &[4]),
+        (query(Some("c"), None, 0, None), &[]),
+        (query(None, None, 2, None), &[6, 5]),
+        (query(None, None, 0, Some(4)), &[3, 2, 1]),
+        (query(Some("a"), None, 1, Some(4)), &[3]),
+        (query(None, None, 0, Some(1)), &[]),
+        (query(None, None, 0, Some(99)), &[6, 5, 4, 3, 2, 1]),
+    ];
+    for (query, expected) in cases {
+        let expected: Vec<String> = expected.iter().map(|&n| run_id(n)).collect();
+        assert_eq!(ids(&store.list_runs(&query).await?), expected, "{query:?}");
+    }
+
+    // Paging with the last id of each page visits every run once, newest first.
+    let mut paged = Vec::new();
+    let mut page = RunQuery {
+        limit: 4,
+        ..RunQuery::default()
+    };
+    loop {
+        let runs = store.list_runs(&page).await?;
+        let Some(last) = runs.last() else { break };
+        page.cursor = Some(last.id.clone());
+        paged.extend(ids(&runs));
+    }
+    assert_eq!(paged, (1..=6).rev().map(run_id).collect::<Vec<_>>());
+    Ok(())
+}
+
+pub(super) async fn list_runs_clamps_limit(store: &dyn Store) -> Result<()> {
+    let total = u128::from(RunQuery::MAX_LIMIT) + 5;
+    let runs: Vec<RunRecord> = (1..=total)
+        .map(|n| run(n, "w", RunStatus::Succeeded))
+        .collect();
+    create_runs(store, &runs).await?;
+    for (limit, expected) in [
+        (0, 50),
+        (1, 1),
+        (499, 499),
+        (500, 500),
+        (501, 500),
+        (u32::MAX, 500),
+    ] {
+        let query = RunQuery {
+            limit,
+            ..RunQuery::default()
+        };
+        assert_eq!(
+            store.list_runs(&query).await?.len(),
+            expected,
+            "limit {limit}"
+        );
+    }
+    Ok(())
+}
+
+pub(super) async fn count_running_and_oldest_queued(store: &dyn Store) -> Result<()> {
+    create_runs(
+        store,
+        &[
+            run(1, "a", RunStatus::Succeeded),
+            run(2, "a", RunStatus::Queued),
+            run(3, "a", RunStatus::Running),
+            run(4, "b", RunStatus::Queued),
+            run(5, "a", RunStatus::Queued),
+            run(6, "a", RunStatus::Running),
+            run(7, "b", RunStatus::Running),
+            run(8, "a", RunStatus::Queued),
+        ],
+    )
+    .await?;
+    for (workflow, running) in [("a", 2), ("b", 1), ("c", 0)] {
+        assert_eq!(
+            store.count_running(workflow).await?,
+            running,
+            "workflow {workflow}"
+        );
+    }
+    let cases: [(&str, u32, &[u128]); 5] = [
+        ("a", 2, &[2, 5]),
+        ("a", 10, &[2, 5, 8]),
+        ("a", 0, &[]),
+        ("b", 10, &[4]),
+        ("c", 10, &[]),
+    ];
+    for (workflow, limit, expected) in cases {
+        let expected: Vec<String> = expected.iter().map(|&n| run_id(n)).collect();
+        assert_eq!(
+            store.oldest_queued(workflow, limit).await?,
+            expected,
+            "{workflow} {limit}"
+        );
+    }
+    Ok(())
+}
+
+pub(super) async fn unfinished_runs_oldest_first(store: &dyn Store) -> Result<()> {
+    assert_eq!(store.unfinished_runs().await?, []);
+    let runs = [
+        run(1, "a", RunStatus::Running),
+        run(2, "b", RunStatus::Succeeded),
+        run(3, "b", RunStatus::Queued),
+        run(4, "a", RunStatus::Cancelled),
+        run(5, "a", RunStatus::Queued),
+        run(6, "a", RunStatus::Failed),
+    ];
+    create_runs(store, &runs).await?;
+    let unfinished = store.unfinished_runs().await?;
+    assert_eq!(
+        unfinished,
+        [runs[0].clone(), runs[2].clone(), runs[4].clone()]
+    );
+    Ok(())
+}
+
+pub(super) async fn insert_attempt_only_once(store: &dyn Store) -> Result<()> {
+    store.create_run(&run(1, "w", RunStatus::Running)).await?;
+    store.create_run(&run(2, "w", RunStatus::Running)).await?;
+    let first = AttemptRecord {
+        input: Some(json!({ "email": "ada@example.com" })),
+        ..attempt(key(1, "company", 2), AttemptStatus::Queued)
+    };
+    assert!(store.insert_attempt(&first).await?);
+    let duplicate = AttemptRecord {
+        status: AttemptStatus::Skipped,
+        ..attempt(key(1, "company", 2), AttemptStatus::Queued)
+    };
+    assert!(!store.insert_attempt(&duplicate).await?);
+    assert_eq!(stored_attempt(store, &first.key).await?, first);
+
+    // Ordered by node id, then by attempt as a number (10 after 2).
+    for key in [
+        key(1, "company", 10),
+        key(1, "alert", 1),
+        key(1, "company", 1),
+        key(2, "a", 1),
+    ] {
+        assert!(
+            store
+                .insert_attempt(&attempt(key, AttemptStatus::Pending))
+                .await?
+        );
+    }
+    let order: Vec<AttemptKey> = store
+        .attempts(&run_id(1))
+        .await?
+        .into_iter()
+        .map(|attempt| attempt.key)
+        .collect();
+    let expected = [
+        key(1, "alert", 1),
+        key(1, "company", 1),
+        key(1, "company", 2),
+        key(1, "company", 10),
+    ];
+    assert_eq!(order, expected);
+    assert_eq!(store.attempts(&run_id(99)).await?, []);
+    Ok(())
+}
+
+pub(super) async fn attempts_need_their_run(store: &dyn Store) -> Result<()> {
+    let orphan = attempt(key(99, "node", 1), AttemptStatus::Queued);
+    ensure!(
+        store.insert_attempt(&orphan).await.is_err(),
+        "an attempt of no run is refused"
+    );
+    Ok(())
+}
+
+pub(super) async fn start_attempt_transitions(store: &dyn Store) -> Result<()> {
+    store.create_run(&run(1, "w", RunStatus::Running)).await?;
+    let input = json!({ "domain": "example.com" });
+    for (n, from) in (1..).zip(ALL_ATTEMPT_STATUSES) {
+        let before = attempt(key(1, "node", n), from);
+        store.insert_attempt(&before).await?;
+        let started = store
+            .start_attempt(&before.key, Some(&input), at(150))
+            .await?;
+        let may_start = matches!(from, AttemptStatus::Queued | AttemptStatus::Running);
+        let expected = if may_start {
+            AttemptRecord {
+                status: AttemptStatus::Running,
+                input: Some(input.clone()),
+                started_at: Some(at(150)),
+                ..before.clone()
+            }
+        } else {
+            before.clone()
+        };
+        assert_eq!(started, may_start, "start_attempt from {from}");
+        assert_eq!(
+            stored_attempt(store, &before.key).await?,
+            expected,
+            "from {from}"
+        );
+    }
+    assert!(
+        !store
+            .start_attempt(&key(1, "missing", 1), None, at(150))
+            .await?
+    );
+    Ok(())
+}
+
+pub(super) async fn finish_attempt_transitions(store: &dyn Store) -> Result<()> {
+    store.create_run(&run(1, "w", RunStatus::Running)).await?;
+    let failure = AttemptOutcome {
+        status: AttemptStatus::Failed,
+        output: None,
+        error: Some(ErrorInfo::new("http", "429 Too Many Requests")),
+        retryable: true,
+        not_before: Some(at_micros(250_000_001)),
+        finished_at: at(200),
+    };
+    for (n, from) in (1..).zip(ALL_ATTEMPT_STATUSES) {
+        let before = AttemptRecord {
+            not_before: Some(at(50)),
+            ..attempt(key(1, "node", n), from)
+        };
+        store.insert_attempt(&before).await?;
+        let finished = store.finish_attempt(&before.key, &failure).await?;
+        let expected = if from.is_finished() {
+            before.clone()
+        } else {
+            AttemptRecord {
+                status: AttemptStatus::Failed,
+                error: failure.error.clone(),
+                retryable: true,
+                not_before: failure.not_before,
+                finished_at: Some(at(200)),
+                ..before.clone()
+            }
+        };
+        assert_eq!(finished, !from.is_finished(), "finish_attempt from {from}");
+        assert_eq!(
+            stored_attempt(store, &before.key).await?,
+            expected,
+            "from {from}"
+        );
+        let success = outcome(AttemptStatus::Succeeded, Some(json!(1)));
+        assert!(
+            !store.finish_attempt(&before.key, &success).await?,
+            "twice from {from}"
+        );
+        assert_eq!(
+            stored_attempt(store, &before.key).await?,
+            expected,
+            "twice from {from}"
+        );
+    }
+    let success = outcome(AttemptStatus::Succeeded, None);
+    assert!(
+        !store
+            .finish_attempt(&key(1, "missing", 1), &success)
+            .await?
+    );
+    Ok(())
+}
+
+pub(super) async fn promote_due_attempts_respects_not_before(store: &dyn Store) -> Result<()> {
+    store.create_run(&run(1, "w", RunStatus::Running)).await?;
+    store.create_run(&run(2, "w", RunStatus::Running)).await?;
+    assert_eq!(store.next_due_at().await?, None);
+    assert_eq!(store.promote_due_attempts(at(1_000)).await?, []);
+    let waiting = |key, status, not_before| AttemptRecord {
+        not_before,
+        ..attempt(key, status)
+    };
+    let attempts = [
+        waiting(key(2, "early", 1), AttemptStatus::Pending, Some(at(-10))),
+        waiting(key(1, "exact", 2), AttemptStatus::Pending, Some(at(0))),
+        waiting(key(1, "later", 1), AttemptStatus::Pending, Some(at(10))),
+        // One microsecond is enough to wait.
+        waiting(
+            key(1, "just-later", 1),
+            AttemptStatus::Pending,
+            Some(at_micros(1)),
+        ),
+        waiting(key(1, "queued", 1), AttemptStatus::Queued, Some(at(-20))),
+        waiting(key(1, "failed", 1), AttemptStatus::Failed, Some(at(-30))),
+    ];
+    for attempt in &attempts {
+        store.insert_attempt(attempt).await?;
+    }
+    assert_eq!(store.next_due_at().await?, Some(at(-10)));
+
+    let promoted = store.promote_due_attempts(at(0)).await?;
+    assert_eq!(promoted, [key(1, "exact", 2), key(2, "early", 1)]);
+    for key in &promoted {
+        assert_eq!(
+            stored_attempt(store, key).await?.status,
+            AttemptStatus::Queued
+        );
+    }
+    assert_eq!(store.promote_due_attempts(at(0)).await?, []);
+    assert_eq!(store.next_due_at().await?, Some(at_micros(1)));
+
+    assert_eq!(
+        store.promote_due_attempts(at_micros(1)).await?,
+        [key(1, "just-later", 1)]
+    );
+    assert_eq!(store.next_due_at().await?, Some(at(10)));
+    assert_eq!(
+        store.promote_due_attempts(at(3_600)).await?,
+        [key(1, "later", 1)]
+    );
+    assert_eq!(store.next_due_at().await?, None);
+
+    // Nothing else moved.
+    for (attempt, status) in attempts[4..]
+        .iter()
+        .zip([AttemptStatus::Queued, AttemptStatus::Failed])
+    {
+        assert_eq!(stored_attempt(store, &attempt.key).await?.status, status);
+    }
+    Ok(())
+}
+
+pub(super) async fn pending_without_not_before_is_due(store: &dyn Store) -> Result<()> {
+    store.create_run(&run(1, "w", RunStatus::Running)).await?;
+    store
+        .insert_attempt(&attempt(key(1, "n", 1), AttemptStatus::Pending))
+        .await?;
+    assert_eq!(store.next_due_at().await?, None);
+    assert_eq!(store.promote_due_attempts(at(0)).await?, [key(1, "n", 1)]);
+    Ok(())
+}
+
+pub(super) async fn open_attempts_of_unfinished_runs(store: &dyn Store) -> Result<()> {
+    assert_eq!(store.open_attempts().await?, []);
+    for (n, status) in (1..).zip(ALL_RUN_STATUSES) {
+        store.create_run(&run(n, "w", status)).await?;
+        for (node, attempt_status) in ["a", "b", "c", "d", "e", "f", "g"]
+            .into_iter()
+            .zip(ALL_ATTEMPT_STATUSES)
+        {
+            store
+                .insert_attempt(&attempt(key(n, node, 1), attempt_status))
+                .await?;
+        }
+    }
+    // Runs 1 and 2 are queued and running; nodes b and c hold their queued and running attempts.
+    let expected = [
+        key(1, "b", 1),
+        key(1, "c", 1),
+        key(2, "b", 1),
+        key(2, "c", 1),
+    ];
+    assert_eq!(store.open_attempts().await?, expected);
+    Ok(())
+}
+
+pub(super) async fn cancel_open_attempts_of_one_run(store: &dyn Store) -> Result<()> {
+    for n in [1, 2] {
+        store.create_run(&run(n, "w", RunStatus::Running)).await?;
+        for (number, status) in (1..).zip(ALL_ATTEMPT_STATUSES) {
+            store
+                .insert_attempt(&attempt(key(n, "node", number), status))
+                .await?;
+        }
+    }
+    assert_eq!(store.cancel_open_attempts(&run_id(1), at(300)).await?, 3);
+    for (before, after) in store
+        .attempts(&run_id(1))
+        .await?
+        .iter()
+        .zip(ALL_ATTEMPT_STATUSES)
+    {
+        let expected = if after.is_finished() {
+            attempt(before.key.clone(), after)
+        } else {
+            AttemptRecord {
+                finished_at: Some(at(300)),
+                ..attempt(before.key.clone(), AttemptStatus::Cancelled)
+            }
+        };
+        assert_eq!(before, &expected, "cancel from {after}");
+    }
+    assert_eq!(store.cancel_open_attempts(&run_id(1), at(400)).await?, 0);
+    let untouched: Vec<AttemptStatus> = store
+        .attempts(&run_id(2))
+        .await?
+        .iter()
+        .map(|attempt| attempt.status)
+        .collect();
+    assert_eq!(untouched, ALL_ATTEMPT_STATUSES);
+    Ok(())
+}
+
+pub(super) async fn json_null_and_absent_stay_apart(store: &dyn Store) -> Result<()> {
+    let values = [
+        None,
+        Some(Value::Null),
+        Some(json!({})),
+        Some(json!([])),
+        Some(json!("")),
+        Some(json!("null")),
+        Some(json!(0)),
+        Some(json!({ "a": null, "b": [null, { "c": 1.5e-7 }] })),
+    ];
+    for (n, value) in (1..).zip(&values) {
+        let key = key(n, "node", 1);
+        store.create_run(&run(n, "w", RunStatus::Running)).await?;
+        store
+            .finish_run(
+                &run_id(n),
+                RunStatus::Succeeded,
+                value.as_ref(),
+                None,
+                at(9),
+            )
+            .await?;
+        assert_eq!(&stored_run(store, &run_id(n)).await?.output, value);
+
+        let record = AttemptRecord {
+            input: value.clone(),
+            output: value.clone(),
+            ..attempt(key.clone(), AttemptStatus::Queued)
+        };
+        store.insert_attempt(&record).await?;
+        assert_eq!(stored_attempt(store, &key).await?, record);
+        store.start_attempt(&key, value.as_ref(), at(150)).await?;
+        assert_eq!(&stored_attempt(store, &key).await?.input, value);
+        store
+            .finish_attempt(&key, &outcome(AttemptStatus::Succeeded, value.clone()))
+            .await?;
+        assert_eq!(&stored_attempt(store, &key).await?.output, value);
+    }
+    Ok(())
+}
+
+/// A SQLite store in a fresh file, deleted (with its WAL) when dropped.
+struct TempDatabase {
+    path: PathBuf,
+    store: SqliteStore,
+}
+
+impl TempDatabase {
+    async fn create() -> Result<TempDatabase> {
+        let name = format!("enrichflow-store-{}.db", uuid::Uuid::now_v7());
+        let path = std::env::temp_dir().join(name);
+        let store = SqliteStore::connect(&format!("sqlite://{}", path.display())).await?;
+        Ok(TempDatabase { path, store })
+    }
+}
+
+impl Drop for TempDatabase {
+    fn drop(&mut self) {
+        for suffix in ["", "-wal", "-shm"] {
+            let mut path = self.path.clone().into_os_string();
+            path.push(suffix);
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+/// One `#[tokio::test]` per check, each on a fresh SQLite file.
+macro_rules! store_checks {
+    ($($check:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test]
+                async fn $check() -> anyhow::Result<()> {
+                    let database = super::TempDatabase::create().await?;
+                    super::$check(&database.store).await?;
+                    database.store.close().await;
+                    Ok(())
+                }
+            )*
+        }
+    };
+}
+
+store_checks!(
+    revisions_are_saved_once,
+    runs_round_trip_every_field,
+    idempotency_keys_are_unique_per_workflow,
+    start_run_only_from_queued,
+    finish_run_only_once,
+    request_cancel_only_unfinished,
+    list_runs_filters_and_pages,
+    list_runs_clamps_limit,
+    count_running_and_oldest_queued,
+    unfinished_runs_oldest_first,
+    insert_attempt_only_once,
+    attempts_need_their_run,
+    start_attempt_transitions,
+    finish_attempt_transitions,
+    promote_due_attempts_respects_not_before,
+    pending_without_not_before_is_due,
+    open_attempts_of_unfinished_runs,
+    cancel_open_attempts_of_one_run,
+    json_null_and_absent_stay_apart,
+);
+
+#[tokio::test]
+async fn sqlite_memory_urls_give_private_databases() -> Result<()> {
+    for url in ["sqlite::memory:", "sqlite://:memory:"] {
+        let first = SqliteStore::connect(url).await?;
+        let second = SqliteStore::connect(url).await?;
+        first.create_run(&run(1, "w", RunStatus::Queued)).await?;
+        // The single connection keeps the database alive between statements.
+        assert!(first.run(&run_id(1)).await?.is_some(), "{url}");
+        assert_eq!(second.run(&run_id(1)).await?, None, "{url}");
+        first.migrate().await?;
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn sqlite_file_persists_across_connections() -> Result<()> {
+    let database = TempDatabase::create().await?;
+    let url = format!("sqlite://{}", database.path.display());
+    database
+        .store
+        .create_run(&run(1, "w", RunStatus::Queued))
+        .await?;
+    let mut wal = database.path.clone().into_os_string();
+    wal.push("-wal");
+    ensure!(PathBuf::from(wal).exists(), "the database is in WAL mode");
+    let reopened = SqliteStore::connect(&url).await?;
+    reopened.migrate().await?;
+    assert_eq!(
+        reopened.run(&run_id(1)).await?,
+        database.store.run(&run_id(1)).await?
+    );
+    reopened.close().await;
+    database.store.close().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn sqlite_refuses_other_urls_without_echoing_credentials() {
+    for url in [
+        "postgres://user:secret@localhost/db",
+        "enrichflow.db",
+        "mysql://h/db",
+    ] {
+        let error = SqliteStore::connect(url).await.map(|_| ()).expect_err(url);
+        let message = error.to_string();
+        assert!(
+            matches!(error, super::Error::UnsupportedUrl(_)),
+            "{url}: {message}"
+        );
+        assert!(!message.contains("secret"), "{message}");
+    }
+}

@@ -1,0 +1,100 @@
+//! The run as JSON, exactly as SPEC shows it (printed by `enrichflow run`, returned by the API).
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde_json::{Map, Value, json};
+
+use crate::store::{AttemptRecord, AttemptStatus, RunRecord};
+use crate::workflow::Workflow;
+
+/// The run JSON with every node: its latest status and output, and every attempt in `history`.
+/// Nodes never reached are `pending`.
+pub fn run_json(run: &RunRecord, attempts: &[AttemptRecord], workflow: Option<&Workflow>) -> Value {
+    let mut by_node: BTreeMap<&str, Vec<&AttemptRecord>> = BTreeMap::new();
+    if let Some(workflow) = workflow {
+        for id in workflow.nodes.keys() {
+            by_node.entry(id.as_str()).or_default();
+        }
+    }
+    for attempt in attempts {
+        by_node
+            .entry(attempt.key.node_id.as_str())
+            .or_default()
+            .push(attempt);
+    }
+    let nodes: Map<String, Value> = by_node
+        .into_iter()
+        .map(|(id, mut attempts)| {
+            attempts.sort_by_key(|a| a.key.attempt);
+            (id.to_owned(), node_json(&attempts))
+        })
+        .collect();
+    let mut value = summary_json(run);
+    if let Some(map) = value.as_object_mut() {
+        map.insert("nodes".into(), Value::Object(nodes));
+    }
+    value
+}
+
+/// The run JSON without nodes, for lists.
+pub fn summary_json(run: &RunRecord) -> Value {
+    json!({
+        "id": run.id,
+        "workflow": run.workflow_id,
+        "status": run.status.as_str(),
+        "trigger": run.trigger,
+        "output": run.output,
+        "error": run.error,
+        "created_at": timestamp(Some(run.created_at)),
+        "started_at": timestamp(run.started_at),
+        "finished_at": timestamp(run.finished_at),
+        "revision": run.revision,
+    })
+}
+
+fn node_json(attempts: &[&AttemptRecord]) -> Value {
+    let Some(latest) = attempts.last() else {
+        return json!({
+            "status": "pending", "attempts": 0, "output": null, "error": null,
+            "started_at": null, "finished_at": null, "history": [],
+        });
+    };
+    let ran = attempts.iter().filter(|a| a.started_at.is_some()).count();
+    let history: Vec<Value> = attempts.iter().map(|a| attempt_json(a)).collect();
+    json!({
+        "status": node_status(latest.status),
+        "attempts": ran,
+        "output": latest.output,
+        "error": latest.error,
+        "started_at": timestamp(attempts.iter().find_map(|a| a.started_at)),
+        "finished_at": timestamp(latest.finished_at),
+        "history": history,
+    })
+}
+
+fn attempt_json(attempt: &AttemptRecord) -> Value {
+    json!({
+        "attempt": attempt.key.attempt,
+        "status": attempt.status.as_str(),
+        "input": attempt.input,
+        "output": attempt.output,
+        "error": attempt.error,
+        "not_before": timestamp(attempt.not_before),
+        "started_at": timestamp(attempt.started_at),
+        "finished_at": timestamp(attempt.finished_at),
+    })
+}
+
+/// Node statuses of SPEC: an attempt waiting in the queue or for its backoff is `pending`.
+fn node_status(status: AttemptStatus) -> &'static str {
+    match status {
+        AttemptStatus::Pending | AttemptStatus::Queued => "pending",
+        other => other.as_str(),
+    }
+}
+
+fn timestamp(at: Option<DateTime<Utc>>) -> Value {
+    at.map(|at| Value::String(at.to_rfc3339_opts(SecondsFormat::Millis, true)))
+        .unwrap_or(Value::Null)
+}
