@@ -29,7 +29,7 @@ pub enum Error {
     Store(#[from] store::Error),
     #[error(transparent)]
     Queue(#[from] crate::queue::Error),
-    #[error("the input does not match the workflow's schema")]
+    #[error("the input does not match the workflow's schema: {}", .0.join("; "))]
     InvalidInput(Vec<String>),
     #[error("workflow revision `{0}` cannot be loaded: {1}")]
     Revision(String, String),

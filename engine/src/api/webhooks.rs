@@ -52,8 +52,10 @@ pub async fn receive(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let catalog = state.engine.catalog();
-    let hook = catalog
+    // Cloned out, so a reload during a long on-complete wait does not pin the old catalog.
+    let hook = state
+        .engine
+        .catalog()
         .webhook(&path)
         .map(|(workflow, trigger)| (workflow, trigger.clone()));
     let label = match &hook {
