@@ -5,10 +5,11 @@
 //! any other string with `{{`/`{%` renders to a string; a string without either is returned as
 //! it is without touching minijinja. Undefined names and attributes are errors (strict mode).
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
 
 use minijinja::value::Serde;
-use minijinja::{AutoEscape, Environment, UndefinedBehavior};
+use minijinja::{AutoEscape, Environment, Template, UndefinedBehavior};
 use serde_json::Value;
 
 /// A template or expression that does not parse or does not evaluate.
@@ -26,9 +27,19 @@ pub struct TemplateError {
 /// treats a template's name as its source, so each distinct text is compiled once and reused
 /// from every thread. Expressions go through the same cache as `{% set %}` templates, because a
 /// compiled `minijinja::Expression` borrows its environment and so cannot be stored beside it.
+///
+/// The scope holds every finished node's output, so converting all of it for each template
+/// would cost more than the rendering. Each template is given only the parts it reads (see
+/// [`Reads`]), which is exact and much cheaper.
 #[derive(Clone)]
 pub struct Templates {
-    environment: Arc<Environment<'static>>,
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    environment: Environment<'static>,
+    /// What each template source reads from the scope, worked out once per source.
+    reads: RwLock<HashMap<String, Arc<Reads>>>,
 }
 
 /// The variable a wrapped expression assigns; the leading underscores keep it out of the way
@@ -50,7 +61,10 @@ impl Templates {
         // only ever asked for texts this module passes to `get_template`.
         environment.set_loader(|name| Ok(Some(name.to_owned())));
         Self {
-            environment: Arc::new(environment),
+            shared: Arc::new(Shared {
+                environment,
+                reads: RwLock::new(HashMap::new()),
+            }),
         }
     }
 
@@ -61,11 +75,7 @@ impl Templates {
         }
         match single_expression(text) {
             Some(expression) => self.compile_expression(text, expression),
-            None => self
-                .environment
-                .get_template(text)
-                .map(drop)
-                .map_err(|error| template_error(text, &error)),
+            None => self.template(text, text).map(drop),
         }
     }
 
@@ -76,61 +86,38 @@ impl Templates {
 
     /// Renders every string inside `value` (map keys are left alone) with `scope` in view.
     pub fn render_value(&self, value: &Value, scope: &Value) -> Result<Value, TemplateError> {
-        let mut context = None;
-        self.render_in(value, scope, &mut context)
-    }
-
-    /// Evaluates a bare expression and applies minijinja's truthiness.
-    pub fn eval_condition(&self, expr: &str, scope: &Value) -> Result<bool, TemplateError> {
-        let context = minijinja::Value::from(Serde(scope));
-        Ok(self.evaluate(expr, expr, &context)?.is_true())
-    }
-
-    /// `context` is the scope converted for minijinja, built on the first string that needs it
-    /// so that values without templates cost no conversion at all.
-    fn render_in(
-        &self,
-        value: &Value,
-        scope: &Value,
-        context: &mut Option<minijinja::Value>,
-    ) -> Result<Value, TemplateError> {
         match value {
-            Value::String(text) if has_template_syntax(text) => {
-                let context = context.get_or_insert_with(|| minijinja::Value::from(Serde(scope)));
-                self.render_string(text, context)
-            }
+            Value::String(text) if has_template_syntax(text) => self.render_string(text, scope),
             Value::Array(items) => items
                 .iter()
-                .map(|item| self.render_in(item, scope, context))
+                .map(|item| self.render_value(item, scope))
                 .collect::<Result<_, _>>()
                 .map(Value::Array),
             Value::Object(map) => map
                 .iter()
-                .map(|(key, item)| Ok((key.clone(), self.render_in(item, scope, context)?)))
+                .map(|(key, item)| Ok((key.clone(), self.render_value(item, scope)?)))
                 .collect::<Result<_, _>>()
                 .map(Value::Object),
             other => Ok(other.clone()),
         }
     }
 
-    fn render_string(
-        &self,
-        text: &str,
-        context: &minijinja::Value,
-    ) -> Result<Value, TemplateError> {
+    /// Evaluates a bare expression and applies minijinja's truthiness.
+    pub fn eval_condition(&self, expr: &str, scope: &Value) -> Result<bool, TemplateError> {
+        Ok(self.evaluate(expr, expr, scope)?.is_true())
+    }
+
+    fn render_string(&self, text: &str, scope: &Value) -> Result<Value, TemplateError> {
         if let Some(expression) = single_expression(text) {
-            let value = self.evaluate(text, expression, context)?;
+            let value = self.evaluate(text, expression, scope)?;
             return serde_json::to_value(&value).map_err(|error| TemplateError {
                 expression: text.to_owned(),
                 message: format!("the result is not JSON: {error}"),
             });
         }
-        let template = self
-            .environment
-            .get_template(text)
-            .map_err(|error| template_error(text, &error))?;
+        let template = self.template(text, text)?;
         template
-            .render(context)
+            .render(self.context(text, &template, scope))
             .map(Value::String)
             .map_err(|error| template_error(text, &error))
     }
@@ -140,10 +127,10 @@ impl Templates {
         &self,
         text: &str,
         expression: &str,
-        context: &minijinja::Value,
+        scope: &Value,
     ) -> Result<minijinja::Value, TemplateError> {
         let source = format!("{{% set {RESULT} = ({expression}) %}}");
-        let template = match self.environment.get_template(&source) {
+        let template = match self.shared.environment.get_template(&source) {
             Ok(template) => template,
             // The wrapper's own syntax error would be confusing; report the expression's.
             Err(error) => {
@@ -152,7 +139,7 @@ impl Templates {
             }
         };
         let captured = template
-            .render_captured(context)
+            .render_captured(self.context(&source, &template, scope))
             .map_err(|error| template_error(text, &error))?;
         match captured.state().lookup(RESULT) {
             Some(value) if !value.is_undefined() => Ok(value),
@@ -164,8 +151,38 @@ impl Templates {
         }
     }
 
+    fn template(&self, source: &str, text: &str) -> Result<Template<'_, '_>, TemplateError> {
+        self.shared
+            .environment
+            .get_template(source)
+            .map_err(|error| template_error(text, &error))
+    }
+
+    /// The parts of `scope` that the template compiled from `source` reads.
+    fn context(
+        &self,
+        source: &str,
+        template: &Template<'_, '_>,
+        scope: &Value,
+    ) -> minijinja::Value {
+        let cached = self
+            .shared
+            .reads
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(source)
+            .cloned();
+        let reads = cached.unwrap_or_else(|| {
+            let reads = Arc::new(Reads::of(template));
+            let mut all = self.shared.reads.write().unwrap_or_else(|e| e.into_inner());
+            all.entry(source.to_owned()).or_insert(reads).clone()
+        });
+        reads.context(scope)
+    }
+
     fn compile_expression(&self, text: &str, expression: &str) -> Result<(), TemplateError> {
-        self.environment
+        self.shared
+            .environment
             .compile_expression(expression)
             .map(drop)
             .map_err(|error| template_error(text, &error))
@@ -182,6 +199,60 @@ impl std::fmt::Debug for Templates {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Templates").finish_non_exhaustive()
     }
+}
+
+/// The scope paths a template reads, from minijinja's static analysis: `nodes.a.output.tier`
+/// is recorded as such, a dynamic access (`nodes[name]`, `nodes | items`) as `nodes`. Each path
+/// is kept without its last name, so `nodes.a.output` is handed over whole: a method called on
+/// it (`.items()`) or a test (`is defined`) then sees exactly what the full scope would show.
+/// Intermediate maps (`nodes`) hold only the keys read through them, which only static
+/// attribute access can reach, since anything else would have recorded the shorter path.
+struct Reads {
+    paths: Vec<Vec<String>>,
+}
+
+impl Reads {
+    fn of(template: &Template<'_, '_>) -> Self {
+        let paths = template
+            .undeclared_variables(true)
+            .into_iter()
+            .map(|path| {
+                let mut names: Vec<String> = path.split('.').map(str::to_owned).collect();
+                if names.len() > 1 {
+                    names.pop();
+                }
+                names
+            })
+            .collect();
+        Self { paths }
+    }
+
+    fn context(&self, scope: &Value) -> minijinja::Value {
+        let paths: Vec<&[String]> = self.paths.iter().map(Vec::as_slice).collect();
+        part(scope, &paths)
+    }
+}
+
+/// `value` narrowed to `paths` (relative to it); whole when a path ends here.
+fn part(value: &Value, paths: &[&[String]]) -> minijinja::Value {
+    let Value::Object(map) = value else {
+        return minijinja::Value::from(Serde(value));
+    };
+    if paths.iter().any(|path| path.is_empty()) {
+        return minijinja::Value::from(Serde(value));
+    }
+    let mut children: HashMap<&str, Vec<&[String]>> = HashMap::new();
+    for path in paths {
+        children
+            .entry(path[0].as_str())
+            .or_default()
+            .push(&path[1..]);
+    }
+    minijinja::Value::from_pairs(children.into_iter().filter_map(|(key, rest)| {
+        // A name the scope lacks stays undefined (or resolves to a global such as `range`).
+        map.get(key)
+            .map(|child| (key.to_owned(), part(child, &rest)))
+    }))
 }
 
 fn has_template_syntax(text: &str) -> bool {
@@ -397,6 +468,58 @@ mod tests {
         assert!(templates.check_expression("1) %}{% set x = (1").is_err());
     }
 
+    /// The narrowed scope must render exactly like the whole one.
+    #[test]
+    fn templates_see_the_same_values_as_with_the_whole_scope() {
+        let templates = Templates::new();
+        let whole = minijinja::Value::from(Serde(scope()));
+        let cases = [
+            "{% for k, v in nodes | items %}{{ k }}={{ v.status }};{% endfor %}",
+            "{{ nodes['score'].output.tier }} {{ nodes | length }} {{ nodes.score | length }}",
+            "{% set n = nodes.score %}{{ n.output.total }}",
+            "{% with x = trigger.body %}{{ x.email }}{% endwith %}",
+            "{{ nodes.missing is defined }} {{ nodes.score.output.missing is defined }}",
+            "{{ nodes.missing.output is defined }}",
+            "{{ trigger.body.contacts[0].email }} {{ trigger.body.contacts | map(attribute='email') | join(',') }}",
+            "{% for c in trigger.body.contacts %}{{ c.email }}{{ loop.index }}{% endfor %}",
+            "{{ range(3) | list }} {{ workflow.id ~ '/' ~ run.id }}",
+            "{{ nodes.score.output.items() | list }} {{ nodes.score.output.get('tier') }}",
+            "{{ nodes.score.output.keys() | list }}",
+            "{% if nodes.score.output.tier == 'hot' %}{{ secrets.TOKEN }}{% endif %}",
+            "{{ nodes.skipped.output.tier }}",
+            "{{ trigger.body.n is even }} {{ nodes.score.output.total | round }}",
+            "{{ trigger }}",
+            "{{ nodes.score.output.tier.upper() }}",
+        ];
+        let text = "{{ nodes.score.output.tier }}";
+        let template = templates.template(text, text).unwrap();
+        let context = templates.context(text, &template, &scope());
+        let nodes = context.get_attr("nodes").unwrap();
+        assert!(context.get_attr("trigger").unwrap().is_undefined());
+        assert!(nodes.get_attr("skipped").unwrap().is_undefined());
+        assert_eq!(
+            nodes
+                .get_attr("score")
+                .unwrap()
+                .get_attr("output")
+                .unwrap()
+                .len(),
+            Some(2)
+        );
+        for text in cases {
+            let template = templates.template(text, text).unwrap();
+            let narrowed = template.render(templates.context(text, &template, &scope()));
+            let expected = template.render(whole.clone());
+            match (narrowed, expected) {
+                (Ok(narrowed), Ok(expected)) => assert_eq!(narrowed, expected, "{text}"),
+                (Err(narrowed), Err(expected)) => {
+                    assert_eq!(narrowed.to_string(), expected.to_string(), "{text}")
+                }
+                (narrowed, expected) => panic!("{text}: {narrowed:?} but {expected:?}"),
+            }
+        }
+    }
+
     #[test]
     fn compiled_templates_are_reused_across_clones() {
         let templates = Templates::new();
@@ -410,6 +533,6 @@ mod tests {
             clone.render_value(&value, &scope()).unwrap(),
             json!("6 and r1")
         );
-        assert!(Arc::ptr_eq(&templates.environment, &clone.environment));
+        assert!(Arc::ptr_eq(&templates.shared, &clone.shared));
     }
 }

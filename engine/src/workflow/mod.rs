@@ -3,6 +3,13 @@
 //! The YAML is first read into a tree that keeps every value's line and column (`located`),
 //! then parsed into the model with every problem collected (`parse`, `trigger`, `node`), so
 //! that a user sees all errors of a file at once, each with file, line, column and key path.
+//!
+//! Defaults: `name` is the id, `description` is empty, `retry` is one attempt (backoff 1s,
+//! ceiling 1m, raised to `backoff` when that is longer), `on_error: fail`, `parallelism: 1`
+//! (a `foreach` runs its items one at a time unless asked otherwise, which is kind to the
+//! rate-limited APIs enrichment calls), webhooks `respond: accepted`, cron `timezone: UTC` and
+//! `input: {}`. `needs` may be a single id; `if` may be a YAML boolean; a webhook path may
+//! start with `/`. `parallelism` without `foreach` is an error, as is a workflow without nodes.
 
 mod duration;
 mod error;
