@@ -33,7 +33,12 @@ const MAX_CONNECTIONS: u32 = 8;
 /// The SQLite store.
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
+    /// Readers; WAL lets them run beside the writer.
     pool: SqlitePool,
+    /// The one connection that writes. Funnelling writes through it queues them in async code
+    /// instead of letting several connections collide on SQLite's write lock, whose busy
+    /// handler sleeps.
+    writer: SqlitePool,
 }
 
 impl SqliteStore {
@@ -59,23 +64,35 @@ impl SqliteStore {
                 .max_lifetime(None)
         } else {
             SqlitePoolOptions::new().max_connections(MAX_CONNECTIONS)
+        }
+        // A local file cannot drop a connection the way a network peer can; the default ping
+        // before every acquire would double the cost of each statement.
+        .test_before_acquire(false);
+        let pool = pool.connect_with(options.clone()).await?;
+        let writer = if is_in_memory(location) {
+            pool.clone()
+        } else {
+            SqlitePoolOptions::new()
+                .max_connections(1)
+                .test_before_acquire(false)
+                .connect_with(options)
+                .await?
         };
-        let store = SqliteStore {
-            pool: pool.connect_with(options).await?,
-        };
+        let store = SqliteStore { pool, writer };
         store.migrate().await?;
         Ok(store)
     }
 
     /// Applies the migrations this binary carries that the database has not seen yet.
     pub async fn migrate(&self) -> Result<()> {
-        MIGRATOR.run(&self.pool).await?;
+        MIGRATOR.run(&self.writer).await?;
         Ok(())
     }
 
     /// Closes every connection (checkpointing the WAL); the store is unusable afterwards.
     pub async fn close(&self) {
         self.pool.close().await;
+        self.writer.close().await;
     }
 }
 
@@ -105,7 +122,7 @@ impl Store for SqliteStore {
         .bind(workflow_id)
         .bind(source)
         .bind(timestamp(Utc::now()))
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(())
     }
@@ -137,7 +154,7 @@ impl Store for SqliteStore {
         .bind(run.deadline_at.map(timestamp))
         .bind(run.cancel_requested)
         .bind(&run.idempotency_key)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(())
     }
@@ -209,7 +226,7 @@ impl Store for SqliteStore {
         .bind(timestamp(started_at))
         .bind(deadline_at.map(timestamp))
         .bind(run_id)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(result.rows_affected() > 0)
     }
@@ -232,7 +249,7 @@ impl Store for SqliteStore {
         .bind(error.map(error_json))
         .bind(timestamp(finished_at))
         .bind(run_id)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(result.rows_affected() > 0)
     }
@@ -242,7 +259,7 @@ impl Store for SqliteStore {
             "UPDATE runs SET cancel_requested = 1 WHERE id = ? AND status IN ('queued', 'running')",
         )
         .bind(run_id)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(result.rows_affected() > 0)
     }
@@ -275,7 +292,7 @@ impl Store for SqliteStore {
         .bind(timestamp(attempt.created_at))
         .bind(attempt.started_at.map(timestamp))
         .bind(attempt.finished_at.map(timestamp))
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(result.rows_affected() > 0)
     }
@@ -295,7 +312,7 @@ impl Store for SqliteStore {
         .bind(&key.run_id)
         .bind(&key.node_id)
         .bind(i64::from(key.attempt))
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(result.rows_affected() > 0)
     }
@@ -321,7 +338,7 @@ impl Store for SqliteStore {
         .bind(&key.run_id)
         .bind(&key.node_id)
         .bind(i64::from(key.attempt))
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(result.rows_affected() > 0)
     }
@@ -335,7 +352,7 @@ impl Store for SqliteStore {
              RETURNING run_id, node_id, attempt",
         )
         .bind(timestamp(now))
-        .fetch_all(&self.pool)
+        .fetch_all(&self.writer)
         .await?;
         let mut keys = rows.iter().map(key_from_row).collect::<Result<Vec<_>>>()?;
         keys.sort_by(|a, b| {
@@ -374,7 +391,7 @@ impl Store for SqliteStore {
         )
         .bind(timestamp(finished_at))
         .bind(run_id)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(result.rows_affected())
     }
