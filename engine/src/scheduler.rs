@@ -114,7 +114,7 @@ pub fn decide(
 }
 
 /// The latest attempt of each node.
-fn latest_attempts(attempts: &[AttemptRecord]) -> HashMap<&str, &AttemptRecord> {
+pub fn latest_attempts(attempts: &[AttemptRecord]) -> HashMap<&str, &AttemptRecord> {
     let mut latest: HashMap<&str, &AttemptRecord> = HashMap::new();
     for attempt in attempts {
         let node = attempt.key.node_id.as_str();

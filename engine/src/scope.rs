@@ -1,8 +1,6 @@
 //! What templates can see (`trigger`, `nodes`, `secrets`, `run`, `workflow`, `item`, `index`),
 //! and the redaction that keeps secret values out of everything the engine stores or prints.
 
-use std::collections::HashMap;
-
 use enrichflow_nodes::Secrets;
 use serde_json::{Map, Value, json};
 
@@ -20,16 +18,7 @@ pub fn for_run(
     run_id: &str,
     workflow_id: &str,
 ) -> Value {
-    let mut latest: HashMap<&str, &AttemptRecord> = HashMap::new();
-    for attempt in attempts {
-        let node = attempt.key.node_id.as_str();
-        if latest
-            .get(node)
-            .is_none_or(|seen| seen.key.attempt < attempt.key.attempt)
-        {
-            latest.insert(node, attempt);
-        }
-    }
+    let latest = crate::scheduler::latest_attempts(attempts);
     let nodes: Map<String, Value> = latest
         .into_iter()
         .filter(|(_, attempt)| attempt.status.is_finished())
