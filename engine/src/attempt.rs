@@ -52,7 +52,13 @@ pub async fn execute(shared: &Arc<Shared>, key: &AttemptKey) -> Result<(), Error
     );
     let started = Instant::now();
     let outcome = match prepare(shared, node, &scope) {
-        Err(error) => failed(error, shared),
+        Err(error) => {
+            // The attempt did start: it failed while rendering, which the run JSON must show.
+            if !store.start_attempt(key, None, Utc::now()).await? {
+                return Ok(());
+            }
+            failed(error, shared)
+        }
         Ok(Prepared::Skip) => outcome(AttemptStatus::Skipped, None, None, false),
         Ok(prepared) => {
             let input = match &prepared {

@@ -222,9 +222,11 @@ async fn end_run(
     error: ErrorInfo,
 ) -> Result<(), Error> {
     let store = &shared.store;
-    shared.run_token(&run.id).cancel();
     let now = Utc::now();
+    // Close the attempts first, so a worker that sees the cancellation cannot record its node
+    // as failed before it is recorded as cancelled.
     store.cancel_open_attempts(&run.id, now).await?;
+    shared.run_token(&run.id).cancel();
     let unreached = match status {
         RunStatus::Cancelled => AttemptStatus::Cancelled,
         _ => AttemptStatus::Skipped,
@@ -256,7 +258,13 @@ async fn after_finish(
     let duration = run
         .started_at
         .and_then(|started| (Utc::now() - started).to_std().ok());
-    telemetry::run_finished(workflow.id.as_str(), status.as_str(), duration);
+    if run.status == RunStatus::Queued {
+        telemetry::queued_run_finished(workflow.id.as_str(), status.as_str());
+    } else {
+        telemetry::run_finished(workflow.id.as_str(), status.as_str(), duration);
+    }
+    // Nothing of the run is in flight any more; cancelling also ends its deadline watcher.
+    shared.run_token(&run.id).cancel();
     shared.drop_run_token(&run.id);
     shared.notify_finished(&run.id);
     if workflow.concurrency.is_some() {
@@ -280,10 +288,12 @@ async fn after_finish(
 pub fn watch_deadline(shared: &Arc<Shared>, run_id: &str, deadline: DateTime<Utc>) {
     let shared = shared.clone();
     let run_id = run_id.to_owned();
+    let finished = shared.run_token(&run_id);
     shared.tasks.clone().spawn(async move {
         let wait = (deadline - Utc::now()).to_std().unwrap_or_default();
         tokio::select! {
             _ = shared.shutdown.cancelled() => {}
+            _ = finished.cancelled() => {}
             _ = tokio::time::sleep(wait) => advance_logged(&shared, &run_id).await,
         }
     });

@@ -63,11 +63,15 @@ pub fn decide(
     attempts: &[AttemptRecord],
     now: DateTime<Utc>,
 ) -> Vec<Action> {
-    if run.status != RunStatus::Running {
+    if run.status.is_finished() {
         return Vec::new();
     }
+    // A queued run can be cancelled too; it never needs to be admitted first.
     if run.cancel_requested {
         return vec![Action::Cancel];
+    }
+    if run.status != RunStatus::Running {
+        return Vec::new();
     }
     if run.deadline_at.is_some_and(|deadline| now >= deadline) {
         let limit = workflow.timeout.map(format_duration).unwrap_or_default();

@@ -250,6 +250,8 @@ fn cancellation_timeout_and_finished_runs() {
     let mut queued = running();
     queued.status = RunStatus::Queued;
     assert!(decide(&diamond, &queued, &[], now()).is_empty());
+    queued.cancel_requested = true;
+    assert_eq!(decide(&diamond, &queued, &[], now()), vec![Action::Cancel]);
 }
 
 #[test]

@@ -82,7 +82,7 @@ pub fn redact(value: Value, secrets: &Secrets) -> Value {
         }
         Value::Object(map) => Value::Object(
             map.into_iter()
-                .map(|(key, v)| (key, redact(v, secrets)))
+                .map(|(key, v)| (redact_text(&key, secrets), redact(v, secrets)))
                 .collect(),
         ),
         other => other,
@@ -114,12 +114,12 @@ mod tests {
     }
 
     #[test]
-    fn redacts_nested_strings_but_not_keys() {
+    fn redacts_nested_strings_and_keys() {
         let value = json!({"s3cr3t": ["Bearer s3cr3t", 1, {"x": "s3cr3t"}], "n": null});
         let redacted = redact(value, &secrets());
         assert_eq!(
             redacted,
-            json!({"s3cr3t": ["Bearer [redacted]", 1, {"x": "[redacted]"}], "n": null})
+            json!({"[redacted]": ["Bearer [redacted]", 1, {"x": "[redacted]"}], "n": null})
         );
     }
 

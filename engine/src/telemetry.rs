@@ -64,6 +64,15 @@ pub fn run_finished(workflow: &str, status: &str, duration: Option<Duration>) {
     }
 }
 
+/// A run that ended before it started (cancelled while queued): it never counted as in flight.
+pub fn queued_run_finished(workflow: &str, status: &str) {
+    let labels = [
+        ("workflow", workflow.to_owned()),
+        ("status", status.to_owned()),
+    ];
+    counter!("enrichflow_runs_finished_total", &labels).increment(1);
+}
+
 pub fn node_finished(workflow: &str, node_type: &str, status: &str, duration: Duration) {
     let labels = [
         ("workflow", workflow.to_owned()),

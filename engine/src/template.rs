@@ -46,12 +46,34 @@ struct Shared {
 /// of scope names.
 const RESULT: &str = "__enrichflow_result";
 
+/// Booleans and null inside text print as JSON spells them (`true`, `null`), not as Python
+/// does (`True`, `None`): users of this engine read and write JSON.
+fn json_spelling(
+    out: &mut minijinja::Output,
+    state: &mut minijinja::State,
+    value: &minijinja::Value,
+) -> Result<(), minijinja::Error> {
+    use std::fmt::Write as _;
+    let spelled = match value.kind() {
+        minijinja::value::ValueKind::Bool => Some(if value.is_true() { "true" } else { "false" }),
+        minijinja::value::ValueKind::None => Some("null"),
+        _ => None,
+    };
+    match spelled {
+        Some(text) => out
+            .write_str(text)
+            .map_err(|_| minijinja::Error::new(minijinja::ErrorKind::WriteFailure, "cannot write")),
+        None => minijinja::escape_formatter(out, state, value),
+    }
+}
+
 impl Templates {
     pub fn new() -> Self {
         let mut environment = Environment::new();
         environment.set_undefined_behavior(UndefinedBehavior::Strict);
         // Names are source texts, so a text ending in `.html` must not switch on HTML escaping.
         environment.set_auto_escape_callback(|_| AutoEscape::None);
+        environment.set_formatter(json_spelling);
         let mut syntax = minijinja::syntax::SyntaxConfig::builder();
         syntax.keep_trailing_newline(true);
         if let Ok(syntax) = syntax.build() {
@@ -305,6 +327,18 @@ mod tests {
 
     fn render(value: Value) -> Result<Value, TemplateError> {
         Templates::new().render_value(&value, &scope())
+    }
+
+    #[test]
+    fn booleans_and_null_in_text_are_spelled_as_json() {
+        let rendered = render(json!(
+            "vip={{ trigger.body.n > 2 }} none={{ nodes.skipped.output }}"
+        ));
+        assert_eq!(rendered.expect("renders"), json!("vip=true none=null"));
+        let rendered = render(json!(
+            "n={{ trigger.body.n }} tier={{ nodes.score.output.tier }}"
+        ));
+        assert_eq!(rendered.expect("renders"), json!("n=3 tier=hot"));
     }
 
     #[test]

@@ -1,7 +1,10 @@
 //! The engine's integration tests: one binary, one module per area.
 
 mod api;
+mod cron;
+mod examples;
 mod process;
 mod restart;
+mod rules;
 mod support;
 mod validate;

@@ -86,7 +86,11 @@ async fn a_killed_server_resumes_its_runs_without_repeating_succeeded_nodes() {
     let server = ServeProcess::start(&workflows(), &database, &mocks.server.uri());
     let run_id = trigger(&client, &server.base_url, "slow-chain").await;
 
-    mocks.slow_arrived.recv().await.expect("the slow node called the server");
+    mocks
+        .slow_arrived
+        .recv()
+        .await
+        .expect("the slow node called the server");
     drop(server); // SIGKILL
 
     let server = ServeProcess::start(&workflows(), &database, &mocks.server.uri());
@@ -94,9 +98,17 @@ async fn a_killed_server_resumes_its_runs_without_repeating_succeeded_nodes() {
 
     assert_eq!(run["status"], "succeeded", "{run:#}");
     assert_eq!(run["output"], json!({"ok": 1}));
-    assert_eq!(mocks.first_calls.load(Ordering::SeqCst), 1, "a succeeded node ran again");
+    assert_eq!(
+        mocks.first_calls.load(Ordering::SeqCst),
+        1,
+        "a succeeded node ran again"
+    );
     assert_eq!(run["nodes"]["first"]["attempts"], 1);
-    assert_eq!(mocks.slow_calls.load(Ordering::SeqCst), 2, "the interrupted attempt runs again");
+    assert_eq!(
+        mocks.slow_calls.load(Ordering::SeqCst),
+        2,
+        "the interrupted attempt runs again"
+    );
     drop(server);
     remove_database(&database);
 }
@@ -110,15 +122,26 @@ async fn sigterm_lets_the_in_flight_attempt_finish() {
     let server = ServeProcess::start(&workflows(), &database, &mocks.server.uri());
     let run_id = trigger(&client, &server.base_url, "slow-chain").await;
 
-    mocks.slow_arrived.recv().await.expect("the slow node called the server");
+    mocks
+        .slow_arrived
+        .recv()
+        .await
+        .expect("the slow node called the server");
     let status = server.terminate();
-    assert!(status.success(), "serve exits cleanly on SIGTERM: {status:?}");
+    assert!(
+        status.success(),
+        "serve exits cleanly on SIGTERM: {status:?}"
+    );
 
     // The attempt finished before exit, so after a restart `slow` is not called again.
     let server = ServeProcess::start(&workflows(), &database, &mocks.server.uri());
     let run = finished_run(&client, &server.base_url, &run_id).await;
     assert_eq!(run["status"], "succeeded", "{run:#}");
-    assert_eq!(mocks.slow_calls.load(Ordering::SeqCst), 1, "the drained attempt ran again");
+    assert_eq!(
+        mocks.slow_calls.load(Ordering::SeqCst),
+        1,
+        "the drained attempt ran again"
+    );
     assert_eq!(run["nodes"]["slow"]["attempts"], 1);
     drop(server);
     remove_database(&database);
