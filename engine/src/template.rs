@@ -53,7 +53,6 @@ fn json_spelling(
     state: &mut minijinja::State,
     value: &minijinja::Value,
 ) -> Result<(), minijinja::Error> {
-    use std::fmt::Write as _;
     let spelled = match value.kind() {
         minijinja::value::ValueKind::Bool => Some(if value.is_true() { "true" } else { "false" }),
         minijinja::value::ValueKind::None => Some("null"),
