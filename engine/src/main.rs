@@ -101,6 +101,13 @@ fn validate(args: ValidateArgs) -> u8 {
     } else {
         args.paths
     };
+    if let Some(missing) = paths.iter().find(|path| !path.exists()) {
+        eprintln!(
+            "error: cannot read {}: no such file or directory",
+            missing.display()
+        );
+        return USAGE;
+    }
     let registry = Registry::with_builtins();
     let templates = Templates::new();
     let loads = workflow::load_paths(&paths, &registry, &templates);

@@ -1,6 +1,7 @@
 //! The engine's integration tests: one binary, one module per area.
 
 mod api;
+mod cli;
 mod cron;
 mod examples;
 mod process;
