@@ -4,6 +4,8 @@
 //! conditional update that reports whether it happened, so a duplicate delivery or a second
 //! scheduler acting on the same run changes nothing.
 
+mod connect;
+mod postgres;
 mod record;
 mod sqlite;
 #[cfg(test)]
@@ -13,6 +15,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
+pub use connect::connect;
+pub use postgres::PostgresStore;
 pub use record::{
     AttemptKey, AttemptRecord, AttemptStatus, ErrorInfo, RunQuery, RunRecord, RunStatus,
 };

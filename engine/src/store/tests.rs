@@ -1,17 +1,21 @@
-//! The store's contract as checks over `&dyn Store`, run here against SQLite; a Postgres store
-//! runs the same checks by listing them in its own `store_checks!` invocation.
+//! The store's contract as checks over `&dyn Store`, run against SQLite and, when
+//! `ENRICHFLOW_TEST_DATABASE_URL` names a server, against Postgres: `store_checks!` turns each
+//! check into one test per store.
 //!
 //! Every check expects an empty store of its own.
 
+use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
 
-use anyhow::{Result, ensure};
+use anyhow::{Context, Result, ensure};
 use chrono::{DateTime, Utc};
+use futures::FutureExt;
 use serde_json::{Value, json};
+use sqlx::{AssertSqlSafe, Connection, PgConnection};
 
 use super::{
-    AttemptKey, AttemptOutcome, AttemptRecord, AttemptStatus, ErrorInfo, RunQuery, RunRecord,
-    RunStatus, SqliteStore, Store,
+    AttemptKey, AttemptOutcome, AttemptRecord, AttemptStatus, ErrorInfo, PostgresStore, RunQuery,
+    RunRecord, RunStatus, SqliteStore, Store,
 };
 
 /// 2026-03-04T05:06:07.123456Z: a full microsecond fraction, which must survive a round trip.
@@ -772,7 +776,100 @@ impl Drop for TempDatabase {
     }
 }
 
-/// One `#[tokio::test]` per check, each on a fresh SQLite file.
+/// The admin URL of the Postgres server tests may create databases on; `.ci/run` sets it.
+const POSTGRES_URL_VARIABLE: &str = "ENRICHFLOW_TEST_DATABASE_URL";
+
+/// A fresh Postgres database of one test, created through the admin URL and dropped (with
+/// `FORCE`, in case a connection lingers) by `run_check`, so tests run in parallel and leave
+/// nothing behind.
+struct PostgresDatabase {
+    admin_url: String,
+    name: String,
+    /// The URL of the new database: the admin URL with its database name replaced.
+    url: String,
+}
+
+impl PostgresDatabase {
+    /// A new empty database, or `None` (saying so) when no server is configured.
+    async fn create() -> Result<Option<PostgresDatabase>> {
+        let Ok(admin_url) = std::env::var(POSTGRES_URL_VARIABLE) else {
+            println!("skipped: {POSTGRES_URL_VARIABLE} is not set");
+            return Ok(None);
+        };
+        let name = format!("enrichflow_test_{}", uuid::Uuid::now_v7().simple());
+        let url = database_url(&admin_url, &name)?;
+        let mut admin = PgConnection::connect(&admin_url)
+            .await
+            .with_context(|| format!("connecting to {POSTGRES_URL_VARIABLE}"))?;
+        // The name is ours (a prefix and hex digits), so it is safe to splice into SQL.
+        sqlx::raw_sql(AssertSqlSafe(format!(r#"CREATE DATABASE "{name}""#)))
+            .execute(&mut admin)
+            .await?;
+        admin.close().await?;
+        Ok(Some(PostgresDatabase {
+            admin_url,
+            name,
+            url,
+        }))
+    }
+
+    /// Runs `check` on a store connected to this database, closes the store, drops the
+    /// database, and only then reports the check's panic or error.
+    async fn run_check<F>(self, check: F) -> Result<()>
+    where
+        F: AsyncFnOnce(&PostgresStore) -> Result<()>,
+    {
+        let outcome = match PostgresStore::connect(&self.url).await {
+            Ok(store) => {
+                let outcome = AssertUnwindSafe(check(&store)).catch_unwind().await;
+                store.close().await;
+                outcome
+            }
+            Err(error) => Ok(Err(error.into())),
+        };
+        let dropped = self.drop_database().await;
+        match outcome {
+            Err(panic) => std::panic::resume_unwind(panic),
+            Ok(result) => result.and(dropped),
+        }
+    }
+
+    async fn drop_database(&self) -> Result<()> {
+        let mut admin = PgConnection::connect(&self.admin_url).await?;
+        let name = &self.name;
+        sqlx::raw_sql(AssertSqlSafe(format!(
+            r#"DROP DATABASE IF EXISTS "{name}" WITH (FORCE)"#
+        )))
+        .execute(&mut admin)
+        .await?;
+        admin.close().await?;
+        Ok(())
+    }
+}
+
+/// `admin_url` with its database (the path) replaced by `database`, keeping any `?parameters`.
+fn database_url(admin_url: &str, database: &str) -> Result<String> {
+    let (base, parameters) = match admin_url.split_once('?') {
+        Some((base, parameters)) => (base, Some(parameters)),
+        None => (admin_url, None),
+    };
+    let authority = base
+        .find("://")
+        .map(|scheme_end| scheme_end + 3)
+        .with_context(|| format!("{POSTGRES_URL_VARIABLE} is not a URL"))?;
+    let path = base[authority..]
+        .find('/')
+        .map_or(base.len(), |slash| authority + slash);
+    let mut url = format!("{}/{database}", &base[..path]);
+    if let Some(parameters) = parameters {
+        url.push('?');
+        url.push_str(parameters);
+    }
+    Ok(url)
+}
+
+/// One `#[tokio::test]` per check and store: each on a fresh SQLite file, and each on a fresh
+/// Postgres database when `ENRICHFLOW_TEST_DATABASE_URL` is set.
 macro_rules! store_checks {
     ($($check:ident),* $(,)?) => {
         mod sqlite {
@@ -783,6 +880,22 @@ macro_rules! store_checks {
                     super::$check(&database.store).await?;
                     database.store.close().await;
                     Ok(())
+                }
+            )*
+        }
+
+        mod postgres {
+            $(
+                #[tokio::test]
+                async fn $check() -> anyhow::Result<()> {
+                    let Some(database) = super::PostgresDatabase::create().await? else {
+                        return Ok(());
+                    };
+                    database
+                        .run_check(async |store: &crate::store::PostgresStore| {
+                            super::$check(store).await
+                        })
+                        .await
                 }
             )*
         }
@@ -862,4 +975,77 @@ async fn sqlite_refuses_other_urls_without_echoing_credentials() {
         );
         assert!(!message.contains("secret"), "{message}");
     }
+}
+
+#[test]
+fn database_url_replaces_only_the_database() -> Result<()> {
+    let cases = [
+        (
+            "postgres://postgres@127.0.0.1:5432/postgres",
+            "postgres://postgres@127.0.0.1:5432/t",
+        ),
+        (
+            "postgresql://u:p@h/db?sslmode=disable",
+            "postgresql://u:p@h/t?sslmode=disable",
+        ),
+        ("postgres://h:5432", "postgres://h:5432/t"),
+        ("postgres://h?user=u", "postgres://h/t?user=u"),
+    ];
+    for (admin_url, expected) in cases {
+        assert_eq!(database_url(admin_url, "t")?, expected);
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn postgres_persists_across_connections() -> Result<()> {
+    let Some(database) = PostgresDatabase::create().await? else {
+        return Ok(());
+    };
+    let url = database.url.clone();
+    database
+        .run_check(async |store: &PostgresStore| {
+            // The URL-chosen store is the same database: what one writes the other reads.
+            let chosen = super::connect(&url).await?;
+            chosen.create_run(&run(1, "w", RunStatus::Queued)).await?;
+            store.migrate().await?;
+            assert_eq!(
+                store.run(&run_id(1)).await?,
+                Some(run(1, "w", RunStatus::Queued))
+            );
+            Ok(())
+        })
+        .await
+}
+
+#[tokio::test]
+async fn postgres_promotes_each_attempt_once_under_concurrency() -> Result<()> {
+    let Some(database) = PostgresDatabase::create().await? else {
+        return Ok(());
+    };
+    database
+        .run_check(async |store: &PostgresStore| {
+            store.create_run(&run(1, "w", RunStatus::Running)).await?;
+            let n_attempts = 200;
+            for number in 1..=n_attempts {
+                let pending = AttemptRecord {
+                    not_before: Some(at(0)),
+                    ..attempt(key(1, "node", number), AttemptStatus::Pending)
+                };
+                store.insert_attempt(&pending).await?;
+            }
+            // Several schedulers promoting at once, each on its own pooled connection.
+            let promotions =
+                futures::future::try_join_all((0..4).map(|_| store.promote_due_attempts(at(1))))
+                    .await?;
+            let mut promoted: Vec<u32> = promotions
+                .into_iter()
+                .flatten()
+                .map(|key| key.attempt)
+                .collect();
+            promoted.sort_unstable();
+            assert_eq!(promoted, (1..=n_attempts).collect::<Vec<_>>());
+            Ok(())
+        })
+        .await
 }

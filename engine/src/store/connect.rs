@@ -1,0 +1,80 @@
+//! Opening the store a database URL names: SQLite for `sqlite:…`, Postgres for `postgres://…`.
+
+use std::sync::Arc;
+
+use super::postgres::is_postgres_url;
+use super::{Error, PostgresStore, Result, SqliteStore, Store};
+
+/// Connects to (and migrates) the database at `url`: `sqlite://path`, `sqlite::memory:`,
+/// `postgres://…` or `postgresql://…`. Any other URL is refused without echoing it, since it may
+/// carry a password.
+pub async fn connect(url: &str) -> Result<Arc<dyn Store>> {
+    if url.starts_with("sqlite:") {
+        Ok(Arc::new(SqliteStore::connect(url).await?))
+    } else if is_postgres_url(url) {
+        Ok(Arc::new(PostgresStore::connect(url).await?))
+    } else {
+        Err(Error::UnsupportedUrl(without_credentials(url)))
+    }
+}
+
+/// What an error may say about a URL that is not ours: its scheme, or the whole text when it has
+/// neither a scheme nor a `user@` part (a bare file name, worth showing).
+pub(super) fn without_credentials(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, _)) => format!("{scheme}://…"),
+        None if url.contains('@') => "…".to_owned(),
+        None => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::RunQuery;
+
+    #[tokio::test]
+    async fn sqlite_urls_open_sqlite() -> anyhow::Result<()> {
+        let store = connect("sqlite::memory:").await?;
+        assert_eq!(store.list_runs(&RunQuery::default()).await?, []);
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn other_urls_are_refused_without_credentials() {
+        for url in [
+            "mysql://user:secret@localhost/db",
+            "user:secret@localhost/db",
+            "enrichflow.db",
+            "",
+        ] {
+            let error = connect(url).await.map(|_| ()).expect_err(url);
+            let message = error.to_string();
+            assert!(
+                matches!(error, Error::UnsupportedUrl(_)),
+                "{url}: {message}"
+            );
+            assert!(!message.contains("secret"), "{message}");
+        }
+    }
+
+    #[tokio::test]
+    async fn postgres_store_refuses_other_urls_without_credentials() {
+        for url in [
+            "sqlite://user:secret@x",
+            "postgres:/u:secret@h/db",
+            "pg://u:secret@h/db",
+        ] {
+            let error = PostgresStore::connect(url)
+                .await
+                .map(|_| ())
+                .expect_err(url);
+            let message = error.to_string();
+            assert!(
+                matches!(error, Error::UnsupportedUrl(_)),
+                "{url}: {message}"
+            );
+            assert!(!message.contains("secret"), "{message}");
+        }
+    }
+}

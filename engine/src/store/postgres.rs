@@ -1,0 +1,466 @@
+//! Postgres implementation of the store (distributed mode): a connection pool shared by every
+//! replica, migrations built in.
+//!
+//! Timestamps are `timestamptz`, truncated to microseconds before they are written, exactly as the
+//! SQLite store's text keeps them. JSON values are `json` written from the engine's own text: SQL
+//! NULL is an absent value, the JSON `null` a JSON null. Ids and node ids are `COLLATE "C"`, so
+//! ordering and cursors compare bytes like SQLite.
+
+use std::str::FromStr;
+
+use async_trait::async_trait;
+use chrono::{DateTime, SubsecRound, Utc};
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use sqlx::migrate::Migrator;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
+use sqlx::{PgPool, Postgres, QueryBuilder, Row};
+
+use super::connect::without_credentials;
+use super::{
+    AttemptKey, AttemptOutcome, AttemptRecord, AttemptStatus, Error, ErrorInfo, Result, RunQuery,
+    RunRecord, RunStatus, Store,
+};
+
+/// The schema, compiled into the binary.
+static MIGRATOR: Migrator = sqlx::migrate!("../migrations/postgres");
+
+/// Connections per process. Each replica and worker has its own pool, so this times the number
+/// of processes must stay below the server's `max_connections` (100 by default).
+const MAX_CONNECTIONS: u32 = 16;
+
+/// The Postgres store.
+#[derive(Debug, Clone)]
+pub struct PostgresStore {
+    pool: PgPool,
+}
+
+impl PostgresStore {
+    /// Connects to `postgres://…` or `postgresql://…` and applies missing migrations. Several
+    /// processes may do this at once: the migrator serialises them with an advisory lock.
+    pub async fn connect(url: &str) -> Result<PostgresStore> {
+        if !is_postgres_url(url) {
+            return Err(Error::UnsupportedUrl(without_credentials(url)));
+        }
+        let mut options = PgConnectOptions::from_str(url)?;
+        if options.get_application_name().is_none() {
+            options = options.application_name("enrichflow");
+        }
+        let pool = PgPoolOptions::new()
+            .max_connections(MAX_CONNECTIONS)
+            .connect_with(options)
+            .await?;
+        let store = PostgresStore { pool };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// Applies the migrations this binary carries that the database has not seen yet.
+    pub async fn migrate(&self) -> Result<()> {
+        MIGRATOR.run(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Closes every connection; the store is unusable afterwards.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+/// Whether `url` names a Postgres server (the two schemes libpq accepts).
+pub(super) fn is_postgres_url(url: &str) -> bool {
+    url.starts_with("postgres://") || url.starts_with("postgresql://")
+}
+
+#[async_trait]
+impl Store for PostgresStore {
+    async fn save_revision(&self, workflow_id: &str, hash: &str, source: &str) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO workflow_revisions (hash, workflow_id, source, created_at)
+             VALUES ($1, $2, $3, $4) ON CONFLICT (hash) DO NOTHING",
+        )
+        .bind(hash)
+        .bind(workflow_id)
+        .bind(source)
+        .bind(timestamp(Utc::now()))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn revision(&self, hash: &str) -> Result<Option<String>> {
+        Ok(
+            sqlx::query_scalar("SELECT source FROM workflow_revisions WHERE hash = $1")
+                .bind(hash)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
+    }
+
+    async fn create_run(&self, run: &RunRecord) -> Result<()> {
+        sqlx::query(
+            r#"INSERT INTO runs (id, workflow_id, revision, status, "trigger", output, error,
+                 created_at, started_at, finished_at, deadline_at, cancel_requested, idempotency_key)
+               VALUES ($1, $2, $3, $4, $5::json, $6::json, $7::json, $8, $9, $10, $11, $12, $13)"#,
+        )
+        .bind(&run.id)
+        .bind(&run.workflow_id)
+        .bind(&run.revision)
+        .bind(run.status.as_str())
+        .bind(run.trigger.to_string())
+        .bind(run.output.as_ref().map(Value::to_string))
+        .bind(run.error.as_ref().map(error_json))
+        .bind(timestamp(run.created_at))
+        .bind(run.started_at.map(timestamp))
+        .bind(run.finished_at.map(timestamp))
+        .bind(run.deadline_at.map(timestamp))
+        .bind(run.cancel_requested)
+        .bind(&run.idempotency_key)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn run(&self, run_id: &str) -> Result<Option<RunRecord>> {
+        let row = sqlx::query("SELECT * FROM runs WHERE id = $1")
+            .bind(run_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(run_from_row).transpose()
+    }
+
+    async fn list_runs(&self, query: &RunQuery) -> Result<Vec<RunRecord>> {
+        let mut sql = QueryBuilder::<Postgres>::new("SELECT * FROM runs WHERE true");
+        if let Some(workflow_id) = &query.workflow_id {
+            sql.push(" AND workflow_id = ")
+                .push_bind(workflow_id.clone());
+        }
+        if let Some(status) = query.status {
+            sql.push(" AND status = ").push_bind(status.as_str());
+        }
+        if let Some(cursor) = &query.cursor {
+            sql.push(" AND id < ").push_bind(cursor.clone());
+        }
+        sql.push(" ORDER BY id DESC LIMIT ")
+            .push_bind(i64::from(query.page_size()));
+        let rows = sql.build().fetch_all(&self.pool).await?;
+        rows.iter().map(run_from_row).collect()
+    }
+
+    async fn unfinished_runs(&self) -> Result<Vec<RunRecord>> {
+        let rows =
+            sqlx::query("SELECT * FROM runs WHERE status IN ('queued', 'running') ORDER BY id")
+                .fetch_all(&self.pool)
+                .await?;
+        rows.iter().map(run_from_row).collect()
+    }
+
+    async fn count_running(&self, workflow_id: &str) -> Result<u64> {
+        let count: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM runs WHERE workflow_id = $1 AND status = 'running'",
+        )
+        .bind(workflow_id)
+        .fetch_one(&self.pool)
+        .await?;
+        u64::try_from(count).map_err(|_| Error::Corrupt(format!("negative count {count}")))
+    }
+
+    async fn oldest_queued(&self, workflow_id: &str, limit: u32) -> Result<Vec<String>> {
+        Ok(sqlx::query_scalar(
+            "SELECT id FROM runs WHERE workflow_id = $1 AND status = 'queued'
+             ORDER BY id LIMIT $2",
+        )
+        .bind(workflow_id)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    async fn start_run(
+        &self,
+        run_id: &str,
+        started_at: DateTime<Utc>,
+        deadline_at: Option<DateTime<Utc>>,
+    ) -> Result<bool> {
+        let result = sqlx::query(
+            "UPDATE runs SET status = 'running', started_at = $1, deadline_at = $2
+             WHERE id = $3 AND status = 'queued'",
+        )
+        .bind(timestamp(started_at))
+        .bind(deadline_at.map(timestamp))
+        .bind(run_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(result.rows_affected() > 0)
+    }
+
+    async fn finish_run(
+        &self,
+        run_id: &str,
+        status: RunStatus,
+        output: Option<&Value>,
+        error: Option<&ErrorInfo>,
+        finished_at: DateTime<Utc>,
+    ) -> Result<bool> {
+        debug_assert!(status.is_finished(), "finish_run with status {status}");
+        let result = sqlx::query(
+            "UPDATE runs SET status = $1, output = $2::json, error = $3::json, finished_at = $4
+             WHERE id = $5 AND status IN ('queued', 'running')",
+        )
+        .bind(status.as_str())
+        .bind(output.map(Value::to_string))
+        .bind(error.map(error_json))
+        .bind(timestamp(finished_at))
+        .bind(run_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(result.rows_affected() > 0)
+    }
+
+    async fn request_cancel(&self, run_id: &str) -> Result<bool> {
+        let result = sqlx::query(
+            "UPDATE runs SET cancel_requested = true
+             WHERE id = $1 AND status IN ('queued', 'running')",
+        )
+        .bind(run_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(result.rows_affected() > 0)
+    }
+
+    async fn attempts(&self, run_id: &str) -> Result<Vec<AttemptRecord>> {
+        let rows =
+            sqlx::query("SELECT * FROM node_attempts WHERE run_id = $1 ORDER BY node_id, attempt")
+                .bind(run_id)
+                .fetch_all(&self.pool)
+                .await?;
+        rows.iter().map(attempt_from_row).collect()
+    }
+
+    async fn insert_attempt(&self, attempt: &AttemptRecord) -> Result<bool> {
+        let result = sqlx::query(
+            "INSERT INTO node_attempts (run_id, node_id, attempt, status, input, output, error,
+                 retryable, not_before, created_at, started_at, finished_at)
+             VALUES ($1, $2, $3, $4, $5::json, $6::json, $7::json, $8, $9, $10, $11, $12)
+             ON CONFLICT (run_id, node_id, attempt) DO NOTHING",
+        )
+        .bind(&attempt.key.run_id)
+        .bind(&attempt.key.node_id)
+        .bind(i64::from(attempt.key.attempt))
+        .bind(attempt.status.as_str())
+        .bind(attempt.input.as_ref().map(Value::to_string))
+        .bind(attempt.output.as_ref().map(Value::to_string))
+        .bind(attempt.error.as_ref().map(error_json))
+        .bind(attempt.retryable)
+        .bind(attempt.not_before.map(timestamp))
+        .bind(timestamp(attempt.created_at))
+        .bind(attempt.started_at.map(timestamp))
+        .bind(attempt.finished_at.map(timestamp))
+        .execute(&self.pool)
+        .await?;
+        Ok(result.rows_affected() > 0)
+    }
+
+    async fn start_attempt(
+        &self,
+        key: &AttemptKey,
+        input: Option<&Value>,
+        started_at: DateTime<Utc>,
+    ) -> Result<bool> {
+        let result = sqlx::query(
+            "UPDATE node_attempts SET status = 'running', input = $1::json, started_at = $2
+             WHERE run_id = $3 AND node_id = $4 AND attempt = $5
+               AND status IN ('queued', 'running')",
+        )
+        .bind(input.map(Value::to_string))
+        .bind(timestamp(started_at))
+        .bind(&key.run_id)
+        .bind(&key.node_id)
+        .bind(i64::from(key.attempt))
+        .execute(&self.pool)
+        .await?;
+        Ok(result.rows_affected() > 0)
+    }
+
+    async fn finish_attempt(&self, key: &AttemptKey, outcome: &AttemptOutcome) -> Result<bool> {
+        debug_assert!(
+            outcome.status.is_finished(),
+            "finish_attempt with status {}",
+            outcome.status
+        );
+        let result = sqlx::query(
+            "UPDATE node_attempts
+             SET status = $1, output = $2::json, error = $3::json, retryable = $4,
+                 not_before = $5, finished_at = $6
+             WHERE run_id = $7 AND node_id = $8 AND attempt = $9
+               AND status IN ('pending', 'queued', 'running')",
+        )
+        .bind(outcome.status.as_str())
+        .bind(outcome.output.as_ref().map(Value::to_string))
+        .bind(outcome.error.as_ref().map(error_json))
+        .bind(outcome.retryable)
+        .bind(outcome.not_before.map(timestamp))
+        .bind(timestamp(outcome.finished_at))
+        .bind(&key.run_id)
+        .bind(&key.node_id)
+        .bind(i64::from(key.attempt))
+        .execute(&self.pool)
+        .await?;
+        Ok(result.rows_affected() > 0)
+    }
+
+    async fn promote_due_attempts(&self, now: DateTime<Utc>) -> Result<Vec<AttemptKey>> {
+        // One statement, so two schedulers never both promote (and enqueue) the same attempt: a
+        // concurrent update waits for the row lock, re-checks `status = 'pending'` and skips it.
+        // A pending attempt without a `not_before` has nothing to wait for.
+        let rows = sqlx::query(
+            "UPDATE node_attempts SET status = 'queued'
+             WHERE status = 'pending' AND (not_before IS NULL OR not_before <= $1)
+             RETURNING run_id, node_id, attempt",
+        )
+        .bind(timestamp(now))
+        .fetch_all(&self.pool)
+        .await?;
+        let mut keys = rows.iter().map(key_from_row).collect::<Result<Vec<_>>>()?;
+        keys.sort_by(|a, b| {
+            (&a.run_id, &a.node_id, a.attempt).cmp(&(&b.run_id, &b.node_id, b.attempt))
+        });
+        Ok(keys)
+    }
+
+    async fn next_due_at(&self) -> Result<Option<DateTime<Utc>>> {
+        Ok(
+            sqlx::query_scalar(
+                "SELECT MIN(not_before) FROM node_attempts WHERE status = 'pending'",
+            )
+            .fetch_one(&self.pool)
+            .await?,
+        )
+    }
+
+    async fn open_attempts(&self) -> Result<Vec<AttemptKey>> {
+        let rows = sqlx::query(
+            "SELECT a.run_id, a.node_id, a.attempt
+             FROM runs r JOIN node_attempts a ON a.run_id = r.id
+             WHERE r.status IN ('queued', 'running') AND a.status IN ('queued', 'running')
+             ORDER BY a.run_id, a.node_id, a.attempt",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(key_from_row).collect()
+    }
+
+    async fn cancel_open_attempts(&self, run_id: &str, finished_at: DateTime<Utc>) -> Result<u64> {
+        let result = sqlx::query(
+            "UPDATE node_attempts SET status = 'cancelled', finished_at = $1
+             WHERE run_id = $2 AND status IN ('pending', 'queued', 'running')",
+        )
+        .bind(timestamp(finished_at))
+        .bind(run_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(result.rows_affected())
+    }
+}
+
+/// The stored form of an instant: whole microseconds, truncated like the SQLite store's text
+/// (rounding could move an instant past a `not_before` it has not reached).
+fn timestamp(instant: DateTime<Utc>) -> DateTime<Utc> {
+    instant.trunc_subsecs(6)
+}
+
+fn error_json(error: &ErrorInfo) -> String {
+    serde_json::json!({ "kind": error.kind, "message": error.message }).to_string()
+}
+
+/// Typed access to the columns of one row, naming the column in every decoding error.
+struct Columns<'r>(&'r PgRow);
+
+impl Columns<'_> {
+    fn text(&self, column: &str) -> Result<String> {
+        Ok(self.0.try_get(column)?)
+    }
+
+    fn optional_text(&self, column: &str) -> Result<Option<String>> {
+        Ok(self.0.try_get(column)?)
+    }
+
+    fn flag(&self, column: &str) -> Result<bool> {
+        Ok(self.0.try_get(column)?)
+    }
+
+    fn status<T: FromStr<Err = String>>(&self, column: &str) -> Result<T> {
+        self.text(column)?.parse().map_err(Error::Corrupt)
+    }
+
+    fn time(&self, column: &str) -> Result<DateTime<Utc>> {
+        Ok(self.0.try_get(column)?)
+    }
+
+    fn optional_time(&self, column: &str) -> Result<Option<DateTime<Utc>>> {
+        Ok(self.0.try_get(column)?)
+    }
+
+    /// A JSON column: SQL NULL is `None`, the JSON `null` is `Some(Value::Null)`.
+    fn json(&self, column: &str) -> Result<Option<Value>> {
+        Ok(self.0.try_get(column)?)
+    }
+
+    fn typed_json<T: DeserializeOwned>(&self, column: &str) -> Result<Option<T>> {
+        self.json(column)?
+            .map(|value| {
+                serde_json::from_value(value)
+                    .map_err(|error| Error::Corrupt(format!("{column}: {error}")))
+            })
+            .transpose()
+    }
+
+    fn attempt_number(&self, column: &str) -> Result<u32> {
+        let number: i32 = self.0.try_get(column)?;
+        u32::try_from(number).map_err(|_| Error::Corrupt(format!("{column} {number}")))
+    }
+}
+
+fn run_from_row(row: &PgRow) -> Result<RunRecord> {
+    let columns = Columns(row);
+    Ok(RunRecord {
+        id: columns.text("id")?,
+        workflow_id: columns.text("workflow_id")?,
+        revision: columns.text("revision")?,
+        status: columns.status("status")?,
+        trigger: columns.json("trigger")?.unwrap_or(Value::Null),
+        output: columns.json("output")?,
+        error: columns.typed_json("error")?,
+        created_at: columns.time("created_at")?,
+        started_at: columns.optional_time("started_at")?,
+        finished_at: columns.optional_time("finished_at")?,
+        deadline_at: columns.optional_time("deadline_at")?,
+        cancel_requested: columns.flag("cancel_requested")?,
+        idempotency_key: columns.optional_text("idempotency_key")?,
+    })
+}
+
+fn key_from_row(row: &PgRow) -> Result<AttemptKey> {
+    let columns = Columns(row);
+    Ok(AttemptKey {
+        run_id: columns.text("run_id")?,
+        node_id: columns.text("node_id")?,
+        attempt: columns.attempt_number("attempt")?,
+    })
+}
+
+fn attempt_from_row(row: &PgRow) -> Result<AttemptRecord> {
+    let columns = Columns(row);
+    Ok(AttemptRecord {
+        key: key_from_row(row)?,
+        status: columns.status::<AttemptStatus>("status")?,
+        input: columns.json("input")?,
+        output: columns.json("output")?,
+        error: columns.typed_json("error")?,
+        retryable: columns.flag("retryable")?,
+        not_before: columns.optional_time("not_before")?,
+        created_at: columns.time("created_at")?,
+        started_at: columns.optional_time("started_at")?,
+        finished_at: columns.optional_time("finished_at")?,
+    })
+}
