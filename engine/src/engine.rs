@@ -90,6 +90,9 @@ pub(crate) struct Shared {
     /// Background tasks (advances, timers) awaited on shutdown.
     pub tasks: TaskTracker,
     pub shutdown: CancellationToken,
+    /// True once start-up recovery has re-enqueued what was open. New runs wait for it: a run
+    /// created earlier would look "open" to recovery and have its first attempt enqueued twice.
+    pub recovered: tokio::sync::watch::Sender<bool>,
 }
 
 const LOCK_STRIPES: usize = 64;
@@ -159,6 +162,7 @@ impl Engine {
             admit_locks: (0..LOCK_STRIPES).map(|_| Default::default()).collect(),
             tasks: TaskTracker::new(),
             shutdown: CancellationToken::new(),
+            recovered: tokio::sync::watch::Sender::new(false),
         };
         Self {
             shared: Arc::new(shared),
@@ -174,7 +178,10 @@ impl Engine {
             .map(|_| tokio::spawn(worker::work(shared.clone())))
             .collect();
         let timer = tokio::spawn(driver::retry_timer(shared.clone()));
-        recovery::recover(&shared).await?;
+        let recovered = recovery::recover(&shared).await;
+        // Even a failed recovery must not leave triggers waiting forever; the error stops `run`.
+        shared.recovered.send_replace(true);
+        recovered?;
         shutdown.cancelled().await;
         shared.shutdown.cancel();
         let grace = shared.options.shutdown_grace;
@@ -212,6 +219,7 @@ impl Engine {
     /// leaves it queued when the workflow's `concurrency` is reached).
     pub async fn trigger(&self, request: TriggerRequest) -> Result<RunRecord, Error> {
         let shared = &self.shared;
+        self.recovery_done().await;
         let workflow = request.workflow;
         shared.schemas.check(&workflow, &request.payload)?;
         shared
@@ -239,6 +247,12 @@ impl Engine {
             Some(_) => driver::admit(shared, &workflow).await?,
         }
         Ok(shared.store.run(&run.id).await?.unwrap_or(run))
+    }
+
+    /// Waits until start-up recovery has run (at once afterwards).
+    async fn recovery_done(&self) {
+        let mut recovered = self.shared.recovered.subscribe();
+        let _ = recovered.wait_for(|done| *done).await;
     }
 
     /// Waits until the run finishes or `timeout` passes; `None` if it is still going (or unknown).
@@ -272,6 +286,7 @@ impl Engine {
     /// Requests cancellation; returns the run as it is afterwards, or `None` if unknown.
     pub async fn cancel(&self, run_id: &str) -> Result<Option<RunRecord>, Error> {
         let shared = &self.shared;
+        self.recovery_done().await;
         if shared.store.request_cancel(run_id).await? {
             driver::advance(shared, run_id).await?;
         }

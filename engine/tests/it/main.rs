@@ -5,6 +5,7 @@ mod cli;
 mod cron;
 mod examples;
 mod process;
+mod recovery;
 mod restart;
 mod rules;
 mod support;
