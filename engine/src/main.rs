@@ -161,8 +161,8 @@ async fn run(args: RunArgs) -> anyhow::Result<u8> {
 }
 
 async fn migrate(args: MigrateArgs) -> anyhow::Result<u8> {
-    let store = enrichflow::store::SqliteStore::connect(&args.database_url).await?;
-    store.migrate().await?;
+    // Connecting applies the migrations this binary carries.
+    enrichflow::store::connect(&args.database_url).await?;
     eprintln!("database is up to date");
     Ok(0)
 }

@@ -13,7 +13,7 @@ use crate::api::{self, ApiOptions};
 use crate::catalog::{Catalog, CatalogHandle};
 use crate::engine::{Engine, EngineOptions};
 use crate::queue::MemoryQueue;
-use crate::store::{self, SqliteStore, Store};
+use crate::store;
 use crate::template::Templates;
 use crate::workflow::LoadError;
 use crate::{cron, telemetry};
@@ -64,7 +64,7 @@ impl Server {
 /// Opens the store, loads the workflows, binds the listener and starts every part; returns once
 /// the server accepts connections. Everything stops when `shutdown` is cancelled.
 pub async fn start(options: ServeOptions, shutdown: CancellationToken) -> Result<Server, Error> {
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::connect(&options.database_url).await?);
+    let store = store::connect(&options.database_url).await?;
     let registry = Registry::with_builtins();
     let templates = Templates::new();
     if !options.workflows.is_dir() {

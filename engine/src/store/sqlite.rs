@@ -17,6 +17,7 @@ use sqlx::sqlite::{
 };
 use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
 
+use super::connect::without_credentials;
 use super::{
     AttemptKey, AttemptOutcome, AttemptRecord, AttemptStatus, Error, ErrorInfo, Result, RunQuery,
     RunRecord, RunStatus, Store,
@@ -101,14 +102,6 @@ fn is_in_memory(location: &str) -> bool {
     let location = location.trim_start_matches("//");
     let (database, parameters) = location.split_once('?').unwrap_or((location, ""));
     database == ":memory:" || parameters.split('&').any(|pair| pair == "mode=memory")
-}
-
-/// Only the scheme of a URL that is not ours: a `postgres://user:password@…` must not be echoed.
-fn without_credentials(url: &str) -> String {
-    match url.split_once("://") {
-        Some((scheme, _)) => format!("{scheme}://…"),
-        None => url.to_owned(),
-    }
 }
 
 #[async_trait]

@@ -5,13 +5,17 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::process::{ServeProcess, remove_database, temp_database};
+use crate::process::{ServeProcess, remove_database, sqlite_url, temp_database};
 
 #[tokio::test]
 async fn a_cron_trigger_starts_runs_on_schedule() {
     crate::support::install_crypto();
     let database = temp_database("cron");
-    let server = ServeProcess::start(&crate::support::fixtures("cron-live"), &database, "");
+    let server = ServeProcess::start(
+        &crate::support::fixtures("cron-live"),
+        &sqlite_url(&database),
+        "",
+    );
     let client = reqwest::Client::new();
     let url = format!(
         "{}/api/v1/runs?workflow=every-second&status=succeeded",

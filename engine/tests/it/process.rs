@@ -14,15 +14,15 @@ pub struct ServeProcess {
 }
 
 impl ServeProcess {
-    /// Starts `serve` on a free port with `workflows` and `database`, the secret `BASE_URL` set
-    /// to `base_url_secret`, and waits until it says where it listens.
-    pub fn start(workflows: &Path, database: &Path, base_url_secret: &str) -> ServeProcess {
+    /// Starts `serve` on a free port with `workflows` and the store at `database_url`, the secret
+    /// `BASE_URL` set to `base_url_secret`, and waits until it says where it listens.
+    pub fn start(workflows: &Path, database_url: &str, base_url_secret: &str) -> ServeProcess {
         let mut child = Command::new(env!("CARGO_BIN_EXE_enrichflow"))
             .args(["serve", "--listen", "127.0.0.1:0", "--workers", "2"])
             .arg("--workflows")
             .arg(workflows)
             .arg("--database-url")
-            .arg(format!("sqlite://{}", database.display()))
+            .arg(database_url)
             .env("ENRICHFLOW_SECRET_BASE_URL", base_url_secret)
             .env("RUST_LOG", "warn")
             .stderr(Stdio::piped())
@@ -67,6 +67,11 @@ impl Drop for ServeProcess {
 /// A fresh SQLite path under the temp dir; `remove_database` deletes it and its WAL files.
 pub fn temp_database(label: &str) -> std::path::PathBuf {
     std::env::temp_dir().join(format!("enrichflow-{label}-{}.db", uuid::Uuid::now_v7()))
+}
+
+/// The `sqlite://` URL of a database file.
+pub fn sqlite_url(database: &Path) -> String {
+    format!("sqlite://{}", database.display())
 }
 
 pub fn remove_database(database: &Path) {

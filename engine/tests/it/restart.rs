@@ -11,7 +11,9 @@ use tokio::sync::mpsc;
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
-use crate::process::{ServeProcess, finished_run, remove_database, temp_database, trigger};
+use crate::process::{
+    ServeProcess, finished_run, remove_database, sqlite_url, temp_database, trigger,
+};
 
 /// Answers `delays[n]` late on call `n` (no delay past the list) and reports each arrival.
 struct Delayed {
@@ -76,14 +78,14 @@ fn workflows() -> PathBuf {
     crate::support::fixtures("restart")
 }
 
-#[tokio::test]
-async fn a_killed_server_resumes_its_runs_without_repeating_succeeded_nodes() {
+/// Kills the server while `slow` waits on its first call, restarts it on the same database, and
+/// checks the run finishes with no succeeded node run again.
+async fn killed_server_resumes(database_url: &str) {
     crate::support::install_crypto();
     // The first call of `slow` hangs far longer than the test; the retry after restart is quick.
     let mut mocks = mocks(vec![Duration::from_secs(300)]).await;
-    let database = temp_database("restart");
     let client = reqwest::Client::new();
-    let server = ServeProcess::start(&workflows(), &database, &mocks.server.uri());
+    let server = ServeProcess::start(&workflows(), database_url, &mocks.server.uri());
     let run_id = trigger(&client, &server.base_url, "slow-chain").await;
 
     mocks
@@ -93,7 +95,7 @@ async fn a_killed_server_resumes_its_runs_without_repeating_succeeded_nodes() {
         .expect("the slow node called the server");
     drop(server); // SIGKILL
 
-    let server = ServeProcess::start(&workflows(), &database, &mocks.server.uri());
+    let server = ServeProcess::start(&workflows(), database_url, &mocks.server.uri());
     let run = finished_run(&client, &server.base_url, &run_id).await;
 
     assert_eq!(run["status"], "succeeded", "{run:#}");
@@ -109,8 +111,29 @@ async fn a_killed_server_resumes_its_runs_without_repeating_succeeded_nodes() {
         2,
         "the interrupted attempt runs again"
     );
-    drop(server);
+}
+
+#[tokio::test]
+async fn a_killed_server_resumes_its_runs_without_repeating_succeeded_nodes() {
+    let database = temp_database("restart");
+    killed_server_resumes(&sqlite_url(&database)).await;
     remove_database(&database);
+}
+
+#[tokio::test]
+async fn a_killed_server_resumes_its_runs_on_postgres() {
+    let Some(database) =
+        crate::postgres::database("a_killed_server_resumes_its_runs_on_postgres").await
+    else {
+        return;
+    };
+    let url = database.url.clone();
+    // Run first, clean up second, then report: a failed assertion must not leave the database.
+    let outcome = tokio::spawn(async move { killed_server_resumes(&url).await }).await;
+    database.drop_database().await;
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic.into_panic());
+    }
 }
 
 #[tokio::test]
@@ -119,7 +142,7 @@ async fn sigterm_lets_the_in_flight_attempt_finish() {
     let mut mocks = mocks(vec![Duration::from_millis(500)]).await;
     let database = temp_database("sigterm");
     let client = reqwest::Client::new();
-    let server = ServeProcess::start(&workflows(), &database, &mocks.server.uri());
+    let server = ServeProcess::start(&workflows(), &sqlite_url(&database), &mocks.server.uri());
     let run_id = trigger(&client, &server.base_url, "slow-chain").await;
 
     mocks
@@ -134,7 +157,7 @@ async fn sigterm_lets_the_in_flight_attempt_finish() {
     );
 
     // The attempt finished before exit, so after a restart `slow` is not called again.
-    let server = ServeProcess::start(&workflows(), &database, &mocks.server.uri());
+    let server = ServeProcess::start(&workflows(), &sqlite_url(&database), &mocks.server.uri());
     let run = finished_run(&client, &server.base_url, &run_id).await;
     assert_eq!(run["status"], "succeeded", "{run:#}");
     assert_eq!(
