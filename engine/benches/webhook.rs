@@ -1,6 +1,7 @@
 //! Benchmark: runs/s and latency of a 5-node `transform` workflow triggered through the webhook
 //! with `respond: on_complete`, every run persisted in SQLite. Run with
-//! `cargo bench -p enrichflow --bench webhook`; `BENCH_SECONDS` and `BENCH_CLIENTS` tune it.
+//! `cargo bench -p enrichflow --bench webhook`; `BENCH_SECONDS`, `BENCH_CLIENTS`, `BENCH_WORKERS`
+//! and `BENCH_DATABASE_DIR` (default: the temp dir) tune it.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -25,8 +26,11 @@ async fn main() -> anyhow::Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let seconds = env_number("BENCH_SECONDS", 10);
     let clients = env_number("BENCH_CLIENTS", 16) as usize;
-    let database =
-        std::env::temp_dir().join(format!("enrichflow-bench-{}.db", uuid::Uuid::now_v7()));
+    // BENCH_DATABASE_DIR=/dev/shm separates the engine's own cost from the disk's.
+    let directory = std::env::var_os("BENCH_DATABASE_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(std::env::temp_dir);
+    let database = directory.join(format!("enrichflow-bench-{}.db", uuid::Uuid::now_v7()));
     let shutdown = CancellationToken::new();
     let options = ServeOptions {
         workflows: Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/fixtures"),
