@@ -4,6 +4,7 @@ mod api;
 mod cli;
 mod cron;
 mod examples;
+mod faults;
 mod postgres;
 mod process;
 mod recovery;

@@ -9,7 +9,7 @@ use std::time::Duration;
 use enrichflow::api::{self, ApiOptions};
 use enrichflow::catalog::{Catalog, CatalogHandle};
 use enrichflow::queue::MemoryQueue;
-use enrichflow::store::SqliteStore;
+use enrichflow::store::{SqliteStore, Store};
 use enrichflow::template::Templates;
 use enrichflow::{Engine, EngineOptions, telemetry};
 use enrichflow_nodes::Registry;
@@ -72,6 +72,15 @@ impl TestServer {
     }
 
     pub async fn start_with(workflows_dir: &Path, options: TestOptions) -> TestServer {
+        Self::start_with_store(workflows_dir, options, |store| store).await
+    }
+
+    /// Like [`TestServer::start_with`], with the store wrapped by `wrap` (to inject faults).
+    pub async fn start_with_store(
+        workflows_dir: &Path,
+        options: TestOptions,
+        wrap: impl FnOnce(Arc<dyn Store>) -> Arc<dyn Store>,
+    ) -> TestServer {
         install_crypto();
         // Installed before the engine records anything, so every series is exported.
         let metrics = telemetry::prometheus().filter(|_| options.metrics);
@@ -89,7 +98,7 @@ impl TestServer {
         assert!(errors.is_empty(), "fixtures must load: {errors:#?}");
         let engine = Engine::build(
             options.engine,
-            Arc::new(store),
+            wrap(Arc::new(store)),
             Arc::new(MemoryQueue::new(1024)),
             CatalogHandle::new(catalog),
             registry,

@@ -1,0 +1,189 @@
+//! The store failing under the engine: a failed write is retried rather than leaving the run
+//! stuck, and `/readyz` reports the database as down.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use enrichflow::store::{
+    self, AttemptKey, AttemptOutcome, AttemptRecord, ErrorInfo, RunQuery, RunRecord, RunStatus,
+    Store,
+};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::support::{TestOptions, TestServer, fixtures};
+
+/// Delegates to a real store, failing on demand.
+struct FaultyStore {
+    inner: Arc<dyn Store>,
+    /// How many `finish_attempt` calls still fail.
+    failing_finishes: AtomicU32,
+    /// Every read of runs fails while set.
+    down: AtomicBool,
+}
+
+fn injected() -> store::Error {
+    store::Error::Corrupt("injected fault".into())
+}
+
+#[async_trait]
+impl Store for FaultyStore {
+    async fn save_revision(
+        &self,
+        workflow_id: &str,
+        hash: &str,
+        source: &str,
+    ) -> store::Result<()> {
+        self.inner.save_revision(workflow_id, hash, source).await
+    }
+    async fn revision(&self, hash: &str) -> store::Result<Option<String>> {
+        self.inner.revision(hash).await
+    }
+    async fn create_run(&self, run: &RunRecord) -> store::Result<()> {
+        self.inner.create_run(run).await
+    }
+    async fn run(&self, run_id: &str) -> store::Result<Option<RunRecord>> {
+        self.inner.run(run_id).await
+    }
+    async fn list_runs(&self, query: &RunQuery) -> store::Result<Vec<RunRecord>> {
+        if self.down.load(Ordering::SeqCst) {
+            return Err(injected());
+        }
+        self.inner.list_runs(query).await
+    }
+    async fn unfinished_runs(&self) -> store::Result<Vec<RunRecord>> {
+        self.inner.unfinished_runs().await
+    }
+    async fn count_running(&self, workflow_id: &str) -> store::Result<u64> {
+        self.inner.count_running(workflow_id).await
+    }
+    async fn oldest_queued(&self, workflow_id: &str, limit: u32) -> store::Result<Vec<String>> {
+        self.inner.oldest_queued(workflow_id, limit).await
+    }
+    async fn start_run(
+        &self,
+        run_id: &str,
+        started_at: DateTime<Utc>,
+        deadline_at: Option<DateTime<Utc>>,
+    ) -> store::Result<bool> {
+        self.inner.start_run(run_id, started_at, deadline_at).await
+    }
+    async fn finish_run(
+        &self,
+        run_id: &str,
+        status: RunStatus,
+        output: Option<&Value>,
+        error: Option<&ErrorInfo>,
+        finished_at: DateTime<Utc>,
+    ) -> store::Result<bool> {
+        self.inner
+            .finish_run(run_id, status, output, error, finished_at)
+            .await
+    }
+    async fn request_cancel(&self, run_id: &str) -> store::Result<bool> {
+        self.inner.request_cancel(run_id).await
+    }
+    async fn attempts(&self, run_id: &str) -> store::Result<Vec<AttemptRecord>> {
+        self.inner.attempts(run_id).await
+    }
+    async fn insert_attempt(&self, attempt: &AttemptRecord) -> store::Result<bool> {
+        self.inner.insert_attempt(attempt).await
+    }
+    async fn start_attempt(
+        &self,
+        key: &AttemptKey,
+        input: Option<&Value>,
+        started_at: DateTime<Utc>,
+    ) -> store::Result<bool> {
+        self.inner.start_attempt(key, input, started_at).await
+    }
+    async fn finish_attempt(
+        &self,
+        key: &AttemptKey,
+        outcome: &AttemptOutcome,
+    ) -> store::Result<bool> {
+        let failing = self
+            .failing_finishes
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        if failing {
+            return Err(injected());
+        }
+        self.inner.finish_attempt(key, outcome).await
+    }
+    async fn promote_due_attempts(&self, now: DateTime<Utc>) -> store::Result<Vec<AttemptKey>> {
+        self.inner.promote_due_attempts(now).await
+    }
+    async fn next_due_at(&self) -> store::Result<Option<DateTime<Utc>>> {
+        self.inner.next_due_at().await
+    }
+    async fn open_attempts(&self) -> store::Result<Vec<AttemptKey>> {
+        self.inner.open_attempts().await
+    }
+    async fn cancel_open_attempts(
+        &self,
+        run_id: &str,
+        finished_at: DateTime<Utc>,
+    ) -> store::Result<u64> {
+        self.inner.cancel_open_attempts(run_id, finished_at).await
+    }
+}
+
+async fn server(failing_finishes: u32) -> (TestServer, Arc<FaultyStore>) {
+    let mut faulty = None;
+    let server =
+        TestServer::start_with_store(&fixtures("faults"), TestOptions::default(), |inner| {
+            let store = Arc::new(FaultyStore {
+                inner,
+                failing_finishes: AtomicU32::new(failing_finishes),
+                down: AtomicBool::new(false),
+            });
+            faulty = Some(store.clone());
+            store
+        })
+        .await;
+    (server, faulty.expect("the store was wrapped"))
+}
+
+#[tokio::test]
+async fn a_failed_write_of_an_outcome_is_retried_and_the_run_completes() {
+    let (server, store) = server(2).await;
+    let response = server
+        .client
+        .post(server.url("/hooks/two-steps"))
+        .json(&json!({}))
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.json::<Value>().await.expect("JSON"), json!(2));
+    assert_eq!(
+        store.failing_finishes.load(Ordering::SeqCst),
+        0,
+        "both faults were hit"
+    );
+}
+
+#[tokio::test]
+async fn readyz_says_the_database_is_down() {
+    let (server, store) = server(0).await;
+    let ready = server
+        .client
+        .get(server.url("/readyz"))
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(ready.status(), StatusCode::OK);
+    store.down.store(true, Ordering::SeqCst);
+    let down = server
+        .client
+        .get(server.url("/readyz"))
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(down.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let body: Value = down.json().await.expect("JSON");
+    assert_eq!(body["down"], json!(["database"]));
+}
