@@ -1,10 +1,12 @@
 //! Dispatch of node attempts to workers. A task carries ids only; the store holds the state, so
 //! a lost task is recovered by re-enqueueing open attempts from the store.
 
+mod amqp;
 mod memory;
 
 use async_trait::async_trait;
 
+pub use amqp::{AmqpOptions, AmqpQueue, DeadLetter};
 pub use memory::MemoryQueue;
 
 use crate::store::AttemptKey;
@@ -14,6 +16,16 @@ use crate::store::AttemptKey;
 pub enum Error {
     #[error("the queue is closed")]
     Closed,
+    #[error("cannot connect to RabbitMQ: {0}")]
+    Connect(#[source] lapin::Error),
+    #[error("RabbitMQ did not accept the connection within {0:?}")]
+    ConnectTimeout(std::time::Duration),
+    #[error("RabbitMQ: {0}")]
+    Broker(#[from] lapin::Error),
+    #[error("RabbitMQ did not take the task: {0}")]
+    NotTaken(&'static str),
+    #[error("cannot encode the task: {0}")]
+    Encode(#[source] serde_json::Error),
 }
 
 /// One delivered task. Acknowledge it once its result is committed to the store; a task that is
