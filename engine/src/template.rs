@@ -105,6 +105,45 @@ impl Templates {
         self.compile_expression(expr, expr)
     }
 
+    /// The node ids a text reads as `nodes.<id>`, found by static analysis, for load-time checks.
+    /// A text that does not compile reads none here; its syntax error is reported by
+    /// [`Templates::check_template`].
+    pub fn node_references(&self, text: &str) -> Vec<String> {
+        if !has_template_syntax(text) {
+            return Vec::new();
+        }
+        match single_expression(text) {
+            Some(expression) => self.expression_node_references(expression),
+            None => self.references_in(text),
+        }
+    }
+
+    /// The node ids a bare expression (`if:`) reads as `nodes.<id>`.
+    pub fn expression_node_references(&self, expression: &str) -> Vec<String> {
+        // The same wrapper `evaluate` compiles, so the compiled template is reused at run time.
+        self.references_in(&format!("{{% set {RESULT} = ({expression}) %}}"))
+    }
+
+    fn references_in(&self, source: &str) -> Vec<String> {
+        let Ok(template) = self.shared.environment.get_template(source) else {
+            return Vec::new();
+        };
+        let mut ids: Vec<String> = template
+            .undeclared_variables(true)
+            .into_iter()
+            .filter_map(|path| {
+                let mut names = path.split('.');
+                match (names.next(), names.next()) {
+                    (Some("nodes"), Some(id)) => Some(id.to_owned()),
+                    _ => None,
+                }
+            })
+            .collect();
+        ids.sort();
+        ids.dedup();
+        ids
+    }
+
     /// Renders every string inside `value` (map keys are left alone) with `scope` in view.
     pub fn render_value(&self, value: &Value, scope: &Value) -> Result<Value, TemplateError> {
         match value {
@@ -326,6 +365,25 @@ mod tests {
 
     fn render(value: Value) -> Result<Value, TemplateError> {
         Templates::new().render_value(&value, &scope())
+    }
+
+    #[test]
+    fn node_references_are_found_statically() {
+        let templates = Templates::new();
+        let text = "{{ nodes.a.output.x }} and {% if nodes.b.status == 'ok' %}{{ nodes.a.error }}{% endif %}";
+        assert_eq!(templates.node_references(text), ["a", "b"]);
+        assert_eq!(templates.node_references("{{ nodes.c.output }}"), ["c"]);
+        assert_eq!(
+            templates.expression_node_references("nodes.d.output.tier == 'hot'"),
+            ["d"]
+        );
+        assert!(
+            templates
+                .node_references("{{ trigger.body }} plain")
+                .is_empty()
+        );
+        assert!(templates.node_references("no templates").is_empty());
+        assert!(templates.node_references("{{ broken").is_empty());
     }
 
     #[test]

@@ -20,6 +20,7 @@ mod located;
 mod model;
 mod node;
 mod parse;
+mod references;
 mod suggest;
 mod trigger;
 

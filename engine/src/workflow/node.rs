@@ -9,6 +9,7 @@ use crate::template::Templates;
 use super::fields::{Fields, Problems, at_index, join, locate};
 use super::located::{Entry, Node, Position, Yaml};
 use super::model::{NodeDef, NodeId, OnError, RetryPolicy};
+use super::references::{self, Reference};
 use super::suggest;
 
 const KEYS: &[&str] = &[
@@ -29,6 +30,8 @@ pub struct ParsedNode {
     pub def: NodeDef,
     /// Each `needs` entry that is a string, with its position and path.
     pub needs: Vec<(String, Position, String)>,
+    /// The `nodes.<id>` its templates (`with`, `if`, `foreach`) read.
+    pub references: Vec<Reference>,
 }
 
 /// Parses `nodes.<id>`; `None` only when the id itself is invalid (its body is still checked).
@@ -81,6 +84,7 @@ pub fn parse(
         .get("foreach")
         .and_then(|found| foreach(problems, templates, found, &fields));
     let parallelism = parallelism(problems, &fields, foreach.is_some());
+    let references = node_references(templates, &fields);
 
     let def = NodeDef {
         id: id?,
@@ -95,7 +99,36 @@ pub fn parse(
         foreach,
         parallelism,
     };
-    Some(ParsedNode { def, needs })
+    Some(ParsedNode {
+        def,
+        needs,
+        references,
+    })
+}
+
+/// What the node's templates read from `nodes`, with where.
+fn node_references(templates: &Templates, fields: &Fields<'_>) -> Vec<Reference> {
+    let mut found = Vec::new();
+    for key in ["with", "foreach"] {
+        if let Some(entry) = fields.get(key) {
+            references::collect(templates, &entry.value, &fields.path(key), &mut found);
+        }
+    }
+    if let Some(entry) = fields.get("if")
+        && let Yaml::String(expression) = &entry.value.value
+    {
+        found.extend(
+            templates
+                .expression_node_references(expression)
+                .into_iter()
+                .map(|node| Reference {
+                    node,
+                    at: entry.value.at,
+                    path: fields.path("if"),
+                }),
+        );
+    }
+    found
 }
 
 /// `needs: [a, b]`, or a single `needs: a`.

@@ -12,6 +12,7 @@ use super::graph::Dag;
 use super::located::{Entry, Node, Position};
 use super::model::{NodeId, Source, Workflow, WorkflowId};
 use super::node::{self, ParsedNode};
+use super::references;
 use super::{suggest, trigger};
 
 const KEYS: &[&str] = &[
@@ -63,8 +64,10 @@ pub fn workflow(
         let limit = problems.positive(&entry.value, "concurrency", u64::from(u32::MAX))?;
         u32::try_from(limit).ok()
     });
+    let mut output_references = Vec::new();
     let output = fields.get("output").map(|entry| {
         problems.templates(templates, &entry.value, "output");
+        references::collect(templates, &entry.value, "output", &mut output_references);
         entry.value.to_json()
     });
     let mut parsed = fields
@@ -72,6 +75,12 @@ pub fn workflow(
         .map(|entry| nodes(problems, registry, templates, entry))
         .unwrap_or_default();
     let dag = graph(problems, &mut parsed);
+    if let Some(dag) = &dag {
+        for node in &parsed {
+            references::check(problems, dag, Some(node.def.id.as_str()), &node.references);
+        }
+        references::check(problems, dag, None, &output_references);
+    }
 
     if !problems.is_empty() {
         return None;
