@@ -126,12 +126,12 @@ async fn perform(
             Ok(false)
         }
         Action::Fail { error } => {
-            end_run(shared, workflow, run, RunStatus::Failed, error).await?;
+            end_run(shared, workflow, run, attempts, RunStatus::Failed, error).await?;
             Ok(false)
         }
         Action::Cancel => {
             let error = ErrorInfo::new("cancelled", "the run was cancelled");
-            end_run(shared, workflow, run, RunStatus::Cancelled, error).await?;
+            end_run(shared, workflow, run, attempts, RunStatus::Cancelled, error).await?;
             Ok(false)
         }
     }
@@ -207,17 +207,19 @@ async fn succeed(
         Err(error) => {
             let message = scope::redact_text(&format!("run output: {error}"), &shared.secrets);
             let error = ErrorInfo::new("template", message);
-            end_run(shared, workflow, run, RunStatus::Failed, error).await
+            end_run(shared, workflow, run, attempts, RunStatus::Failed, error).await
         }
     }
 }
 
 /// Fails or cancels a run: stops in-flight attempts, closes nodes never reached (skipped on
-/// failure, cancelled on cancellation), and records the final status.
+/// failure, cancelled on cancellation), and records the final status. `attempts` are the ones
+/// `advance` read: attempts are only inserted under the run's lock, so no node gained one since.
 async fn end_run(
     shared: &Arc<Shared>,
     workflow: &Workflow,
     run: &RunRecord,
+    attempts: &[AttemptRecord],
     status: RunStatus,
     error: ErrorInfo,
 ) -> Result<(), Error> {
@@ -231,7 +233,6 @@ async fn end_run(
         RunStatus::Cancelled => AttemptStatus::Cancelled,
         _ => AttemptStatus::Skipped,
     };
-    let attempts = store.attempts(&run.id).await?;
     for node in workflow.nodes.keys() {
         if !attempts.iter().any(|a| a.key.node_id == node.as_str()) {
             store

@@ -65,6 +65,25 @@ pub struct TriggerRequest {
     pub payload: Value,
 }
 
+/// A dependency that does not answer: its public name, and the detail for the log only.
+#[derive(Debug, Clone)]
+pub struct Unready {
+    pub component: &'static str,
+    pub detail: String,
+}
+
+/// What a cancel request found.
+#[derive(Debug, Clone)]
+pub enum Cancellation {
+    /// No such run.
+    Unknown,
+    /// The run had already ended; nothing changed.
+    AlreadyFinished(RunRecord),
+    /// The run was marked for cancellation; it is shown as it is afterwards (a queued run, or
+    /// one whose attempts stopped at once, is already `cancelled`).
+    Requested(RunRecord),
+}
+
 /// The state every part of the engine shares.
 pub(crate) struct Shared {
     pub store: Arc<dyn Store>,
@@ -283,14 +302,20 @@ impl Engine {
             .filter(|run| run.status.is_finished()))
     }
 
-    /// Requests cancellation; returns the run as it is afterwards, or `None` if unknown.
-    pub async fn cancel(&self, run_id: &str) -> Result<Option<RunRecord>, Error> {
+    /// Requests cancellation and says what it found.
+    pub async fn cancel(&self, run_id: &str) -> Result<Cancellation, Error> {
         let shared = &self.shared;
         self.recovery_done().await;
-        if shared.store.request_cancel(run_id).await? {
+        // False both for a finished run and for no run at all; the read below tells them apart.
+        let requested = shared.store.request_cancel(run_id).await?;
+        if requested {
             driver::advance(shared, run_id).await?;
         }
-        Ok(shared.store.run(run_id).await?)
+        Ok(match shared.store.run(run_id).await? {
+            None => Cancellation::Unknown,
+            Some(run) if requested => Cancellation::Requested(run),
+            Some(run) => Cancellation::AlreadyFinished(run),
+        })
     }
 
     /// The run JSON of SPEC, or `None` if there is no such run.
@@ -315,7 +340,7 @@ impl Engine {
     }
 
     /// Ok when the store answers; otherwise what is down, for `/readyz`.
-    pub async fn ready(&self) -> Result<(), String> {
+    pub async fn ready(&self) -> Result<(), Unready> {
         let probe = RunQuery {
             limit: 1,
             ..RunQuery::default()
@@ -325,7 +350,10 @@ impl Engine {
             .list_runs(&probe)
             .await
             .map(|_| ())
-            .map_err(|error| format!("database: {error}"))
+            .map_err(|error| Unready {
+                component: "database",
+                detail: error.to_string(),
+            })
     }
 
     /// Updates the queue-depth gauge; called by the metrics endpoint.

@@ -24,4 +24,4 @@ pub mod view;
 mod worker;
 pub mod workflow;
 
-pub use engine::{Engine, EngineOptions, Error, TriggerRequest};
+pub use engine::{Cancellation, Engine, EngineOptions, Error, TriggerRequest};

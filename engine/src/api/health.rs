@@ -24,16 +24,9 @@ pub async fn live() -> Json<Value> {
 pub async fn ready(State(state): State<Arc<ApiState>>) -> Response {
     match state.engine.ready().await {
         Ok(()) => Json(json!({ "status": "ready" })).into_response(),
-        Err(reason) => {
-            tracing::warn!(%reason, "not ready");
-            // The engine reports `component: detail`; only the component is public.
-            let component = reason
-                .split(':')
-                .next()
-                .unwrap_or("engine")
-                .trim()
-                .to_owned();
-            let body = json!({ "status": "unavailable", "down": [component] });
+        Err(unready) => {
+            tracing::warn!(component = unready.component, detail = %unready.detail, "not ready");
+            let body = json!({ "status": "unavailable", "down": [unready.component] });
             (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
         }
     }

@@ -13,13 +13,9 @@ use serde_json::{Value, json};
 
 use super::error::{Error, Result};
 use super::{ApiState, run_location};
+use crate::engine::Cancellation;
 use crate::store::{RunQuery, RunStatus};
 use crate::view;
-
-/// Page size when `limit` is not given.
-const DEFAULT_LIMIT: u32 = 50;
-/// Largest page a client may ask for.
-const MAX_LIMIT: u32 = 500;
 
 /// The query string of `GET /api/v1/runs`, as text so that each bad value gets its own message.
 #[derive(Debug, Default, Deserialize)]
@@ -43,14 +39,15 @@ impl ListParams {
             })?),
         };
         let limit = match non_empty(&self.limit) {
-            None => DEFAULT_LIMIT,
+            None => RunQuery::DEFAULT_LIMIT,
             Some(text) => text
                 .parse::<u32>()
                 .ok()
-                .filter(|limit| (1..=MAX_LIMIT).contains(limit))
+                .filter(|limit| (1..=RunQuery::MAX_LIMIT).contains(limit))
                 .ok_or_else(|| {
                     Error::BadRequest(format!(
-                        "`limit` must be a whole number from 1 to {MAX_LIMIT}; got `{text}`"
+                        "`limit` must be a whole number from 1 to {}; got `{text}`",
+                        RunQuery::MAX_LIMIT
                     ))
                 })?,
         };
@@ -82,16 +79,21 @@ pub async fn list(
     params: Result<Query<ListParams>, QueryRejection>,
 ) -> Result<Json<Value>> {
     let Query(params) = params?;
-    let mut query = params.to_query()?;
-    let limit = query.limit as usize;
-    // One more than asked tells whether another page follows.
-    query.limit += 1;
-    let mut runs = state.engine.list_runs(&query).await?;
-    let next_cursor = if runs.len() > limit {
-        runs.truncate(limit);
-        runs.last().map(|run| Value::String(run.id.clone()))
-    } else {
-        None
+    let query = params.to_query()?;
+    let runs = state.engine.list_runs(&query).await?;
+    let next_cursor = match runs.last() {
+        // A full page: look one run further to tell whether another page follows. Asking the
+        // store for `limit + 1` instead would be clamped away at the largest page size.
+        Some(last) if runs.len() == query.limit as usize => {
+            let probe = RunQuery {
+                limit: 1,
+                cursor: Some(last.id.clone()),
+                ..query.clone()
+            };
+            let more = !state.engine.list_runs(&probe).await?.is_empty();
+            more.then(|| Value::String(last.id.clone()))
+        }
+        _ => None,
     };
     let runs: Vec<Value> = runs.iter().map(view::summary_json).collect();
     Ok(Json(
@@ -117,23 +119,16 @@ pub async fn cancel(
     State(state): State<Arc<ApiState>>,
     Path(run_id): Path<String>,
 ) -> Result<Response> {
-    let engine = &state.engine;
-    let run = engine
-        .store()
-        .run(&run_id)
-        .await?
-        .ok_or_else(|| no_such_run(&run_id))?;
-    if run.status.is_finished() {
-        return Err(Error::Conflict(format!(
-            "run `{run_id}` already finished ({})",
-            run.status
-        )));
-    }
-    // A run that finishes between the check and the request is answered as it ended.
-    let run = engine
-        .cancel(&run_id)
-        .await?
-        .ok_or_else(|| no_such_run(&run_id))?;
+    let run = match state.engine.cancel(&run_id).await? {
+        Cancellation::Unknown => return Err(no_such_run(&run_id)),
+        Cancellation::AlreadyFinished(run) => {
+            return Err(Error::Conflict(format!(
+                "run `{run_id}` already finished ({})",
+                run.status
+            )));
+        }
+        Cancellation::Requested(run) => run,
+    };
     let location = run_location(&run.id).map_err(|e| Error::internal("bad run id", &e))?;
     let headers = [(header::LOCATION, location)];
     Ok((
@@ -165,7 +160,7 @@ mod tests {
     fn empty_values_are_defaults() {
         let query = params("", "", "").to_query().ok();
         let query = query.expect("valid");
-        assert_eq!(query.limit, DEFAULT_LIMIT);
+        assert_eq!(query.limit, RunQuery::DEFAULT_LIMIT);
         assert_eq!(query.status, None);
         assert_eq!(query.cursor, None);
     }

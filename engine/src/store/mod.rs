@@ -7,6 +7,7 @@
 mod connect;
 mod postgres;
 mod record;
+mod rows;
 mod sqlite;
 #[cfg(test)]
 mod tests;

@@ -10,16 +10,16 @@ use std::str::FromStr;
 
 use async_trait::async_trait;
 use chrono::{DateTime, SubsecRound, Utc};
-use serde::de::DeserializeOwned;
 use serde_json::Value;
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
 use sqlx::{PgPool, Postgres, QueryBuilder, Row};
 
 use super::connect::without_credentials;
+use super::rows::{self, error_json};
 use super::{
-    AttemptKey, AttemptOutcome, AttemptRecord, AttemptStatus, Error, ErrorInfo, Result, RunQuery,
-    RunRecord, RunStatus, Store,
+    AttemptKey, AttemptOutcome, AttemptRecord, Error, ErrorInfo, Result, RunQuery, RunRecord,
+    RunStatus, Store,
 };
 
 /// The schema, compiled into the binary.
@@ -369,14 +369,10 @@ fn timestamp(instant: DateTime<Utc>) -> DateTime<Utc> {
     instant.trunc_subsecs(6)
 }
 
-fn error_json(error: &ErrorInfo) -> String {
-    serde_json::json!({ "kind": error.kind, "message": error.message }).to_string()
-}
-
-/// Typed access to the columns of one row, naming the column in every decoding error.
+/// The columns of one Postgres row.
 struct Columns<'r>(&'r PgRow);
 
-impl Columns<'_> {
+impl rows::Columns for Columns<'_> {
     fn text(&self, column: &str) -> Result<String> {
         Ok(self.0.try_get(column)?)
     }
@@ -387,10 +383,6 @@ impl Columns<'_> {
 
     fn flag(&self, column: &str) -> Result<bool> {
         Ok(self.0.try_get(column)?)
-    }
-
-    fn status<T: FromStr<Err = String>>(&self, column: &str) -> Result<T> {
-        self.text(column)?.parse().map_err(Error::Corrupt)
     }
 
     fn time(&self, column: &str) -> Result<DateTime<Utc>> {
@@ -406,15 +398,6 @@ impl Columns<'_> {
         Ok(self.0.try_get(column)?)
     }
 
-    fn typed_json<T: DeserializeOwned>(&self, column: &str) -> Result<Option<T>> {
-        self.json(column)?
-            .map(|value| {
-                serde_json::from_value(value)
-                    .map_err(|error| Error::Corrupt(format!("{column}: {error}")))
-            })
-            .transpose()
-    }
-
     fn attempt_number(&self, column: &str) -> Result<u32> {
         let number: i32 = self.0.try_get(column)?;
         u32::try_from(number).map_err(|_| Error::Corrupt(format!("{column} {number}")))
@@ -422,45 +405,13 @@ impl Columns<'_> {
 }
 
 fn run_from_row(row: &PgRow) -> Result<RunRecord> {
-    let columns = Columns(row);
-    Ok(RunRecord {
-        id: columns.text("id")?,
-        workflow_id: columns.text("workflow_id")?,
-        revision: columns.text("revision")?,
-        status: columns.status("status")?,
-        trigger: columns.json("trigger")?.unwrap_or(Value::Null),
-        output: columns.json("output")?,
-        error: columns.typed_json("error")?,
-        created_at: columns.time("created_at")?,
-        started_at: columns.optional_time("started_at")?,
-        finished_at: columns.optional_time("finished_at")?,
-        deadline_at: columns.optional_time("deadline_at")?,
-        cancel_requested: columns.flag("cancel_requested")?,
-        idempotency_key: columns.optional_text("idempotency_key")?,
-    })
+    rows::run(&Columns(row))
 }
 
 fn key_from_row(row: &PgRow) -> Result<AttemptKey> {
-    let columns = Columns(row);
-    Ok(AttemptKey {
-        run_id: columns.text("run_id")?,
-        node_id: columns.text("node_id")?,
-        attempt: columns.attempt_number("attempt")?,
-    })
+    rows::attempt_key(&Columns(row))
 }
 
 fn attempt_from_row(row: &PgRow) -> Result<AttemptRecord> {
-    let columns = Columns(row);
-    Ok(AttemptRecord {
-        key: key_from_row(row)?,
-        status: columns.status::<AttemptStatus>("status")?,
-        input: columns.json("input")?,
-        output: columns.json("output")?,
-        error: columns.typed_json("error")?,
-        retryable: columns.flag("retryable")?,
-        not_before: columns.optional_time("not_before")?,
-        created_at: columns.time("created_at")?,
-        started_at: columns.optional_time("started_at")?,
-        finished_at: columns.optional_time("finished_at")?,
-    })
+    rows::attempt(&Columns(row))
 }

@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, SecondsFormat, Utc};
-use serde::de::DeserializeOwned;
 use serde_json::Value;
 use sqlx::migrate::Migrator;
 use sqlx::sqlite::{
@@ -18,9 +17,10 @@ use sqlx::sqlite::{
 use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
 
 use super::connect::without_credentials;
+use super::rows::{self, error_json};
 use super::{
-    AttemptKey, AttemptOutcome, AttemptRecord, AttemptStatus, Error, ErrorInfo, Result, RunQuery,
-    RunRecord, RunStatus, Store,
+    AttemptKey, AttemptOutcome, AttemptRecord, Error, ErrorInfo, Result, RunQuery, RunRecord,
+    RunStatus, Store,
 };
 
 /// The schema, compiled into the binary.
@@ -401,14 +401,10 @@ fn parse_timestamp(column: &str, text: &str) -> Result<DateTime<Utc>> {
         .map_err(|error| Error::Corrupt(format!("{column} `{text}`: {error}")))
 }
 
-fn error_json(error: &ErrorInfo) -> String {
-    serde_json::json!({ "kind": error.kind, "message": error.message }).to_string()
-}
-
-/// Typed access to the columns of one row, naming the column in every decoding error.
+/// The columns of one SQLite row.
 struct Columns<'r>(&'r SqliteRow);
 
-impl Columns<'_> {
+impl rows::Columns for Columns<'_> {
     fn text(&self, column: &str) -> Result<String> {
         Ok(self.0.try_get(column)?)
     }
@@ -421,10 +417,6 @@ impl Columns<'_> {
         Ok(self.0.try_get(column)?)
     }
 
-    fn status<T: FromStr<Err = String>>(&self, column: &str) -> Result<T> {
-        self.text(column)?.parse().map_err(Error::Corrupt)
-    }
-
     fn time(&self, column: &str) -> Result<DateTime<Utc>> {
         parse_timestamp(column, &self.text(column)?)
     }
@@ -435,7 +427,7 @@ impl Columns<'_> {
             .transpose()
     }
 
-    fn json<T: DeserializeOwned>(&self, column: &str) -> Result<Option<T>> {
+    fn json(&self, column: &str) -> Result<Option<Value>> {
         self.optional_text(column)?
             .map(|text| {
                 serde_json::from_str(&text)
@@ -451,45 +443,13 @@ impl Columns<'_> {
 }
 
 fn run_from_row(row: &SqliteRow) -> Result<RunRecord> {
-    let columns = Columns(row);
-    Ok(RunRecord {
-        id: columns.text("id")?,
-        workflow_id: columns.text("workflow_id")?,
-        revision: columns.text("revision")?,
-        status: columns.status("status")?,
-        trigger: columns.json("trigger")?.unwrap_or(Value::Null),
-        output: columns.json("output")?,
-        error: columns.json("error")?,
-        created_at: columns.time("created_at")?,
-        started_at: columns.optional_time("started_at")?,
-        finished_at: columns.optional_time("finished_at")?,
-        deadline_at: columns.optional_time("deadline_at")?,
-        cancel_requested: columns.flag("cancel_requested")?,
-        idempotency_key: columns.optional_text("idempotency_key")?,
-    })
+    rows::run(&Columns(row))
 }
 
 fn key_from_row(row: &SqliteRow) -> Result<AttemptKey> {
-    let columns = Columns(row);
-    Ok(AttemptKey {
-        run_id: columns.text("run_id")?,
-        node_id: columns.text("node_id")?,
-        attempt: columns.attempt_number("attempt")?,
-    })
+    rows::attempt_key(&Columns(row))
 }
 
 fn attempt_from_row(row: &SqliteRow) -> Result<AttemptRecord> {
-    let columns = Columns(row);
-    Ok(AttemptRecord {
-        key: key_from_row(row)?,
-        status: columns.status::<AttemptStatus>("status")?,
-        input: columns.json("input")?,
-        output: columns.json("output")?,
-        error: columns.json("error")?,
-        retryable: columns.flag("retryable")?,
-        not_before: columns.optional_time("not_before")?,
-        created_at: columns.time("created_at")?,
-        started_at: columns.optional_time("started_at")?,
-        finished_at: columns.optional_time("finished_at")?,
-    })
+    rows::attempt(&Columns(row))
 }

@@ -105,24 +105,11 @@ impl Problems {
 
     /// Checks the template syntax of every string in `node` (not map keys).
     pub fn templates(&mut self, templates: &Templates, node: &Node, path: &str) {
-        match &node.value {
-            Yaml::String(text) => {
-                if let Err(error) = templates.check_template(text) {
-                    self.add(node.at, path, error.to_string());
-                }
+        each_string(node, path, &mut |string, text, path| {
+            if let Err(error) = templates.check_template(text) {
+                self.add(string.at, path, error.to_string());
             }
-            Yaml::List(items) => {
-                for (index, item) in items.iter().enumerate() {
-                    self.templates(templates, item, &at_index(path, index));
-                }
-            }
-            Yaml::Map(entries) => {
-                for entry in entries {
-                    self.templates(templates, &entry.value, &join(path, &entry.key));
-                }
-            }
-            Yaml::Null | Yaml::Bool(_) | Yaml::Number(_) => {}
-        }
+        });
     }
 
     pub fn wrong_type<T>(&mut self, node: &Node, path: &str, expected: &str) -> Option<T> {
@@ -188,6 +175,25 @@ impl<'a> Fields<'a> {
     /// The path of `key` in this map.
     pub fn path(&self, key: &str) -> String {
         join(&self.path, key)
+    }
+}
+
+/// Calls `visit(node, text, path)` for every string inside `node`, however deeply nested;
+/// map keys are not visited (they are never templates).
+pub fn each_string(node: &Node, path: &str, visit: &mut impl FnMut(&Node, &str, &str)) {
+    match &node.value {
+        Yaml::String(text) => visit(node, text, path),
+        Yaml::List(items) => {
+            for (index, item) in items.iter().enumerate() {
+                each_string(item, &at_index(path, index), visit);
+            }
+        }
+        Yaml::Map(entries) => {
+            for entry in entries {
+                each_string(&entry.value, &join(path, &entry.key), visit);
+            }
+        }
+        Yaml::Null | Yaml::Bool(_) | Yaml::Number(_) => {}
     }
 }
 

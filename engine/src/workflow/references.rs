@@ -6,9 +6,9 @@ use std::collections::HashSet;
 
 use crate::template::Templates;
 
-use super::fields::{Problems, at_index, join};
+use super::fields::{Problems, each_string};
 use super::graph::Dag;
-use super::located::{Node, Position, Yaml};
+use super::located::{Node, Position};
 use super::suggest;
 
 /// One `nodes.<id>` read by a template.
@@ -21,31 +21,14 @@ pub struct Reference {
 
 /// The references of every template string inside `node` (map keys are not templates).
 pub fn collect(templates: &Templates, node: &Node, path: &str, found: &mut Vec<Reference>) {
-    match &node.value {
-        Yaml::String(text) => {
-            found.extend(
-                templates
-                    .node_references(text)
-                    .into_iter()
-                    .map(|id| Reference {
-                        node: id,
-                        at: node.at,
-                        path: path.to_owned(),
-                    }),
-            )
-        }
-        Yaml::List(items) => {
-            for (index, item) in items.iter().enumerate() {
-                collect(templates, item, &at_index(path, index), found);
-            }
-        }
-        Yaml::Map(entries) => {
-            for entry in entries {
-                collect(templates, &entry.value, &join(path, &entry.key), found);
-            }
-        }
-        Yaml::Null | Yaml::Bool(_) | Yaml::Number(_) => {}
-    }
+    each_string(node, path, &mut |string, text, path| {
+        let read = templates.node_references(text).into_iter();
+        found.extend(read.map(|id| Reference {
+            node: id,
+            at: string.at,
+            path: path.to_owned(),
+        }));
+    });
 }
 
 /// Every referenced node must exist; a node's own templates may only read nodes upstream of it

@@ -432,6 +432,56 @@ fn run_ids(answer: &Answer) -> Vec<&str> {
 }
 
 #[tokio::test]
+async fn a_full_page_of_the_largest_size_still_says_whether_more_follow() {
+    let server = start().await;
+    let store = server.engine.store();
+    let largest = enrichflow::store::RunQuery::MAX_LIMIT;
+    let mut ids = Vec::new();
+    for _ in 0..=largest {
+        let id = uuid::Uuid::now_v7().to_string();
+        store
+            .create_run(&enrichflow::store::RunRecord {
+                id: id.clone(),
+                workflow_id: "bulk".into(),
+                revision: "r".into(),
+                status: RunStatus::Succeeded,
+                trigger: json!({"type": "manual"}),
+                output: None,
+                error: None,
+                created_at: chrono::Utc::now(),
+                started_at: None,
+                finished_at: None,
+                deadline_at: None,
+                cancel_requested: false,
+                idempotency_key: None,
+            })
+            .await
+            .expect("stored");
+        ids.push(id);
+    }
+    let get = |query: String| {
+        send(
+            server
+                .client
+                .get(server.url(&format!("/api/v1/runs{query}"))),
+        )
+    };
+
+    let first = get(format!("?workflow=bulk&limit={largest}")).await;
+    assert_eq!(run_ids(&first).len(), largest as usize);
+    let cursor = ids[1].as_str();
+    assert_eq!(first.body["next_cursor"], cursor, "one more run follows");
+    let last = get(format!("?workflow=bulk&limit={largest}&cursor={cursor}")).await;
+    assert_eq!(run_ids(&last), [ids[0].as_str()]);
+    assert_eq!(last.body["next_cursor"], Value::Null);
+
+    // A page that is exactly full and the last one: nothing follows.
+    let exact = get(format!("?workflow=bulk&limit=1&cursor={cursor}")).await;
+    assert_eq!(run_ids(&exact), [ids[0].as_str()]);
+    assert_eq!(exact.body["next_cursor"], Value::Null);
+}
+
+#[tokio::test]
 async fn runs_are_listed_newest_first_filtered_and_paged() {
     let server = start().await;
     let mut intake = Vec::new();
