@@ -21,7 +21,10 @@ impl Registry {
     /// A registry with every built-in node type. This is the one list of built-ins.
     pub fn with_builtins() -> Self {
         let mut registry = Self::empty();
+        registry.register("enrich.email", Arc::new(builtin::EnrichEmail));
         registry.register("http.request", Arc::new(builtin::HttpRequest));
+        registry.register("score.rules", Arc::new(builtin::ScoreRules));
+        registry.register("score.weighted", Arc::new(builtin::ScoreWeighted));
         registry.register("transform", Arc::new(builtin::Transform));
         registry
     }

@@ -1,7 +1,39 @@
-//! The built-in node types, one per file.
+//! The built-in node types, one per file, and what several of them share: reading a `with`
+//! block ([`config`]) and the scoring rule language ([`rules`]).
 
+mod config;
+mod enrich_email;
 mod http_request;
+mod rules;
+mod score_rules;
+mod score_weighted;
 mod transform;
 
+pub use enrich_email::EnrichEmail;
 pub use http_request::HttpRequest;
+pub use score_rules::ScoreRules;
+pub use score_weighted::ScoreWeighted;
 pub use transform::Transform;
+
+#[cfg(test)]
+mod testing {
+    use tokio_util::sync::CancellationToken;
+
+    use crate::{NodeContext, Secrets};
+
+    /// A context for nodes that use none of it.
+    pub(super) fn context() -> NodeContext {
+        // Building a client needs a crypto provider; another test may have installed it already.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        NodeContext {
+            run_id: "run".into(),
+            workflow_id: "workflow".into(),
+            node_id: "node".into(),
+            attempt: 1,
+            idempotency_key: NodeContext::idempotency_key_for("run", "node", 1),
+            cancellation: CancellationToken::new(),
+            http: reqwest::Client::new(),
+            secrets: Secrets::default(),
+        }
+    }
+}
