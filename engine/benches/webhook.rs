@@ -1,7 +1,12 @@
 //! Benchmark: runs/s and latency of a 5-node `transform` workflow triggered through the webhook
-//! with `respond: on_complete`, every run persisted in SQLite. Run with
+//! with `respond: on_complete`, every run persisted. Run with
 //! `cargo bench -p enrichflow --bench webhook`; `BENCH_SECONDS`, `BENCH_CLIENTS`, `BENCH_WORKERS`
 //! and `BENCH_DATABASE_DIR` (default: the temp dir) tune it.
+//!
+//! The distributed mode: with `BENCH_DATABASE_URL=postgres://…` (a server where a database may
+//! be created) and `BENCH_AMQP_URL=amqp://…`, the webhook goes to a `serve` without local workers
+//! and `BENCH_REMOTE_WORKERS` (default 1) `enrichflow worker` processes execute the nodes; the
+//! database and queues are created for the run and removed afterwards.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -9,7 +14,9 @@ use std::time::{Duration, Instant};
 
 use enrichflow::EngineOptions;
 use enrichflow::api::ApiOptions;
+use enrichflow::queue::AmqpOptions;
 use enrichflow::serve::{self, ServeOptions};
+use sqlx::{AssertSqlSafe, Connection};
 use tokio_util::sync::CancellationToken;
 
 const NODES: f64 = 5.0;
@@ -31,19 +38,34 @@ async fn main() -> anyhow::Result<()> {
         .map(std::path::PathBuf::from)
         .unwrap_or_else(std::env::temp_dir);
     let database = directory.join(format!("enrichflow-bench-{}.db", uuid::Uuid::now_v7()));
+    let distributed = Distributed::from_env().await?;
     let shutdown = CancellationToken::new();
     let options = ServeOptions {
         workflows: Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/fixtures"),
-        database_url: format!("sqlite://{}", database.display()),
+        database_url: match &distributed {
+            Some(distributed) => distributed.database_url.clone(),
+            None => format!("sqlite://{}", database.display()),
+        },
         listen: "127.0.0.1:0".parse()?,
         engine: EngineOptions {
-            workers: env_number("BENCH_WORKERS", 8) as usize,
+            workers: match &distributed {
+                Some(_) => 0,
+                None => env_number("BENCH_WORKERS", 8) as usize,
+            },
             ..EngineOptions::default()
         },
         api: ApiOptions::default(),
         queue_capacity: 10_000,
+        amqp: distributed.as_ref().map(|distributed| AmqpOptions {
+            queue_prefix: distributed.prefix.clone(),
+            ..AmqpOptions::new(distributed.amqp_url.clone())
+        }),
     };
     let server = serve::start(options, shutdown.clone()).await?;
+    let mut workers = match &distributed {
+        Some(distributed) => distributed.spawn_workers()?,
+        None => Vec::new(),
+    };
     let url = format!("http://{}/hooks/bench", server.addr);
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(clients)
@@ -59,8 +81,15 @@ async fn main() -> anyhow::Result<()> {
     .await?;
     let concurrent = measure(&client, &url, clients, Duration::from_secs(seconds)).await?;
 
+    let mode = match &distributed {
+        Some(distributed) => format!(
+            "Postgres + RabbitMQ, {} worker process(es)",
+            distributed.workers
+        ),
+        None => "SQLite".to_owned(),
+    };
     println!(
-        "5-node transform workflow via webhook (respond: on_complete), SQLite, every run persisted"
+        "5-node transform workflow via webhook (respond: on_complete), {mode}, every run persisted"
     );
     report("1 client", &sequential);
     report(&format!("{clients} clients"), &concurrent);
@@ -69,8 +98,15 @@ async fn main() -> anyhow::Result<()> {
         percentile(&sequential.latencies, 0.50).as_secs_f64() * 1e6 / NODES
     );
 
+    for worker in &mut workers {
+        let _ = worker.kill();
+        let _ = worker.wait();
+    }
     shutdown.cancel();
     server.wait().await?;
+    if let Some(distributed) = distributed {
+        distributed.remove().await?;
+    }
     for suffix in ["", "-wal", "-shm"] {
         let _ = std::fs::remove_file(format!("{}{suffix}", database.display()));
     }
@@ -151,4 +187,84 @@ fn report(label: &str, sample: &Sample) {
         percentile(&sample.latencies, 0.99).as_secs_f64() * 1e3,
         sample.failures,
     );
+}
+
+/// The services of a distributed run of the benchmark, created for it.
+struct Distributed {
+    admin_url: String,
+    name: String,
+    database_url: String,
+    amqp_url: String,
+    prefix: String,
+    workers: usize,
+}
+
+impl Distributed {
+    async fn from_env() -> anyhow::Result<Option<Distributed>> {
+        let (Ok(admin_url), Ok(amqp_url)) = (
+            std::env::var("BENCH_DATABASE_URL"),
+            std::env::var("BENCH_AMQP_URL"),
+        ) else {
+            return Ok(None);
+        };
+        let id = uuid::Uuid::now_v7().simple();
+        let name = format!("enrichflow_bench_{id}");
+        let mut admin = sqlx::PgConnection::connect(&admin_url).await?;
+        sqlx::raw_sql(AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&mut admin)
+            .await?;
+        let base = admin_url
+            .rsplit_once('/')
+            .map_or(admin_url.as_str(), |(base, _)| base);
+        Ok(Some(Distributed {
+            database_url: format!("{base}/{name}"),
+            admin_url,
+            name,
+            amqp_url,
+            prefix: format!("enrichflow_bench_{id}"),
+            workers: env_number("BENCH_REMOTE_WORKERS", 1) as usize,
+        }))
+    }
+
+    fn spawn_workers(&self) -> anyhow::Result<Vec<std::process::Child>> {
+        let concurrency = env_number("BENCH_WORKERS", 8).to_string();
+        (0..self.workers)
+            .map(|_| {
+                std::process::Command::new(env!("CARGO_BIN_EXE_enrichflow"))
+                    .args(["worker", "--database-url", &self.database_url])
+                    .args(["--amqp-url", &self.amqp_url, "--queue-prefix", &self.prefix])
+                    .args(["--concurrency", &concurrency])
+                    .env("RUST_LOG", "warn")
+                    .spawn()
+                    .map_err(anyhow::Error::from)
+            })
+            .collect()
+    }
+
+    async fn remove(self) -> anyhow::Result<()> {
+        let mut admin = sqlx::PgConnection::connect(&self.admin_url).await?;
+        let drop = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name);
+        sqlx::raw_sql(AssertSqlSafe(drop))
+            .execute(&mut admin)
+            .await?;
+        let connection =
+            lapin::Connection::connect(&self.amqp_url, lapin::ConnectionProperties::default())
+                .await?;
+        let channel = connection.create_channel().await?;
+        for queue in [
+            format!("{}.attempts", self.prefix),
+            format!("{}.attempts.dead", self.prefix),
+        ] {
+            channel
+                .queue_delete(queue.as_str().into(), Default::default())
+                .await?;
+        }
+        channel
+            .exchange_delete(
+                format!("{}.attempts.dead", self.prefix).as_str().into(),
+                Default::default(),
+            )
+            .await?;
+        Ok(())
+    }
 }

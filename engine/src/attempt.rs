@@ -54,7 +54,10 @@ pub async fn execute(shared: &Arc<Shared>, key: &AttemptKey) -> Result<(), Error
     let outcome = match prepare(shared, node, &scope) {
         Err(error) => {
             // The attempt did start: it failed while rendering, which the run JSON must show.
-            if !store.start_attempt(key, None, Utc::now()).await? {
+            if !store
+                .start_attempt(key, None, &shared.worker_id, Utc::now())
+                .await?
+            {
                 return Ok(());
             }
             failed(error, shared)
@@ -67,7 +70,10 @@ pub async fn execute(shared: &Arc<Shared>, key: &AttemptKey) -> Result<(), Error
                 Prepared::Skip => Value::Null,
             };
             let input = scope::redact(input, &shared.secrets);
-            if !store.start_attempt(key, Some(&input), Utc::now()).await? {
+            if !store
+                .start_attempt(key, Some(&input), &shared.worker_id, Utc::now())
+                .await?
+            {
                 return Ok(());
             }
             let ctx = context(shared, &workflow, key, &run.id);

@@ -45,9 +45,12 @@ pub struct ServeArgs {
     /// Address of the HTTP server.
     #[arg(long, env = "ENRICHFLOW_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
-    /// Local workers executing node attempts.
-    #[arg(long, env = "ENRICHFLOW_WORKERS", default_value_t = 8)]
-    pub workers: usize,
+    /// Local workers executing node attempts [default: 8; 0 with --amqp-url, where
+    /// `enrichflow worker` processes execute them].
+    #[arg(long, env = "ENRICHFLOW_WORKERS")]
+    pub workers: Option<usize>,
+    #[command(flatten)]
+    pub distributed: DistributedArgs,
     /// File of NAME=value secrets, besides ENRICHFLOW_SECRET_<NAME> variables.
     #[arg(long, env = "ENRICHFLOW_SECRETS_FILE")]
     pub secrets_file: Option<PathBuf>,
@@ -61,12 +64,34 @@ pub struct ServeArgs {
 
 #[derive(Debug, clap::Args)]
 pub struct WorkerArgs {
+    /// The Postgres database the `serve` replicas use.
     #[arg(long, env = "ENRICHFLOW_DATABASE_URL")]
     pub database_url: String,
+    /// The RabbitMQ the `serve` replicas use.
     #[arg(long, env = "ENRICHFLOW_AMQP_URL")]
     pub amqp_url: String,
+    /// Attempts executed at once (also RabbitMQ's prefetch).
     #[arg(long, env = "ENRICHFLOW_CONCURRENCY", default_value_t = 8)]
     pub concurrency: usize,
+    /// File of NAME=value secrets, besides ENRICHFLOW_SECRET_<NAME> variables.
+    #[arg(long, env = "ENRICHFLOW_SECRETS_FILE")]
+    pub secrets_file: Option<PathBuf>,
+    /// How long SIGTERM waits for in-flight attempts before leaving them to other workers.
+    #[arg(long, env = "ENRICHFLOW_SHUTDOWN_GRACE", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub shutdown_grace: std::time::Duration,
+    #[command(flatten)]
+    pub distributed: DistributedArgs,
+}
+
+/// Settings every process of one distributed deployment must share.
+#[derive(Debug, clap::Args)]
+pub struct DistributedArgs {
+    /// First part of the RabbitMQ queue names, to run several deployments on one broker.
+    #[arg(long, env = "ENRICHFLOW_QUEUE_PREFIX", default_value = "enrichflow")]
+    pub queue_prefix: String,
+    /// A running attempt whose worker stopped renewing it for this long goes to another worker.
+    #[arg(long, env = "ENRICHFLOW_LEASE", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub lease: std::time::Duration,
 }
 
 #[derive(Debug, clap::Args)]

@@ -1,7 +1,12 @@
 //! Cron triggers: fires runs of every workflow with a `cron:` trigger at its ticks, in its
 //! timezone. Ticks missed while the process was down are not fired afterwards.
+//!
+//! Every replica fires every tick; the tick's idempotency key makes the first one create the
+//! run and the others get it back, so a tick runs exactly once however many replicas serve.
 
-use chrono::{DateTime, Utc};
+use std::sync::Arc;
+
+use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
@@ -17,8 +22,8 @@ pub async fn run(engine: Engine, shutdown: CancellationToken) {
     loop {
         let now = Utc::now();
         let catalog = engine.catalog();
-        for (workflow, trigger, tick) in due_ticks(&catalog, checked_until, now) {
-            fire(&engine, workflow, trigger, tick).await;
+        for due in due_ticks(&catalog, checked_until, now) {
+            fire(&engine, due).await;
         }
         checked_until = now;
         let next = next_tick(&catalog, now)
@@ -32,43 +37,66 @@ pub async fn run(engine: Engine, shutdown: CancellationToken) {
     }
 }
 
-fn cron_triggers(
-    catalog: &Catalog,
-) -> impl Iterator<Item = (&std::sync::Arc<Workflow>, &CronTrigger)> {
+/// One tick of one cron trigger.
+#[derive(Debug)]
+struct Due {
+    workflow: Arc<Workflow>,
+    cron: CronTrigger,
+    /// Which of the workflow's cron triggers this is (0 for the first).
+    ordinal: usize,
+    tick: DateTime<Utc>,
+}
+
+/// Every cron trigger with its workflow and its ordinal among the workflow's cron triggers.
+fn cron_triggers(catalog: &Catalog) -> impl Iterator<Item = (&Arc<Workflow>, usize, &CronTrigger)> {
     catalog.list().iter().flat_map(|workflow| {
         workflow
             .triggers
             .iter()
-            .filter_map(move |trigger| match trigger {
-                Trigger::Cron(cron) => Some((workflow, cron)),
+            .filter_map(|trigger| match trigger {
+                Trigger::Cron(cron) => Some(cron),
                 Trigger::Webhook(_) => None,
             })
+            .enumerate()
+            .map(move |(ordinal, cron)| (workflow, ordinal, cron))
     })
 }
 
 /// Every tick in `(after, until]` of every cron trigger.
-fn due_ticks(
-    catalog: &Catalog,
-    after: DateTime<Utc>,
-    until: DateTime<Utc>,
-) -> Vec<(std::sync::Arc<Workflow>, CronTrigger, DateTime<Utc>)> {
+fn due_ticks(catalog: &Catalog, after: DateTime<Utc>, until: DateTime<Utc>) -> Vec<Due> {
     let mut due = Vec::new();
-    for (workflow, cron) in cron_triggers(catalog) {
+    for (workflow, ordinal, cron) in cron_triggers(catalog) {
         let ticks = cron
             .schedule
             .after(&after.with_timezone(&cron.timezone))
             .map(|tick| tick.with_timezone(&Utc))
             .take_while(|tick| *tick <= until);
         for tick in ticks {
-            due.push((workflow.clone(), cron.clone(), tick));
+            due.push(Due {
+                workflow: workflow.clone(),
+                cron: cron.clone(),
+                ordinal,
+                tick,
+            });
         }
     }
     due
 }
 
+/// The idempotency key of a tick, the same in every replica: `cron@<tick>` (UTC, seconds), with
+/// `#<n>` for the workflow's n-th cron trigger from the second on, which may share a tick with
+/// the first without being the same run.
+fn tick_key(tick: DateTime<Utc>, ordinal: usize) -> String {
+    let at = tick.to_rfc3339_opts(SecondsFormat::Secs, true);
+    match ordinal {
+        0 => format!("cron@{at}"),
+        n => format!("cron@{at}#{}", n + 1),
+    }
+}
+
 fn next_tick(catalog: &Catalog, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
     cron_triggers(catalog)
-        .filter_map(|(_, cron)| {
+        .filter_map(|(_, _, cron)| {
             cron.schedule
                 .after(&after.with_timezone(&cron.timezone))
                 .next()
@@ -77,24 +105,33 @@ fn next_tick(catalog: &Catalog, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
         .min()
 }
 
-async fn fire(
-    engine: &Engine,
-    workflow: std::sync::Arc<Workflow>,
-    cron: CronTrigger,
-    tick: DateTime<Utc>,
-) {
+async fn fire(engine: &Engine, due: Due) {
+    let Due {
+        workflow,
+        cron,
+        ordinal,
+        tick,
+    } = due;
     let workflow_id = workflow.id.clone();
     let request = TriggerRequest {
         workflow,
         trigger: json!({
             "type": "cron",
-            "scheduled_at": tick.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            "scheduled_at": tick.to_rfc3339_opts(SecondsFormat::Secs, true),
             "input": cron.input,
         }),
         payload: cron.input.clone(),
+        idempotency_key: Some(tick_key(tick, ordinal)),
     };
     match engine.trigger(request).await {
-        Ok(run) => tracing::info!(workflow = %workflow_id, run = %run.id, %tick, "cron fired"),
+        // Another replica fired this tick first: expected, and not worth more than debug.
+        Ok(triggered) if triggered.replayed => {
+            tracing::debug!(workflow = %workflow_id, run = %triggered.run.id, %tick,
+                "cron tick already fired by another replica");
+        }
+        Ok(triggered) => {
+            tracing::info!(workflow = %workflow_id, run = %triggered.run.id, %tick, "cron fired");
+        }
         Err(error) => tracing::error!(workflow = %workflow_id, %error, "cron trigger failed"),
     }
 }
@@ -128,8 +165,8 @@ mod tests {
     fn morning_ticks(after: DateTime<Utc>, until: DateTime<Utc>) -> Vec<DateTime<Utc>> {
         due_ticks(&catalog(), after, until)
             .into_iter()
-            .filter(|(_, cron, _)| cron.input["source"] == "morning")
-            .map(|(_, _, tick)| tick)
+            .filter(|due| due.cron.input["source"] == "morning")
+            .map(|due| due.tick)
             .collect()
     }
 
@@ -151,12 +188,29 @@ mod tests {
         );
         let seconds: Vec<u32> = ticks
             .iter()
-            .map(|(_, _, tick)| {
-                chrono::Timelike::second(tick) + 60 * chrono::Timelike::minute(tick)
+            .map(|due| {
+                chrono::Timelike::second(&due.tick) + 60 * chrono::Timelike::minute(&due.tick)
             })
             .collect();
         // 6-field schedule: every 20 s; 00:00:00 is excluded, 00:01:00 included.
         assert_eq!(seconds, vec![20, 40, 60]);
+    }
+
+    #[test]
+    fn two_triggers_sharing_a_tick_get_different_keys() {
+        // 06:00 in Berlin (05:00 UTC in winter) is also a tick of the every-20-seconds trigger.
+        let keys: Vec<String> = due_ticks(
+            &catalog(),
+            utc(2026, 1, 10, 4, 59, 59),
+            utc(2026, 1, 10, 5, 0, 0),
+        )
+        .iter()
+        .map(|due| tick_key(due.tick, due.ordinal))
+        .collect();
+        assert_eq!(
+            keys,
+            vec!["cron@2026-01-10T05:00:00Z", "cron@2026-01-10T05:00:00Z#2"]
+        );
     }
 
     #[test]

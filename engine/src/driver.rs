@@ -13,7 +13,7 @@ use crate::engine::{Error, Shared};
 use crate::scheduler::{self, Action};
 use crate::store::{AttemptKey, AttemptRecord, AttemptStatus, ErrorInfo, RunRecord, RunStatus};
 use crate::workflow::{NodeId, Workflow};
-use crate::{scope, telemetry};
+use crate::{dispatch, scope, telemetry};
 
 /// Starts queued runs of a workflow while its `concurrency` allows.
 pub async fn admit(shared: &Arc<Shared>, workflow: &Workflow) -> Result<(), Error> {
@@ -63,6 +63,26 @@ pub fn advance<'a>(shared: &'a Arc<Shared>, run_id: &'a str) -> BoxFuture<'a, Re
 
 async fn advance_now(shared: &Arc<Shared>, run_id: &str) -> Result<(), Error> {
     let _guard = shared.run_locks[shared.stripe(run_id)].lock().await;
+    // Other processes sharing the store (replicas, workers) may advance the same run.
+    let lock = shared.store.lock_run(run_id).await?;
+    let mut queued = Vec::new();
+    let advanced = decide_and_perform(shared, run_id, &mut queued).await;
+    lock.release().await;
+    // Published after the lock is released: the attempts are committed already (the outbox
+    // covers a crash from here on), and a process must never hold a run's lock while it waits
+    // on the broker, or on itself when the broker hands the task straight back to it.
+    for key in queued {
+        dispatch::dispatch(shared, key).await?;
+    }
+    advanced
+}
+
+/// Decides and records what the run does next; `queued` receives the attempts to publish.
+async fn decide_and_perform(
+    shared: &Arc<Shared>,
+    run_id: &str,
+    queued: &mut Vec<AttemptKey>,
+) -> Result<(), Error> {
     // Skipping a node can make its dependents decidable at once, hence the loop.
     loop {
         let Some(run) = shared.store.run(run_id).await? else {
@@ -76,7 +96,7 @@ async fn advance_now(shared: &Arc<Shared>, run_id: &str) -> Result<(), Error> {
         let actions = scheduler::decide(&workflow, &run, &attempts, Utc::now());
         let mut decide_again = false;
         for action in actions {
-            decide_again |= perform(shared, &workflow, &run, &attempts, action).await?;
+            decide_again |= perform(shared, &workflow, &run, &attempts, action, queued).await?;
         }
         if !decide_again {
             return Ok(());
@@ -91,13 +111,14 @@ async fn perform(
     run: &RunRecord,
     attempts: &[AttemptRecord],
     action: Action,
+    queued: &mut Vec<AttemptKey>,
 ) -> Result<bool, Error> {
     let store = &shared.store;
     match action {
         Action::Enqueue { node, attempt } => {
             let record = new_attempt(run, &node, attempt, AttemptStatus::Queued, None);
             if store.insert_attempt(&record).await? {
-                shared.queue.enqueue(record.key).await?;
+                queued.push(record.key);
             }
             Ok(false)
         }
@@ -161,6 +182,7 @@ fn new_attempt(
         created_at: now,
         started_at: None,
         finished_at: finished,
+        worker: None,
     }
 }
 
@@ -270,15 +292,19 @@ async fn after_finish(
     shared.notify_finished(&run.id);
     if workflow.concurrency.is_some() {
         let shared = shared.clone();
-        let workflow_id = workflow.id.clone();
+        let finished = Arc::new(workflow.clone());
         // Admitting takes the workflow's admission lock; doing it in a task keeps this run's
         // lock and that one from ever being held in opposite orders.
         shared.tasks.clone().spawn(async move {
-            let current = shared.catalog.current();
-            if let Some(workflow) = current.get(workflow_id.as_str())
-                && let Err(error) = admit(&shared, &workflow).await
-            {
-                tracing::error!(%error, workflow = %workflow_id, "admitting queued runs failed");
+            // The folder's current version decides the limit; a worker has no folder and uses
+            // the version the finished run ran.
+            let workflow = shared
+                .catalog
+                .current()
+                .get(finished.id.as_str())
+                .unwrap_or(finished);
+            if let Err(error) = admit(&shared, &workflow).await {
+                tracing::error!(%error, workflow = %workflow.id, "admitting queued runs failed");
             }
         });
     }
@@ -310,14 +336,20 @@ pub async fn advance_logged(shared: &Arc<Shared>, run_id: &str) {
 /// Queues retries whose backoff has passed. Sleeps until the earliest one is due, or until a
 /// new retry is scheduled.
 pub async fn retry_timer(shared: Arc<Shared>) {
-    const IDLE: Duration = Duration::from_secs(5);
+    // Retries scheduled by other processes (workers) do not wake this timer, so in the
+    // distributed mode it looks more often.
+    let idle = if shared.queue.durable() {
+        Duration::from_secs(1)
+    } else {
+        Duration::from_secs(5)
+    };
     loop {
         let wait = match due_retries(&shared).await {
-            Ok(Some(next)) => (next - Utc::now()).to_std().unwrap_or_default().min(IDLE),
-            Ok(None) => IDLE,
+            Ok(Some(next)) => (next - Utc::now()).to_std().unwrap_or_default().min(idle),
+            Ok(None) => idle,
             Err(error) => {
                 tracing::error!(%error, "queueing due retries failed");
-                IDLE
+                idle
             }
         };
         tokio::select! {
@@ -331,7 +363,7 @@ pub async fn retry_timer(shared: Arc<Shared>) {
 /// Promotes and enqueues due retries; returns when the next one is due.
 async fn due_retries(shared: &Shared) -> Result<Option<DateTime<Utc>>, Error> {
     for key in shared.store.promote_due_attempts(Utc::now()).await? {
-        shared.queue.enqueue(key).await?;
+        dispatch::dispatch(shared, key).await?;
     }
     Ok(shared.store.next_due_at().await?)
 }

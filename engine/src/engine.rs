@@ -20,7 +20,7 @@ use crate::revisions::Revisions;
 use crate::store::{self, RunQuery, RunRecord, RunStatus, Store};
 use crate::template::Templates;
 use crate::workflow::Workflow;
-use crate::{driver, recovery, telemetry, view, worker};
+use crate::{dispatch, driver, recovery, telemetry, view, worker};
 
 /// Engine failures, as seen by the API and the CLI.
 #[derive(Debug, thiserror::Error)]
@@ -35,22 +35,44 @@ pub enum Error {
     Revision(String, String),
 }
 
+/// What this process does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Everything in one process, on an in-process queue; start-up recovery queues the open
+    /// attempts again.
+    Embedded,
+    /// A `serve` replica of the distributed mode: triggers, retry timer, the sweep of the outbox,
+    /// leases and deadlines, dead letters. Its local workers (often none) take from RabbitMQ.
+    Server,
+    /// `enrichflow worker`: executes attempts from RabbitMQ and advances their runs.
+    Worker,
+}
+
 /// How to build an engine.
 #[derive(Debug, Clone)]
 pub struct EngineOptions {
+    pub role: Role,
     /// Local workers executing node attempts.
     pub workers: usize,
     /// How long shutdown waits for in-flight attempts before leaving them to recovery.
     pub shutdown_grace: Duration,
     pub secrets: Secrets,
+    /// Distributed mode: a running attempt whose worker has not renewed it for this long is
+    /// given to another worker. Workers renew it three times per lease.
+    pub lease: Duration,
+    /// Distributed mode: how often a `serve` replica sweeps for attempts to publish again.
+    pub sweep_interval: Duration,
 }
 
 impl Default for EngineOptions {
     fn default() -> Self {
         Self {
+            role: Role::Embedded,
             workers: 8,
             shutdown_grace: Duration::from_secs(30),
             secrets: Secrets::default(),
+            lease: Duration::from_secs(30),
+            sweep_interval: Duration::from_secs(2),
         }
     }
 }
@@ -63,6 +85,22 @@ pub struct TriggerRequest {
     pub trigger: Value,
     /// What the workflow's `inputs` schema checks: the body, or a cron trigger's `input`.
     pub payload: Value,
+    /// Triggers of one workflow with the same key within [`IDEMPOTENCY_WINDOW`] share one run:
+    /// the first creates it, the others get it back (`Idempotency-Key`, cron ticks).
+    pub idempotency_key: Option<String>,
+}
+
+/// How long a run keeps its idempotency key after it was created. Long enough for any client
+/// retry; bounded so that a key reused days later (a daily batch id) starts a new run.
+pub const IDEMPOTENCY_WINDOW: chrono::TimeDelta = chrono::TimeDelta::days(1);
+
+/// What [`Engine::trigger`] did.
+#[derive(Debug, Clone)]
+pub struct Triggered {
+    /// The new run, or the earlier run holding the same idempotency key, as stored now.
+    pub run: RunRecord,
+    /// The key named an earlier run: nothing was created or started.
+    pub replayed: bool,
 }
 
 /// A dependency that does not answer: its public name, and the detail for the log only.
@@ -100,6 +138,8 @@ pub(crate) struct Shared {
     pub retry_due: Notify,
     /// Senders to wake when a run finishes.
     pub waiters: Mutex<HashMap<String, Vec<oneshot::Sender<()>>>>,
+    /// Names this process as the holder of the attempts it runs (`host:pid:n`).
+    pub worker_id: String,
     /// Cancelled when a run is cancelled or fails, stopping its in-flight attempts.
     pub run_tokens: Mutex<HashMap<String, CancellationToken>>,
     /// Serialises `advance` per run (striped), so one run is never decided twice at once.
@@ -115,6 +155,21 @@ pub(crate) struct Shared {
 }
 
 const LOCK_STRIPES: usize = 64;
+
+/// How often a waiter in the distributed mode looks at the store besides being notified.
+const FINISH_POLL: Duration = Duration::from_secs(1);
+
+/// `host:pid:n`: unique among the engines of this process and readable in the run JSON.
+fn worker_id() -> String {
+    static ENGINES: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|name| name.trim().to_owned())
+        .ok()
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "localhost".to_owned());
+    let n = ENGINES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("{host}:{}:{n}", std::process::id())
+}
 
 impl Shared {
     pub fn run_token(&self, run_id: &str) -> CancellationToken {
@@ -174,6 +229,7 @@ impl Engine {
             revisions,
             schemas: Schemas::default(),
             options,
+            worker_id: worker_id(),
             retry_due: Notify::new(),
             waiters: Mutex::new(HashMap::new()),
             run_tokens: Mutex::new(HashMap::new()),
@@ -192,12 +248,32 @@ impl Engine {
     /// lets in-flight attempts finish (up to the grace period).
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), Error> {
         let shared = self.shared;
+        let role = shared.options.role;
+        let workers = match role {
+            // The embedded engine always needs someone to execute its attempts.
+            Role::Embedded => shared.options.workers.max(1),
+            Role::Server | Role::Worker => shared.options.workers,
+        };
         // Workers first: recovery may enqueue more attempts than the queue holds.
-        let workers: Vec<_> = (0..shared.options.workers.max(1))
+        let mut loops: Vec<_> = (0..workers)
             .map(|_| tokio::spawn(worker::work(shared.clone())))
             .collect();
-        let timer = tokio::spawn(driver::retry_timer(shared.clone()));
-        let recovered = recovery::recover(&shared).await;
+        if role != Role::Embedded && workers > 0 {
+            loops.push(tokio::spawn(dispatch::heartbeat(shared.clone())));
+        }
+        if role != Role::Worker {
+            loops.push(tokio::spawn(driver::retry_timer(shared.clone())));
+        }
+        if role == Role::Server {
+            let interval = shared.options.sweep_interval;
+            loops.push(tokio::spawn(dispatch::sweep(shared.clone(), interval)));
+            loops.push(tokio::spawn(dispatch::dead_letters(shared.clone())));
+            loops.push(tokio::spawn(dispatch::forward_finished(shared.clone())));
+        }
+        let recovered = match role {
+            Role::Worker => Ok(()),
+            Role::Embedded | Role::Server => recovery::recover(&shared).await,
+        };
         // Even a failed recovery must not leave triggers waiting forever; the error stops `run`.
         shared.recovered.send_replace(true);
         recovered?;
@@ -205,10 +281,9 @@ impl Engine {
         shared.shutdown.cancel();
         let grace = shared.options.shutdown_grace;
         let drained = async {
-            for worker in workers {
-                let _ = worker.await;
+            for task in loops {
+                let _ = task.await;
             }
-            let _ = timer.await;
             shared.tasks.close();
             shared.tasks.wait().await;
         };
@@ -235,8 +310,10 @@ impl Engine {
     }
 
     /// Checks the payload against the workflow's schema, stores the run and starts it (or
-    /// leaves it queued when the workflow's `concurrency` is reached).
-    pub async fn trigger(&self, request: TriggerRequest) -> Result<RunRecord, Error> {
+    /// leaves it queued when the workflow's `concurrency` is reached). A run of the workflow
+    /// holding the request's idempotency key within [`IDEMPOTENCY_WINDOW`] is returned instead,
+    /// untouched.
+    pub async fn trigger(&self, request: TriggerRequest) -> Result<Triggered, Error> {
         let shared = &self.shared;
         self.recovery_done().await;
         let workflow = request.workflow;
@@ -258,14 +335,26 @@ impl Engine {
             finished_at: None,
             deadline_at: None,
             cancel_requested: false,
-            idempotency_key: None,
+            idempotency_key: request.idempotency_key,
         };
-        shared.store.create_run(&run).await?;
+        let fresh_since = run.created_at - IDEMPOTENCY_WINDOW;
+        if let store::Created::Existing(existing) =
+            shared.store.create_run_once(&run, fresh_since).await?
+        {
+            return Ok(Triggered {
+                run: *existing,
+                replayed: true,
+            });
+        }
         match workflow.concurrency {
             None => driver::start(shared, &workflow, &run.id).await?,
             Some(_) => driver::admit(shared, &workflow).await?,
         }
-        Ok(shared.store.run(&run.id).await?.unwrap_or(run))
+        let run = shared.store.run(&run.id).await?.unwrap_or(run);
+        Ok(Triggered {
+            run,
+            replayed: false,
+        })
     }
 
     /// Waits until start-up recovery has run (at once afterwards).
@@ -291,7 +380,27 @@ impl Engine {
         {
             return Ok(Some(run));
         }
-        if tokio::time::timeout(timeout, receiver).await.is_err() {
+        let finished = async {
+            if self.shared.options.role == Role::Embedded {
+                let _ = receiver.await;
+                return;
+            }
+            // Another process may finish the run; its notification can be lost while the
+            // listener reconnects, so look at the store now and then as well.
+            tokio::pin!(receiver);
+            loop {
+                tokio::select! {
+                    _ = &mut receiver => return,
+                    _ = tokio::time::sleep(FINISH_POLL) => {}
+                }
+                if let Ok(Some(run)) = self.shared.store.run(run_id).await
+                    && run.status.is_finished()
+                {
+                    return;
+                }
+            }
+        };
+        if tokio::time::timeout(timeout, finished).await.is_err() {
             return Ok(None);
         }
         Ok(self
@@ -339,7 +448,7 @@ impl Engine {
         Ok(self.shared.store.list_runs(query).await?)
     }
 
-    /// Ok when the store answers; otherwise what is down, for `/readyz`.
+    /// Ok when the store and the queue answer; otherwise what is down, for `/readyz`.
     pub async fn ready(&self) -> Result<(), Unready> {
         let probe = RunQuery {
             limit: 1,
@@ -349,11 +458,14 @@ impl Engine {
             .store
             .list_runs(&probe)
             .await
-            .map(|_| ())
             .map_err(|error| Unready {
                 component: "database",
                 detail: error.to_string(),
-            })
+            })?;
+        self.shared.queue.health().map_err(|detail| Unready {
+            component: "broker",
+            detail,
+        })
     }
 
     /// Updates the queue-depth gauge; called by the metrics endpoint.

@@ -6,6 +6,7 @@ mod attempt;
 pub mod catalog;
 pub mod cli;
 mod cron;
+mod dispatch;
 mod driver;
 pub mod engine;
 mod inputs;
@@ -22,6 +23,7 @@ pub mod telemetry;
 pub mod template;
 pub mod view;
 mod worker;
+pub mod worker_process;
 pub mod workflow;
 
-pub use engine::{Cancellation, Engine, EngineOptions, Error, TriggerRequest};
+pub use engine::{Cancellation, Engine, EngineOptions, Error, TriggerRequest, Triggered};

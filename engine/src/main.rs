@@ -7,10 +7,14 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Parser;
 use enrichflow::api::ApiOptions;
-use enrichflow::cli::{Cli, Command, MigrateArgs, RunArgs, ServeArgs, ValidateArgs};
+use enrichflow::cli::{
+    Cli, Command, DistributedArgs, MigrateArgs, RunArgs, ServeArgs, ValidateArgs, WorkerArgs,
+};
+use enrichflow::queue::AmqpOptions;
 use enrichflow::serve::{self, ServeOptions};
 use enrichflow::store::RunStatus;
 use enrichflow::template::Templates;
+use enrichflow::worker_process::{self, WorkerOptions};
 use enrichflow::workflow::{self, FileLoad};
 use enrichflow::{EngineOptions, oneshot, secrets, telemetry};
 use enrichflow_nodes::Registry;
@@ -29,9 +33,7 @@ async fn main() -> ExitCode {
         Command::Validate(args) => Ok(validate(args)),
         Command::Run(args) => run(args).await,
         Command::Migrate(args) => migrate(args).await,
-        Command::Worker(_) => Err(anyhow::anyhow!(
-            "`enrichflow worker` needs the distributed mode, which is not built yet"
-        )),
+        Command::Worker(args) => worker(args).await,
     };
     match outcome {
         Ok(code) => ExitCode::from(code),
@@ -43,17 +45,20 @@ async fn main() -> ExitCode {
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<u8> {
-    if args.amqp_url.is_some() {
-        anyhow::bail!("--amqp-url needs the distributed mode, which is not built yet");
-    }
     let secrets = secrets::load(args.secrets_file.as_deref())?;
+    let amqp = args
+        .amqp_url
+        .map(|url| amqp_options(url, &args.distributed));
+    // In the distributed mode `enrichflow worker` processes execute the nodes.
+    let default_workers = if amqp.is_some() { 0 } else { 8 };
     let options = ServeOptions {
         workflows: args.workflows,
         database_url: args.database_url,
         listen: args.listen,
         engine: EngineOptions {
-            workers: args.workers,
+            workers: args.workers.unwrap_or(default_workers),
             secrets,
+            lease: args.distributed.lease,
             ..EngineOptions::default()
         },
         api: ApiOptions {
@@ -61,6 +66,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<u8> {
             on_complete_timeout: args.webhook_timeout,
         },
         queue_capacity: 10_000,
+        amqp,
     };
     let shutdown = CancellationToken::new();
     let server = serve::start(options, shutdown.clone()).await?;
@@ -72,6 +78,33 @@ async fn serve(args: ServeArgs) -> anyhow::Result<u8> {
     });
     server.wait().await?;
     Ok(0)
+}
+
+async fn worker(args: WorkerArgs) -> anyhow::Result<u8> {
+    let options = WorkerOptions {
+        secrets: secrets::load(args.secrets_file.as_deref())?,
+        amqp: amqp_options(args.amqp_url, &args.distributed),
+        database_url: args.database_url,
+        concurrency: args.concurrency,
+        lease: args.distributed.lease,
+        shutdown_grace: args.shutdown_grace,
+    };
+    let shutdown = CancellationToken::new();
+    let signal = shutdown.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutting down: no new attempts, finishing in-flight ones");
+        signal.cancel();
+    });
+    worker_process::run(options, shutdown).await?;
+    Ok(0)
+}
+
+fn amqp_options(url: String, distributed: &DistributedArgs) -> AmqpOptions {
+    AmqpOptions {
+        queue_prefix: distributed.queue_prefix.clone(),
+        ..AmqpOptions::new(url)
+    }
 }
 
 async fn wait_for_signal() {

@@ -59,6 +59,7 @@ pub async fn run_file(
         workflow,
         trigger: json!({ "type": "manual", "body": body }),
         payload: body,
+        idempotency_key: None,
     };
     let result = execute(&engine, request).await;
     shutdown.cancel();
@@ -67,7 +68,7 @@ pub async fn run_file(
 }
 
 async fn execute(engine: &Engine, request: TriggerRequest) -> Result<(Value, RunStatus), Error> {
-    let run = engine.trigger(request).await?;
+    let run = engine.trigger(request).await?.run;
     // The run's own `timeout` bounds it; without one it may take as long as its nodes do.
     let finished = loop {
         if let Some(run) = engine

@@ -1,17 +1,22 @@
 //! Start-up recovery: whatever was in flight when the process stopped resumes from the last
-//! committed state. Succeeded nodes are never run again; open attempts are queued again.
+//! committed state. Succeeded nodes are never run again. In the embedded mode open attempts are
+//! queued again (the in-process queue died with the process); in the distributed mode they are
+//! still on RabbitMQ or held by live workers, and the sweep (`dispatch`) catches the rest.
 
 use std::sync::Arc;
 
 use crate::driver;
-use crate::engine::{Error, Shared};
+use crate::engine::{Error, Role, Shared};
 use crate::store::RunStatus;
 
 /// Re-enqueues open attempts, re-arms run deadlines, advances running runs and admits queued ones.
 pub async fn recover(shared: &Arc<Shared>) -> Result<(), Error> {
     let store = &shared.store;
     let runs = store.unfinished_runs().await?;
-    let open = store.open_attempts().await?;
+    let open = match shared.options.role {
+        Role::Embedded => store.open_attempts().await?,
+        Role::Server | Role::Worker => Vec::new(),
+    };
     if !runs.is_empty() {
         tracing::info!(
             runs = runs.len(),
@@ -20,7 +25,7 @@ pub async fn recover(shared: &Arc<Shared>) -> Result<(), Error> {
         );
     }
     for key in open {
-        shared.queue.enqueue(key).await?;
+        crate::dispatch::dispatch(shared, key).await?;
     }
     let mut queued_workflows = Vec::new();
     for run in &runs {

@@ -59,6 +59,7 @@ fn attempt(node: &str, n: u32, status: AttemptStatus) -> AttemptRecord {
         created_at: now(),
         started_at: Some(now()),
         finished_at: status.is_finished().then(now),
+        worker: None,
     }
 }
 

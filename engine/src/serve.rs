@@ -11,8 +11,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::{self, ApiOptions};
 use crate::catalog::{Catalog, CatalogHandle};
-use crate::engine::{Engine, EngineOptions};
-use crate::queue::MemoryQueue;
+use crate::engine::{Engine, EngineOptions, Role};
+use crate::queue::{AmqpOptions, Broker, MemoryQueue, Queue};
 use crate::store;
 use crate::template::Templates;
 use crate::workflow::LoadError;
@@ -28,6 +28,8 @@ pub struct ServeOptions {
     pub api: ApiOptions,
     /// Tasks the in-process queue holds before triggers wait (backpressure).
     pub queue_capacity: usize,
+    /// RabbitMQ (distributed mode); `None` for the in-process queue.
+    pub amqp: Option<AmqpOptions>,
 }
 
 /// Why `serve` could not start.
@@ -41,6 +43,13 @@ pub enum Error {
     Listen(SocketAddr, std::io::Error),
     #[error(transparent)]
     Engine(#[from] crate::engine::Error),
+    #[error(transparent)]
+    Queue(#[from] crate::queue::Error),
+    #[error(
+        "the distributed mode (--amqp-url) needs a Postgres database shared by every process: \
+         --database-url postgres://…"
+    )]
+    NeedsPostgres,
     #[error("the server task stopped abnormally: {0}")]
     Crashed(String),
 }
@@ -64,6 +73,9 @@ impl Server {
 /// Opens the store, loads the workflows, binds the listener and starts every part; returns once
 /// the server accepts connections. Everything stops when `shutdown` is cancelled.
 pub async fn start(options: ServeOptions, shutdown: CancellationToken) -> Result<Server, Error> {
+    if options.amqp.is_some() && !store::is_postgres_url(&options.database_url) {
+        return Err(Error::NeedsPostgres);
+    }
     let store = store::connect(&options.database_url).await?;
     let registry = Registry::with_builtins();
     let templates = Templates::new();
@@ -75,9 +87,26 @@ pub async fn start(options: ServeOptions, shutdown: CancellationToken) -> Result
     report(&errors);
     tracing::info!(workflows = catalog.list().len(), folder = %options.workflows.display(), "workflows loaded");
     let catalog = CatalogHandle::new(catalog);
-    let queue = Arc::new(MemoryQueue::new(options.queue_capacity));
+    let (queue, broker, engine_options) = match &options.amqp {
+        None => {
+            let queue: Arc<dyn Queue> = Arc::new(MemoryQueue::new(options.queue_capacity));
+            (queue, None, options.engine.clone())
+        }
+        Some(amqp) => {
+            let broker = Arc::new(Broker::connect(amqp.clone()).await?);
+            let engine_options = EngineOptions {
+                role: Role::Server,
+                ..options.engine.clone()
+            };
+            (
+                broker.clone() as Arc<dyn Queue>,
+                Some(broker),
+                engine_options,
+            )
+        }
+    };
     let engine = Engine::build(
-        options.engine.clone(),
+        engine_options,
         store,
         queue,
         catalog.clone(),
@@ -109,13 +138,17 @@ pub async fn start(options: ServeOptions, shutdown: CancellationToken) -> Result
         if let Err(error) = served {
             tracing::error!(%error, "HTTP server failed");
         }
-        match engine_task.await {
+        let result = match engine_task.await {
             Ok(result) => result.map_err(Error::from),
             Err(join) => {
                 tracing::error!(error = %join, "engine task failed");
                 Ok(())
             }
+        };
+        if let Some(broker) = broker {
+            broker.close().await;
         }
+        result
     });
     Ok(Server { addr, engine, task })
 }

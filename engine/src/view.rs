@@ -83,6 +83,7 @@ fn attempt_json(attempt: &AttemptRecord) -> Value {
         "not_before": timestamp(attempt.not_before),
         "started_at": timestamp(attempt.started_at),
         "finished_at": timestamp(attempt.finished_at),
+        "worker": attempt.worker,
     })
 }
 

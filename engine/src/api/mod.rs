@@ -3,11 +3,12 @@
 //!
 //! Code map: `webhooks` (`POST /hooks/{path}`), `workflows` (list, one, manual runs), `runs`
 //! (list, one, cancel), `health` (`/healthz`, `/readyz`, `/metrics`), `body` (size limit and
-//! JSON rules), `error` (the status codes).
+//! JSON rules), `idempotency` (the `Idempotency-Key` header), `error` (the status codes).
 
 mod body;
 mod error;
 mod health;
+mod idempotency;
 mod runs;
 mod webhooks;
 mod workflows;

@@ -1,7 +1,8 @@
 //! `POST /hooks/{path}`: the webhook trigger. Checks run in this order, so a client learns the
-//! first thing to fix: unknown path (404), body too large (413), signature (401), JSON (400),
-//! the workflow's `inputs` schema (422). Then the run starts and the answer depends on the
-//! trigger's `respond`:
+//! first thing to fix: unknown path (404), body too large (413), signature (401),
+//! `Idempotency-Key` (400), JSON (400), the workflow's `inputs` schema (422). Then the run starts
+//! (or, for a known `Idempotency-Key`, the earlier run is taken, with `Idempotent-Replayed: true`
+//! on the answer) and the answer depends on the trigger's `respond`:
 //!
 //! - `accepted`: 202 `{"run_id", "status"}` with `Location: /api/v1/runs/{id}`.
 //! - `on_complete`: waits up to `ApiOptions::on_complete_timeout`; a succeeded run answers 200
@@ -21,7 +22,7 @@ use serde_json::{Map, Value, json};
 use sha2::Sha256;
 
 use super::error::{Error, Result};
-use super::{ApiState, body, run_location};
+use super::{ApiState, body, idempotency, run_location};
 use crate::engine::TriggerRequest;
 use crate::store::{RunRecord, RunStatus};
 use crate::telemetry;
@@ -101,6 +102,7 @@ async fn handle(
             request.headers.get(SIGNATURE_HEADER),
         )?;
     }
+    let idempotency_key = idempotency::key(request.headers)?;
     let payload = body::json(&raw)?;
     let trigger_json = json!({
         "type": "webhook",
@@ -108,18 +110,23 @@ async fn handle(
         "headers": visible_headers(request.headers),
         "query": query(request.uri)?,
     });
-    let run = state
+    let triggered = state
         .engine
         .trigger(TriggerRequest {
             workflow,
             trigger: trigger_json,
             payload,
+            idempotency_key,
         })
         .await?;
-    match trigger.respond {
-        Respond::Accepted => accepted(&run),
-        Respond::OnComplete => completed(state, run).await,
+    // A replay answers like the first request, failures of an on-complete run included.
+    let mut response = match trigger.respond {
+        Respond::Accepted => accepted(&triggered.run),
+        Respond::OnComplete => completed(state, triggered.run).await,
     }
+    .unwrap_or_else(IntoResponse::into_response);
+    idempotency::mark(&mut response, triggered.replayed);
+    Ok(response)
 }
 
 /// The secret of a signed webhook. A template that does not render (an undefined secret) or

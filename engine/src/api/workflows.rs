@@ -7,12 +7,12 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 use super::error::{Error, Result};
-use super::{ApiState, body, run_location};
+use super::{ApiState, body, idempotency, run_location};
 use crate::engine::TriggerRequest;
 use crate::view;
 use crate::workflow::{Respond, Trigger, Workflow};
@@ -35,26 +35,35 @@ pub async fn show(
     Ok(Json(detail_json(&workflow)))
 }
 
-/// Starts a run with the JSON body as `trigger.body`; 201 with the run summary.
+/// Starts a run with the JSON body as `trigger.body`; 201 with the run summary. With an
+/// `Idempotency-Key` the workflow already has a run for, that run is answered the same way,
+/// with `Idempotent-Replayed: true`.
 pub async fn start_run(
     State(state): State<Arc<ApiState>>,
     Path(workflow_id): Path<String>,
+    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response> {
     let workflow = find(&state, &workflow_id)?;
     let raw = body::raw(body, state.options.body_limit)?;
+    let idempotency_key = idempotency::key(&headers)?;
     let payload = body::json(&raw)?;
-    let run = state
+    let triggered = state
         .engine
         .trigger(TriggerRequest {
             workflow,
             trigger: json!({ "type": "manual", "body": payload }),
             payload,
+            idempotency_key,
         })
         .await?;
+    let run = &triggered.run;
     let location = run_location(&run.id).map_err(|e| Error::internal("bad run id", &e))?;
     let headers = [(header::LOCATION, location)];
-    Ok((StatusCode::CREATED, headers, Json(view::summary_json(&run))).into_response())
+    let mut response =
+        (StatusCode::CREATED, headers, Json(view::summary_json(run))).into_response();
+    idempotency::mark(&mut response, triggered.replayed);
+    Ok(response)
 }
 
 fn find(state: &ApiState, workflow_id: &str) -> Result<Arc<Workflow>> {

@@ -174,6 +174,11 @@ impl AmqpQueue {
         Some(DeadLetter::new(message))
     }
 
+    /// Whether the connection is up (it may still fail at the next operation).
+    pub fn is_connected(&self) -> bool {
+        self.connection.status().connected()
+    }
+
     /// Closes the connection. Deliveries not acknowledged go back to the queue for others.
     pub async fn close(&self) -> Result<(), Error> {
         self.depth_refresher.abort();

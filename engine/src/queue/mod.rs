@@ -2,11 +2,13 @@
 //! a lost task is recovered by re-enqueueing open attempts from the store.
 
 mod amqp;
+mod broker;
 mod memory;
 
 use async_trait::async_trait;
 
 pub use amqp::{AmqpOptions, AmqpQueue, DeadLetter};
+pub use broker::Broker;
 pub use memory::MemoryQueue;
 
 use crate::store::AttemptKey;
@@ -20,6 +22,8 @@ pub enum Error {
     Connect(#[source] lapin::Error),
     #[error("RabbitMQ did not accept the connection within {0:?}")]
     ConnectTimeout(std::time::Duration),
+    #[error("RabbitMQ is not connected; reconnecting")]
+    Disconnected,
     #[error("RabbitMQ: {0}")]
     Broker(#[from] lapin::Error),
     #[error("RabbitMQ did not take the task: {0}")]
@@ -45,4 +49,19 @@ pub trait Queue: Send + Sync + 'static {
     async fn receive(&self) -> Option<Box<dyn Delivery>>;
     /// Tasks waiting, for the queue-depth gauge.
     fn depth(&self) -> usize;
+    /// Whether an enqueued task outlives this process. A durable queue's tasks are marked
+    /// dispatched in the store once taken (the outbox); an in-process queue's tasks are recovered
+    /// from the store's open attempts at the next start instead.
+    fn durable(&self) -> bool {
+        false
+    }
+    /// Ok when tasks can be enqueued and received; otherwise why not, for `/readyz`.
+    fn health(&self) -> Result<(), String> {
+        Ok(())
+    }
+    /// The next task the broker gave up on (undecodable, or delivered too often). An in-process
+    /// queue never gives up on a task, so by default this waits forever.
+    async fn dead_letter(&self) -> Option<DeadLetter> {
+        std::future::pending().await
+    }
 }

@@ -5,6 +5,7 @@
 //! scheduler acting on the same run changes nothing.
 
 mod connect;
+mod idempotency;
 mod postgres;
 mod record;
 mod rows;
@@ -15,9 +16,10 @@ mod tests;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
+use tokio::sync::mpsc;
 
 pub use connect::connect;
-pub use postgres::PostgresStore;
+pub use postgres::{PostgresStore, is_postgres_url};
 pub use record::{
     AttemptKey, AttemptRecord, AttemptStatus, ErrorInfo, RunQuery, RunRecord, RunStatus,
 };
@@ -34,6 +36,9 @@ pub enum Error {
     Corrupt(String),
     #[error("unsupported database URL `{0}`: expected sqlite://… or postgres://…")]
     UnsupportedUrl(String),
+    /// Other processes kept taking and releasing the key while a run was being created.
+    #[error("idempotency key `{0}` is contended; try again")]
+    KeyContended(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -53,6 +58,15 @@ pub struct AttemptOutcome {
     pub finished_at: DateTime<Utc>,
 }
 
+/// What [`Store::create_run_once`] did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Created {
+    /// The run was inserted.
+    New,
+    /// A fresh run of the same workflow already holds the key; it is returned as stored.
+    Existing(Box<RunRecord>),
+}
+
 /// Everything the engine persists. Implementations: SQLite (embedded), Postgres (distributed).
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
@@ -63,6 +77,13 @@ pub trait Store: Send + Sync + 'static {
 
     /// Inserts a new run (normally `queued`).
     async fn create_run(&self, run: &RunRecord) -> Result<()>;
+    /// Inserts `run` unless a run of the same workflow created at or after `fresh_since` holds
+    /// the same `idempotency_key`: then nothing is written and that run is returned. A run
+    /// created before `fresh_since` gives its key up first, so the new run can take it. Safe
+    /// across processes: the unique index on `(workflow_id, idempotency_key)` decides, so two
+    /// concurrent calls with one key store exactly one run. A run without a key is inserted.
+    async fn create_run_once(&self, run: &RunRecord, fresh_since: DateTime<Utc>)
+    -> Result<Created>;
     async fn run(&self, run_id: &str) -> Result<Option<RunRecord>>;
     /// Runs newest first; `cursor` is the id of the last run of the previous page.
     async fn list_runs(&self, query: &RunQuery) -> Result<Vec<RunRecord>>;
@@ -95,11 +116,14 @@ pub trait Store: Send + Sync + 'static {
     async fn attempts(&self, run_id: &str) -> Result<Vec<AttemptRecord>>;
     /// Inserts an attempt; false (and nothing written) if that (run, node, attempt) exists.
     async fn insert_attempt(&self, attempt: &AttemptRecord) -> Result<bool>;
-    /// `queued`/`running` → `running` with its rendered input; false otherwise.
+    /// `queued`/`running` → `running` with its rendered input, held by `worker` (its heartbeat
+    /// starts at `started_at`); false otherwise. A running attempt is taken over: it is only
+    /// delivered again when its previous holder is gone or its lease ran out.
     async fn start_attempt(
         &self,
         key: &AttemptKey,
         input: Option<&Value>,
+        worker: &str,
         started_at: DateTime<Utc>,
     ) -> Result<bool>;
     /// `pending`/`queued`/`running` → the outcome's status; false if it had already finished.
@@ -112,4 +136,48 @@ pub trait Store: Send + Sync + 'static {
     async fn open_attempts(&self) -> Result<Vec<AttemptKey>>;
     /// Every `pending`/`queued`/`running` attempt of a run → `cancelled`; returns how many.
     async fn cancel_open_attempts(&self, run_id: &str, finished_at: DateTime<Utc>) -> Result<u64>;
+
+    /// Holds the run's lock across every process sharing the store until the guard is released
+    /// or dropped, so two processes never decide the same run at once.
+    async fn lock_run(&self, run_id: &str) -> Result<RunLock>;
+    /// Records that the broker confirmed the messages of these queued attempts (the outbox).
+    async fn mark_dispatched(&self, keys: &[AttemptKey]) -> Result<()>;
+    /// Queued attempts whose message the broker never confirmed, queued before `before`.
+    async fn undispatched_attempts(&self, before: DateTime<Utc>) -> Result<Vec<AttemptKey>>;
+    /// Running attempts whose heartbeat is older than `stale_before`: their lease is renewed to
+    /// `now` for whoever is about to take them, and they are returned to be dispatched again.
+    /// One statement, so two servers never both claim one attempt.
+    async fn claim_stale_attempts(
+        &self,
+        stale_before: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<AttemptKey>>;
+    /// Renews the lease of every attempt `worker` is running; returns how many.
+    async fn heartbeat(&self, worker: &str, now: DateTime<Utc>) -> Result<u64>;
+    /// Ids of running runs whose deadline has passed.
+    async fn overdue_runs(&self, now: DateTime<Utc>) -> Result<Vec<String>>;
+    /// Sends the id of every run that any process sharing the store finishes from now on;
+    /// returns only on a database error. A store only one process uses never returns.
+    async fn listen_finished(&self, finished: mpsc::UnboundedSender<String>) -> Result<()>;
+}
+
+/// A run's lock across processes (a Postgres advisory lock held by a transaction); empty for a
+/// store only one process uses, where the engine's own lock is enough.
+pub struct RunLock(Option<sqlx::Transaction<'static, sqlx::Postgres>>);
+
+impl RunLock {
+    /// The lock of a store only one process uses.
+    pub fn local() -> Self {
+        Self(None)
+    }
+
+    /// Releases the lock now rather than when the connection next talks to the server.
+    pub async fn release(self) {
+        if let Some(transaction) = self.0
+            && let Err(error) = transaction.commit().await
+        {
+            // The server ends the transaction, and the lock, when the connection closes.
+            tracing::warn!(%error, "releasing a run lock failed");
+        }
+    }
 }

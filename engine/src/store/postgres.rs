@@ -12,14 +12,15 @@ use async_trait::async_trait;
 use chrono::{DateTime, SubsecRound, Utc};
 use serde_json::Value;
 use sqlx::migrate::Migrator;
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions, PgRow};
 use sqlx::{PgPool, Postgres, QueryBuilder, Row};
+use tokio::sync::mpsc;
 
 use super::connect::without_credentials;
 use super::rows::{self, error_json};
 use super::{
-    AttemptKey, AttemptOutcome, AttemptRecord, Error, ErrorInfo, Result, RunQuery, RunRecord,
-    RunStatus, Store,
+    AttemptKey, AttemptOutcome, AttemptRecord, Error, ErrorInfo, Result, RunLock, RunQuery,
+    RunRecord, RunStatus, Store,
 };
 
 /// The schema, compiled into the binary.
@@ -29,10 +30,25 @@ static MIGRATOR: Migrator = sqlx::migrate!("../migrations/postgres");
 /// of processes must stay below the server's `max_connections` (100 by default).
 const MAX_CONNECTIONS: u32 = 16;
 
+/// Connections per process held by run locks, apart from the main pool: a lock is held while
+/// the run's queries go through the main pool, so sharing one pool could exhaust it with locks.
+const LOCK_CONNECTIONS: u32 = 4;
+
+/// How long the server lets a run lock's transaction sit idle before it ends the session, and
+/// with it the lock. A lock holder only runs the run's queries meanwhile, so a lock idle this
+/// long belongs to a process that is stopped (SIGSTOP, a frozen VM, a partition) and would
+/// otherwise block every process advancing that run for as long as its connection stays open.
+const RUN_LOCK_IDLE_TIMEOUT: &str = "10s";
+
+/// The `LISTEN` channel carrying the ids of finished runs.
+const FINISHED_CHANNEL: &str = "enrichflow_run_finished";
+
 /// The Postgres store.
 #[derive(Debug, Clone)]
 pub struct PostgresStore {
     pool: PgPool,
+    /// Connections holding run locks (transaction-scoped advisory locks).
+    locks: PgPool,
 }
 
 impl PostgresStore {
@@ -48,9 +64,14 @@ impl PostgresStore {
         }
         let pool = PgPoolOptions::new()
             .max_connections(MAX_CONNECTIONS)
-            .connect_with(options)
+            .connect_with(options.clone())
             .await?;
-        let store = PostgresStore { pool };
+        let lock_options =
+            options.options([("idle_in_transaction_session_timeout", RUN_LOCK_IDLE_TIMEOUT)]);
+        let locks = PgPoolOptions::new()
+            .max_connections(LOCK_CONNECTIONS)
+            .connect_lazy_with(lock_options);
+        let store = PostgresStore { pool, locks };
         store.migrate().await?;
         Ok(store)
     }
@@ -63,13 +84,77 @@ impl PostgresStore {
 
     /// Closes every connection; the store is unusable afterwards.
     pub async fn close(&self) {
+        self.locks.close().await;
         self.pool.close().await;
     }
 }
 
 /// Whether `url` names a Postgres server (the two schemes libpq accepts).
-pub(super) fn is_postgres_url(url: &str) -> bool {
+pub fn is_postgres_url(url: &str) -> bool {
     url.starts_with("postgres://") || url.starts_with("postgresql://")
+}
+
+/// `INSERT INTO runs` with every column, as a literal so that `concat!` can extend it.
+macro_rules! insert_run_sql {
+    () => {
+        r#"INSERT INTO runs (id, workflow_id, revision, status, "trigger", output, error,
+             created_at, started_at, finished_at, deadline_at, cancel_requested, idempotency_key)
+           VALUES ($1, $2, $3, $4, $5::json, $6::json, $7::json, $8, $9, $10, $11, $12, $13)"#
+    };
+}
+
+/// Binds every column of `run` to `sql`, an [`insert_run_sql`] statement.
+fn bind_run(
+    sql: &'static str,
+    run: &RunRecord,
+) -> sqlx::query::Query<'static, Postgres, sqlx::postgres::PgArguments> {
+    sqlx::query(sql)
+        .bind(&run.id)
+        .bind(&run.workflow_id)
+        .bind(&run.revision)
+        .bind(run.status.as_str())
+        .bind(run.trigger.to_string())
+        .bind(run.output.as_ref().map(Value::to_string))
+        .bind(run.error.as_ref().map(error_json))
+        .bind(timestamp(run.created_at))
+        .bind(run.started_at.map(timestamp))
+        .bind(run.finished_at.map(timestamp))
+        .bind(run.deadline_at.map(timestamp))
+        .bind(run.cancel_requested)
+        .bind(&run.idempotency_key)
+}
+
+#[async_trait]
+impl super::idempotency::KeyedRuns for PostgresStore {
+    async fn insert_unless_key_taken(&self, run: &RunRecord) -> Result<bool> {
+        // The conflict target names the partial unique index (its predicate included), so a
+        // clash on the primary key is still an error. A concurrent insert of the same key waits
+        // for the other transaction and then does nothing if it committed.
+        let sql = concat!(
+            insert_run_sql!(),
+            " ON CONFLICT (workflow_id, idempotency_key) WHERE idempotency_key IS NOT NULL
+              DO NOTHING"
+        );
+        let result = bind_run(sql, run).execute(&self.pool).await?;
+        Ok(result.rows_affected() > 0)
+    }
+
+    async fn key_holder(&self, workflow_id: &str, key: &str) -> Result<Option<RunRecord>> {
+        let row = sqlx::query("SELECT * FROM runs WHERE workflow_id = $1 AND idempotency_key = $2")
+            .bind(workflow_id)
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(run_from_row).transpose()
+    }
+
+    async fn release_key(&self, run_id: &str) -> Result<()> {
+        sqlx::query("UPDATE runs SET idempotency_key = NULL WHERE id = $1")
+            .bind(run_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
 }
 
 #[async_trait]
@@ -98,27 +183,16 @@ impl Store for PostgresStore {
     }
 
     async fn create_run(&self, run: &RunRecord) -> Result<()> {
-        sqlx::query(
-            r#"INSERT INTO runs (id, workflow_id, revision, status, "trigger", output, error,
-                 created_at, started_at, finished_at, deadline_at, cancel_requested, idempotency_key)
-               VALUES ($1, $2, $3, $4, $5::json, $6::json, $7::json, $8, $9, $10, $11, $12, $13)"#,
-        )
-        .bind(&run.id)
-        .bind(&run.workflow_id)
-        .bind(&run.revision)
-        .bind(run.status.as_str())
-        .bind(run.trigger.to_string())
-        .bind(run.output.as_ref().map(Value::to_string))
-        .bind(run.error.as_ref().map(error_json))
-        .bind(timestamp(run.created_at))
-        .bind(run.started_at.map(timestamp))
-        .bind(run.finished_at.map(timestamp))
-        .bind(run.deadline_at.map(timestamp))
-        .bind(run.cancel_requested)
-        .bind(&run.idempotency_key)
-        .execute(&self.pool)
-        .await?;
+        bind_run(insert_run_sql!(), run).execute(&self.pool).await?;
         Ok(())
+    }
+
+    async fn create_run_once(
+        &self,
+        run: &RunRecord,
+        fresh_since: DateTime<Utc>,
+    ) -> Result<super::Created> {
+        super::idempotency::create_run_once(self, run, fresh_since).await
     }
 
     async fn run(&self, run_id: &str) -> Result<Option<RunRecord>> {
@@ -203,18 +277,25 @@ impl Store for PostgresStore {
         finished_at: DateTime<Utc>,
     ) -> Result<bool> {
         debug_assert!(status.is_finished(), "finish_run with status {status}");
-        let result = sqlx::query(
-            "UPDATE runs SET status = $1, output = $2::json, error = $3::json, finished_at = $4
-             WHERE id = $5 AND status IN ('queued', 'running')",
+        // The notification goes out when the update commits, to every replica waiting on the run
+        // (a webhook answering `on_complete` while workers elsewhere ran the nodes).
+        let finished = sqlx::query(
+            "WITH finished AS (
+                 UPDATE runs SET status = $1, output = $2::json, error = $3::json, finished_at = $4
+                 WHERE id = $5 AND status IN ('queued', 'running')
+                 RETURNING id
+             )
+             SELECT pg_notify($6, id) FROM finished",
         )
         .bind(status.as_str())
         .bind(output.map(Value::to_string))
         .bind(error.map(error_json))
         .bind(timestamp(finished_at))
         .bind(run_id)
-        .execute(&self.pool)
+        .bind(FINISHED_CHANNEL)
+        .fetch_optional(&self.pool)
         .await?;
-        Ok(result.rows_affected() > 0)
+        Ok(finished.is_some())
     }
 
     async fn request_cancel(&self, run_id: &str) -> Result<bool> {
@@ -265,10 +346,13 @@ impl Store for PostgresStore {
         &self,
         key: &AttemptKey,
         input: Option<&Value>,
+        worker: &str,
         started_at: DateTime<Utc>,
     ) -> Result<bool> {
         let result = sqlx::query(
-            "UPDATE node_attempts SET status = 'running', input = $1::json, started_at = $2
+            "UPDATE node_attempts
+             SET status = 'running', input = $1::json, started_at = $2, heartbeat_at = $2,
+                 worker = $6
              WHERE run_id = $3 AND node_id = $4 AND attempt = $5
                AND status IN ('queued', 'running')",
         )
@@ -277,6 +361,7 @@ impl Store for PostgresStore {
         .bind(&key.run_id)
         .bind(&key.node_id)
         .bind(i64::from(key.attempt))
+        .bind(worker)
         .execute(&self.pool)
         .await?;
         Ok(result.rows_affected() > 0)
@@ -314,7 +399,7 @@ impl Store for PostgresStore {
         // concurrent update waits for the row lock, re-checks `status = 'pending'` and skips it.
         // A pending attempt without a `not_before` has nothing to wait for.
         let rows = sqlx::query(
-            "UPDATE node_attempts SET status = 'queued'
+            "UPDATE node_attempts SET status = 'queued', dispatched = false
              WHERE status = 'pending' AND (not_before IS NULL OR not_before <= $1)
              RETURNING run_id, node_id, attempt",
         )
@@ -360,6 +445,92 @@ impl Store for PostgresStore {
         .execute(&self.pool)
         .await?;
         Ok(result.rows_affected())
+    }
+
+    async fn lock_run(&self, run_id: &str) -> Result<RunLock> {
+        let mut transaction = self.locks.begin().await?;
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+            .bind(run_id)
+            .execute(&mut *transaction)
+            .await?;
+        Ok(RunLock(Some(transaction)))
+    }
+
+    async fn mark_dispatched(&self, keys: &[AttemptKey]) -> Result<()> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let mut query = QueryBuilder::<Postgres>::new(
+            "UPDATE node_attempts SET dispatched = true WHERE (run_id, node_id, attempt) IN ",
+        );
+        query.push_tuples(keys, |mut row, key| {
+            row.push_bind(&key.run_id)
+                .push_bind(&key.node_id)
+                .push_bind(i64::from(key.attempt));
+        });
+        query.build().execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn undispatched_attempts(&self, before: DateTime<Utc>) -> Result<Vec<AttemptKey>> {
+        let rows = sqlx::query(
+            "SELECT run_id, node_id, attempt FROM node_attempts
+             WHERE status = 'queued' AND NOT dispatched
+               AND COALESCE(not_before, created_at) < $1
+             ORDER BY created_at LIMIT 1000",
+        )
+        .bind(timestamp(before))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(key_from_row).collect()
+    }
+
+    async fn claim_stale_attempts(
+        &self,
+        stale_before: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<AttemptKey>> {
+        let rows = sqlx::query(
+            "UPDATE node_attempts SET heartbeat_at = $2
+             WHERE status = 'running' AND heartbeat_at < $1
+             RETURNING run_id, node_id, attempt",
+        )
+        .bind(timestamp(stale_before))
+        .bind(timestamp(now))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(key_from_row).collect()
+    }
+
+    async fn heartbeat(&self, worker: &str, now: DateTime<Utc>) -> Result<u64> {
+        let result = sqlx::query(
+            "UPDATE node_attempts SET heartbeat_at = $1 WHERE status = 'running' AND worker = $2",
+        )
+        .bind(timestamp(now))
+        .bind(worker)
+        .execute(&self.pool)
+        .await?;
+        Ok(result.rows_affected())
+    }
+
+    async fn overdue_runs(&self, now: DateTime<Utc>) -> Result<Vec<String>> {
+        Ok(sqlx::query_scalar(
+            "SELECT id FROM runs WHERE status = 'running' AND deadline_at <= $1 ORDER BY id",
+        )
+        .bind(timestamp(now))
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    async fn listen_finished(&self, finished: mpsc::UnboundedSender<String>) -> Result<()> {
+        let mut listener = PgListener::connect_with(&self.pool).await?;
+        listener.listen(FINISHED_CHANNEL).await?;
+        loop {
+            let notification = listener.recv().await?;
+            if finished.send(notification.payload().to_owned()).is_err() {
+                return Ok(());
+            }
+        }
     }
 }
 

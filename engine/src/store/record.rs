@@ -177,6 +177,8 @@ pub struct AttemptRecord {
     pub created_at: DateTime<Utc>,
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
+    /// The worker that last started it (`host:pid:n`), for the run JSON and the lease.
+    pub worker: Option<String>,
 }
 
 /// Filters of `GET /api/v1/runs`.

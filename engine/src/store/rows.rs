@@ -78,5 +78,6 @@ pub(super) fn attempt(columns: &impl Columns) -> Result<AttemptRecord> {
         created_at: columns.time("created_at")?,
         started_at: columns.optional_time("started_at")?,
         finished_at: columns.optional_time("finished_at")?,
+        worker: columns.optional_text("worker")?,
     })
 }

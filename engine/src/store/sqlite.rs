@@ -15,12 +15,13 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
 };
 use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
+use tokio::sync::mpsc;
 
 use super::connect::without_credentials;
 use super::rows::{self, error_json};
 use super::{
-    AttemptKey, AttemptOutcome, AttemptRecord, Error, ErrorInfo, Result, RunQuery, RunRecord,
-    RunStatus, Store,
+    AttemptKey, AttemptOutcome, AttemptRecord, Error, ErrorInfo, Result, RunLock, RunQuery,
+    RunRecord, RunStatus, Store,
 };
 
 /// The schema, compiled into the binary.
@@ -104,6 +105,68 @@ fn is_in_memory(location: &str) -> bool {
     database == ":memory:" || parameters.split('&').any(|pair| pair == "mode=memory")
 }
 
+/// `INSERT INTO runs` with every column, as a literal so that `concat!` can extend it.
+macro_rules! insert_run_sql {
+    () => {
+        r#"INSERT INTO runs (id, workflow_id, revision, status, "trigger", output, error,
+             created_at, started_at, finished_at, deadline_at, cancel_requested, idempotency_key)
+           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"#
+    };
+}
+
+/// Binds every column of `run` to `sql`, an [`insert_run_sql`] statement.
+fn bind_run(
+    sql: &'static str,
+    run: &RunRecord,
+) -> sqlx::query::Query<'static, Sqlite, sqlx::sqlite::SqliteArguments> {
+    sqlx::query(sql)
+        .bind(&run.id)
+        .bind(&run.workflow_id)
+        .bind(&run.revision)
+        .bind(run.status.as_str())
+        .bind(run.trigger.to_string())
+        .bind(run.output.as_ref().map(Value::to_string))
+        .bind(run.error.as_ref().map(error_json))
+        .bind(timestamp(run.created_at))
+        .bind(run.started_at.map(timestamp))
+        .bind(run.finished_at.map(timestamp))
+        .bind(run.deadline_at.map(timestamp))
+        .bind(run.cancel_requested)
+        .bind(&run.idempotency_key)
+}
+
+#[async_trait]
+impl super::idempotency::KeyedRuns for SqliteStore {
+    async fn insert_unless_key_taken(&self, run: &RunRecord) -> Result<bool> {
+        // The conflict target names the partial unique index (its predicate included), so a
+        // clash on the primary key is still an error.
+        let sql = concat!(
+            insert_run_sql!(),
+            " ON CONFLICT (workflow_id, idempotency_key) WHERE idempotency_key IS NOT NULL
+              DO NOTHING"
+        );
+        let result = bind_run(sql, run).execute(&self.writer).await?;
+        Ok(result.rows_affected() > 0)
+    }
+
+    async fn key_holder(&self, workflow_id: &str, key: &str) -> Result<Option<RunRecord>> {
+        let row = sqlx::query("SELECT * FROM runs WHERE workflow_id = ? AND idempotency_key = ?")
+            .bind(workflow_id)
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(run_from_row).transpose()
+    }
+
+    async fn release_key(&self, run_id: &str) -> Result<()> {
+        sqlx::query("UPDATE runs SET idempotency_key = NULL WHERE id = ?")
+            .bind(run_id)
+            .execute(&self.writer)
+            .await?;
+        Ok(())
+    }
+}
+
 #[async_trait]
 impl Store for SqliteStore {
     async fn save_revision(&self, workflow_id: &str, hash: &str, source: &str) -> Result<()> {
@@ -129,27 +192,18 @@ impl Store for SqliteStore {
     }
 
     async fn create_run(&self, run: &RunRecord) -> Result<()> {
-        sqlx::query(
-            r#"INSERT INTO runs (id, workflow_id, revision, status, "trigger", output, error,
-                 created_at, started_at, finished_at, deadline_at, cancel_requested, idempotency_key)
-               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"#,
-        )
-        .bind(&run.id)
-        .bind(&run.workflow_id)
-        .bind(&run.revision)
-        .bind(run.status.as_str())
-        .bind(run.trigger.to_string())
-        .bind(run.output.as_ref().map(Value::to_string))
-        .bind(run.error.as_ref().map(error_json))
-        .bind(timestamp(run.created_at))
-        .bind(run.started_at.map(timestamp))
-        .bind(run.finished_at.map(timestamp))
-        .bind(run.deadline_at.map(timestamp))
-        .bind(run.cancel_requested)
-        .bind(&run.idempotency_key)
-        .execute(&self.writer)
-        .await?;
+        bind_run(insert_run_sql!(), run)
+            .execute(&self.writer)
+            .await?;
         Ok(())
+    }
+
+    async fn create_run_once(
+        &self,
+        run: &RunRecord,
+        fresh_since: DateTime<Utc>,
+    ) -> Result<super::Created> {
+        super::idempotency::create_run_once(self, run, fresh_since).await
     }
 
     async fn run(&self, run_id: &str) -> Result<Option<RunRecord>> {
@@ -294,14 +348,18 @@ impl Store for SqliteStore {
         &self,
         key: &AttemptKey,
         input: Option<&Value>,
+        worker: &str,
         started_at: DateTime<Utc>,
     ) -> Result<bool> {
         let result = sqlx::query(
-            "UPDATE node_attempts SET status = 'running', input = ?, started_at = ?
-             WHERE run_id = ? AND node_id = ? AND attempt = ? AND status IN ('queued', 'running')",
+            "UPDATE node_attempts
+             SET status = 'running', input = ?1, started_at = ?2, heartbeat_at = ?2, worker = ?3
+             WHERE run_id = ?4 AND node_id = ?5 AND attempt = ?6
+               AND status IN ('queued', 'running')",
         )
         .bind(input.map(Value::to_string))
         .bind(timestamp(started_at))
+        .bind(worker)
         .bind(&key.run_id)
         .bind(&key.node_id)
         .bind(i64::from(key.attempt))
@@ -340,7 +398,7 @@ impl Store for SqliteStore {
         // One statement, so two schedulers never both promote (and enqueue) the same attempt.
         // A pending attempt without a `not_before` has nothing to wait for.
         let rows = sqlx::query(
-            "UPDATE node_attempts SET status = 'queued'
+            "UPDATE node_attempts SET status = 'queued', dispatched = 0
              WHERE status = 'pending' AND (not_before IS NULL OR not_before <= ?)
              RETURNING run_id, node_id, attempt",
         )
@@ -387,6 +445,81 @@ impl Store for SqliteStore {
         .execute(&self.writer)
         .await?;
         Ok(result.rows_affected())
+    }
+
+    async fn lock_run(&self, _run_id: &str) -> Result<RunLock> {
+        Ok(RunLock::local())
+    }
+
+    async fn mark_dispatched(&self, keys: &[AttemptKey]) -> Result<()> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let mut query = QueryBuilder::<Sqlite>::new(
+            "UPDATE node_attempts SET dispatched = 1 WHERE (run_id, node_id, attempt) IN ",
+        );
+        query.push_tuples(keys, |mut row, key| {
+            row.push_bind(&key.run_id)
+                .push_bind(&key.node_id)
+                .push_bind(i64::from(key.attempt));
+        });
+        query.build().execute(&self.writer).await?;
+        Ok(())
+    }
+
+    async fn undispatched_attempts(&self, before: DateTime<Utc>) -> Result<Vec<AttemptKey>> {
+        let rows = sqlx::query(
+            "SELECT run_id, node_id, attempt FROM node_attempts
+             WHERE status = 'queued' AND NOT dispatched
+               AND COALESCE(not_before, created_at) < ?
+             ORDER BY created_at LIMIT 1000",
+        )
+        .bind(timestamp(before))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(key_from_row).collect()
+    }
+
+    async fn claim_stale_attempts(
+        &self,
+        stale_before: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<AttemptKey>> {
+        let rows = sqlx::query(
+            "UPDATE node_attempts SET heartbeat_at = ?2
+             WHERE status = 'running' AND heartbeat_at < ?1
+             RETURNING run_id, node_id, attempt",
+        )
+        .bind(timestamp(stale_before))
+        .bind(timestamp(now))
+        .fetch_all(&self.writer)
+        .await?;
+        rows.iter().map(key_from_row).collect()
+    }
+
+    async fn heartbeat(&self, worker: &str, now: DateTime<Utc>) -> Result<u64> {
+        let result = sqlx::query(
+            "UPDATE node_attempts SET heartbeat_at = ? WHERE status = 'running' AND worker = ?",
+        )
+        .bind(timestamp(now))
+        .bind(worker)
+        .execute(&self.writer)
+        .await?;
+        Ok(result.rows_affected())
+    }
+
+    async fn overdue_runs(&self, now: DateTime<Utc>) -> Result<Vec<String>> {
+        Ok(sqlx::query_scalar(
+            "SELECT id FROM runs WHERE status = 'running' AND deadline_at <= ? ORDER BY id",
+        )
+        .bind(timestamp(now))
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// Only this process writes the file, and it learns of its own finished runs directly.
+    async fn listen_finished(&self, _finished: mpsc::UnboundedSender<String>) -> Result<()> {
+        std::future::pending().await
     }
 }
 

@@ -13,6 +13,7 @@ use futures::FutureExt;
 use serde_json::{Value, json};
 use sqlx::{AssertSqlSafe, Connection, PgConnection};
 
+use super::Created;
 use super::{
     AttemptKey, AttemptOutcome, AttemptRecord, AttemptStatus, ErrorInfo, PostgresStore, RunQuery,
     RunRecord, RunStatus, SqliteStore, Store,
@@ -73,6 +74,7 @@ fn attempt(key: AttemptKey, status: AttemptStatus) -> AttemptRecord {
         created_at: at(100),
         started_at: None,
         finished_at: None,
+        worker: None,
     }
 }
 
@@ -202,6 +204,97 @@ pub(super) async fn idempotency_keys_are_unique_per_workflow(store: &dyn Store) 
         "a second run with the same key in the same workflow is refused"
     );
     assert_eq!(store.run(&run_id(5)).await?, None);
+    Ok(())
+}
+
+fn keyed(n: u128, workflow_id: &str, key: Option<&str>) -> RunRecord {
+    RunRecord {
+        idempotency_key: key.map(str::to_owned),
+        ..run(n, workflow_id, RunStatus::Queued)
+    }
+}
+
+pub(super) async fn create_run_once_replays_a_fresh_key(store: &dyn Store) -> Result<()> {
+    let first = keyed(1, "a", Some("k"));
+    assert_eq!(store.create_run_once(&first, at(0)).await?, Created::New);
+    // The same key in the same workflow: the stored run comes back and nothing is written.
+    assert_eq!(
+        store
+            .create_run_once(&keyed(2, "a", Some("k")), at(0))
+            .await?,
+        Created::Existing(Box::new(first.clone()))
+    );
+    assert_eq!(store.run(&run_id(2)).await?, None);
+    // Keys are per workflow, and runs without a key never collide.
+    for record in [
+        keyed(3, "b", Some("k")),
+        keyed(4, "a", None),
+        keyed(5, "a", None),
+    ] {
+        assert_eq!(store.create_run_once(&record, at(0)).await?, Created::New);
+    }
+    ensure!(
+        store
+            .create_run_once(&keyed(5, "a", Some("other")), at(0))
+            .await
+            .is_err(),
+        "a duplicate run id is still refused"
+    );
+    Ok(())
+}
+
+pub(super) async fn create_run_once_takes_a_stale_key(store: &dyn Store) -> Result<()> {
+    // Run 1 was created at(1); a window starting at(2) no longer protects it.
+    store
+        .create_run_once(&keyed(1, "a", Some("k")), at(0))
+        .await?;
+    let taker = keyed(6, "a", Some("k"));
+    assert_eq!(store.create_run_once(&taker, at(2)).await?, Created::New);
+    assert_eq!(stored_run(store, &run_id(1)).await?.idempotency_key, None);
+    assert_eq!(
+        store
+            .create_run_once(&keyed(7, "a", Some("k")), at(2))
+            .await?,
+        Created::Existing(Box::new(taker))
+    );
+    Ok(())
+}
+
+/// Many callers at once with one key, first with no holder, then with a stale one: exactly one
+/// run is created each time and every other caller gets that run.
+pub(super) async fn create_run_once_is_race_free(store: &dyn Store) -> Result<()> {
+    for (round, fresh_since) in [(0u128, at(0)), (100, at(50))] {
+        let records: Vec<RunRecord> = (1..=20).map(|n| keyed(round + n, "a", Some("k"))).collect();
+        let outcomes = futures::future::try_join_all(
+            records
+                .iter()
+                .map(|record| store.create_run_once(record, fresh_since)),
+        )
+        .await?;
+        let created: Vec<_> = (1..=20)
+            .zip(&outcomes)
+            .filter(|(_, outcome)| **outcome == Created::New)
+            .map(|(n, _)| run_id(round + n))
+            .collect();
+        let [winner] = created.as_slice() else {
+            anyhow::bail!("round {round}: created {created:?}");
+        };
+        for outcome in &outcomes {
+            if let Created::Existing(existing) = outcome {
+                assert_eq!(&existing.id, winner);
+            }
+        }
+        let holders = store
+            .list_runs(&RunQuery {
+                workflow_id: Some("a".to_owned()),
+                ..RunQuery::default()
+            })
+            .await?
+            .into_iter()
+            .filter(|run| run.idempotency_key.as_deref() == Some("k"))
+            .count();
+        assert_eq!(holders, 1, "round {round}");
+    }
     Ok(())
 }
 
@@ -496,7 +589,7 @@ pub(super) async fn start_attempt_transitions(store: &dyn Store) -> Result<()> {
         let before = attempt(key(1, "node", n), from);
         store.insert_attempt(&before).await?;
         let started = store
-            .start_attempt(&before.key, Some(&input), at(150))
+            .start_attempt(&before.key, Some(&input), "w1", at(150))
             .await?;
         let may_start = matches!(from, AttemptStatus::Queued | AttemptStatus::Running);
         let expected = if may_start {
@@ -504,6 +597,7 @@ pub(super) async fn start_attempt_transitions(store: &dyn Store) -> Result<()> {
                 status: AttemptStatus::Running,
                 input: Some(input.clone()),
                 started_at: Some(at(150)),
+                worker: Some("w1".to_owned()),
                 ..before.clone()
             }
         } else {
@@ -518,7 +612,7 @@ pub(super) async fn start_attempt_transitions(store: &dyn Store) -> Result<()> {
     }
     assert!(
         !store
-            .start_attempt(&key(1, "missing", 1), None, at(150))
+            .start_attempt(&key(1, "missing", 1), None, "w1", at(150))
             .await?
     );
     Ok(())
@@ -741,7 +835,9 @@ pub(super) async fn json_null_and_absent_stay_apart(store: &dyn Store) -> Result
         };
         store.insert_attempt(&record).await?;
         assert_eq!(stored_attempt(store, &key).await?, record);
-        store.start_attempt(&key, value.as_ref(), at(150)).await?;
+        store
+            .start_attempt(&key, value.as_ref(), "w1", at(150))
+            .await?;
         assert_eq!(&stored_attempt(store, &key).await?.input, value);
         store
             .finish_attempt(&key, &outcome(AttemptStatus::Succeeded, value.clone()))
@@ -870,6 +966,104 @@ fn database_url(admin_url: &str, database: &str) -> Result<String> {
 
 /// One `#[tokio::test]` per check and store: each on a fresh SQLite file, and each on a fresh
 /// Postgres database when `ENRICHFLOW_TEST_DATABASE_URL` is set.
+pub(super) async fn outbox_lists_queued_attempts_the_broker_never_confirmed(
+    store: &dyn Store,
+) -> Result<()> {
+    store.create_run(&run(1, "w", RunStatus::Running)).await?;
+    for node in ["a", "b", "c"] {
+        store
+            .insert_attempt(&attempt(key(1, node, 1), AttemptStatus::Queued))
+            .await?;
+    }
+    let retry = AttemptRecord {
+        not_before: Some(at(120)),
+        ..attempt(key(1, "d", 1), AttemptStatus::Pending)
+    };
+    store.insert_attempt(&retry).await?;
+    store.mark_dispatched(&[key(1, "b", 1)]).await?;
+    store.mark_dispatched(&[]).await?;
+    assert!(
+        store
+            .start_attempt(&key(1, "c", 1), None, "w1", at(110))
+            .await?
+    );
+    assert_eq!(store.undispatched_attempts(at(50)).await?, [], "too fresh");
+    assert_eq!(
+        store.undispatched_attempts(at(150)).await?,
+        [key(1, "a", 1)]
+    );
+    // A retry promoted to queued needs publishing, counted from when it became due.
+    assert_eq!(store.promote_due_attempts(at(130)).await?, [key(1, "d", 1)]);
+    assert_eq!(
+        store.undispatched_attempts(at(115)).await?,
+        [key(1, "a", 1)]
+    );
+    let mut due = store.undispatched_attempts(at(150)).await?;
+    due.sort_by(|x, y| x.node_id.cmp(&y.node_id));
+    assert_eq!(due, [key(1, "a", 1), key(1, "d", 1)]);
+    store
+        .mark_dispatched(&[key(1, "a", 1), key(1, "d", 1)])
+        .await?;
+    assert_eq!(store.undispatched_attempts(at(150)).await?, []);
+    Ok(())
+}
+
+pub(super) async fn leases_run_out_unless_renewed(store: &dyn Store) -> Result<()> {
+    store.create_run(&run(1, "w", RunStatus::Running)).await?;
+    for node in ["a", "b", "c"] {
+        let queued = attempt(key(1, node, 1), AttemptStatus::Queued);
+        store.insert_attempt(&queued).await?;
+    }
+    for (node, worker) in [("a", "w1"), ("b", "w2"), ("c", "w2")] {
+        store
+            .start_attempt(&key(1, node, 1), None, worker, at(100))
+            .await?;
+    }
+    store
+        .finish_attempt(&key(1, "c", 1), &outcome(AttemptStatus::Succeeded, None))
+        .await?;
+    assert_eq!(store.heartbeat("w1", at(200)).await?, 1);
+    assert_eq!(store.heartbeat("nobody", at(200)).await?, 0);
+    assert_eq!(
+        store.claim_stale_attempts(at(150), at(300)).await?,
+        [key(1, "b", 1)]
+    );
+    // Claimed means renewed: the next sweep leaves it to whoever took it.
+    assert_eq!(store.claim_stale_attempts(at(150), at(300)).await?, []);
+    let b = stored_attempt(store, &key(1, "b", 1)).await?;
+    assert_eq!(b.worker.as_deref(), Some("w2"));
+    assert_eq!(b.status, AttemptStatus::Running);
+    // Taken over by another worker at its redelivery.
+    assert!(
+        store
+            .start_attempt(&key(1, "b", 1), None, "w3", at(310))
+            .await?
+    );
+    let b = stored_attempt(store, &key(1, "b", 1)).await?;
+    assert_eq!(b.worker.as_deref(), Some("w3"));
+    Ok(())
+}
+
+pub(super) async fn overdue_runs_are_running_past_their_deadline(store: &dyn Store) -> Result<()> {
+    let runs = [
+        (1, RunStatus::Running, Some(at(100))),
+        (2, RunStatus::Running, Some(at(300))),
+        (3, RunStatus::Running, None),
+        (4, RunStatus::Succeeded, Some(at(100))),
+        (5, RunStatus::Running, Some(at(200))),
+    ];
+    for (n, status, deadline_at) in runs {
+        store
+            .create_run(&RunRecord {
+                deadline_at,
+                ..run(n, "w", status)
+            })
+            .await?;
+    }
+    assert_eq!(store.overdue_runs(at(200)).await?, [run_id(1), run_id(5)]);
+    Ok(())
+}
+
 macro_rules! store_checks {
     ($($check:ident),* $(,)?) => {
         mod sqlite {
@@ -906,6 +1100,9 @@ store_checks!(
     revisions_are_saved_once,
     runs_round_trip_every_field,
     idempotency_keys_are_unique_per_workflow,
+    create_run_once_replays_a_fresh_key,
+    create_run_once_takes_a_stale_key,
+    create_run_once_is_race_free,
     start_run_only_from_queued,
     finish_run_only_once,
     request_cancel_only_unfinished,
@@ -921,6 +1118,9 @@ store_checks!(
     pending_without_not_before_is_due,
     open_attempts_of_unfinished_runs,
     cancel_open_attempts_of_one_run,
+    outbox_lists_queued_attempts_the_broker_never_confirmed,
+    leases_run_out_unless_renewed,
+    overdue_runs_are_running_past_their_deadline,
     json_null_and_absent_stay_apart,
 );
 
@@ -1045,6 +1245,85 @@ async fn postgres_promotes_each_attempt_once_under_concurrency() -> Result<()> {
                 .collect();
             promoted.sort_unstable();
             assert_eq!(promoted, (1..=n_attempts).collect::<Vec<_>>());
+            Ok(())
+        })
+        .await
+}
+
+#[tokio::test]
+async fn postgres_run_locks_exclude_other_holders_until_released() -> Result<()> {
+    let Some(database) = PostgresDatabase::create().await? else {
+        return Ok(());
+    };
+    database
+        .run_check(async |store: &PostgresStore| {
+            let held = store.lock_run("run-1").await?;
+            let wait = std::time::Duration::from_millis(300);
+            let second = tokio::time::timeout(wait, store.lock_run("run-1")).await;
+            assert!(second.is_err(), "a second holder waits");
+            let other = tokio::time::timeout(wait, store.lock_run("run-2")).await;
+            other.expect("another run's lock is free")?.release().await;
+            held.release().await;
+            let again = tokio::time::timeout(wait, store.lock_run("run-1")).await;
+            again.expect("released")?.release().await;
+            Ok(())
+        })
+        .await
+}
+
+#[tokio::test]
+async fn postgres_run_lock_of_a_silent_holder_is_released_by_the_server() -> Result<()> {
+    let Some(database) = PostgresDatabase::create().await? else {
+        return Ok(());
+    };
+    database
+        .run_check(async |store: &PostgresStore| {
+            // A holder that stops talking (a stopped process) keeps its connection open.
+            let _silent = store.lock_run("run-1").await?;
+            let wait = std::time::Duration::from_secs(30);
+            let taken = tokio::time::timeout(wait, store.lock_run("run-1")).await;
+            taken
+                .expect("the server ends the idle transaction holding the lock")?
+                .release()
+                .await;
+            Ok(())
+        })
+        .await
+}
+
+#[tokio::test]
+async fn postgres_announces_finished_runs_to_listeners() -> Result<()> {
+    let Some(database) = PostgresDatabase::create().await? else {
+        return Ok(());
+    };
+    database
+        .run_check(async |store: &PostgresStore| {
+            let (sender, mut finished) = tokio::sync::mpsc::unbounded_channel();
+            let listener = store.clone();
+            let listening = tokio::spawn(async move { listener.listen_finished(sender).await });
+            // LISTEN is issued inside the task, at a moment the test cannot observe: finish one
+            // run after another until one is announced; it must be one of those finished.
+            let mut announced = None;
+            for n in 1..=50 {
+                store.create_run(&run(n, "w", RunStatus::Running)).await?;
+                store
+                    .finish_run(&run_id(n), RunStatus::Succeeded, None, None, at(200))
+                    .await?;
+                let wait = std::time::Duration::from_millis(100);
+                if let Ok(id) = tokio::time::timeout(wait, finished.recv()).await {
+                    announced = id.map(|id| (n, id));
+                    break;
+                }
+            }
+            let (last, id) = announced.expect("a finished run was announced within 5 s");
+            assert!((1..=last).any(|n| run_id(n) == id), "announced {id}");
+            // Finishing a finished run changes nothing (and so announces nothing).
+            assert!(
+                !store
+                    .finish_run(&run_id(1), RunStatus::Failed, None, None, at(300))
+                    .await?
+            );
+            listening.abort();
             Ok(())
         })
         .await

@@ -1,8 +1,10 @@
 //! Cron triggers in the real server: a schedule fires runs with `trigger.scheduled_at` and
 //! `trigger.input` in scope.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
+use enrichflow::store::{PostgresStore, RunQuery, RunRecord, Store};
 use serde_json::Value;
 
 use crate::process::{ServeProcess, remove_database, sqlite_url, temp_database};
@@ -56,4 +58,93 @@ async fn a_cron_trigger_starts_runs_on_schedule() {
     assert_eq!(ticks.len(), unique.len(), "a tick fired twice: {ticks:?}");
     drop(server);
     remove_database(&database);
+}
+
+/// The workflow of the replica test, in the fixture folder of its own.
+const REPLICATED: &str = "replicated-tick";
+
+#[tokio::test]
+async fn two_replicas_on_one_postgres_run_each_tick_once() {
+    let Some(database) =
+        crate::postgres::database("two_replicas_on_one_postgres_run_each_tick_once").await
+    else {
+        return;
+    };
+    let url = database.url.clone();
+    // Run first, clean up second, then report: a failed assertion must not leave the database.
+    let outcome = tokio::spawn(async move { replicas_fire_each_tick_once(&url).await }).await;
+    database.drop_database().await;
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic.into_panic());
+    }
+}
+
+async fn replicas_fire_each_tick_once(database_url: &str) {
+    crate::support::install_crypto();
+    // Both replicas start on an empty folder and pick the workflow up together: a run created
+    // before the second replica started would be "open" to its start-up recovery, which is
+    // another matter than exactly-once ticks.
+    let folder = std::env::temp_dir().join(format!("enrichflow-replicas-{}", uuid::Uuid::now_v7()));
+    std::fs::create_dir_all(&folder).expect("a workflow folder");
+    let first = ServeProcess::start(&folder, database_url, "");
+    let second = ServeProcess::start(&folder, database_url, "");
+    let fixture = crate::support::fixtures("cron-replicas").join("every-second.yaml");
+    std::fs::copy(&fixture, folder.join("every-second.yaml")).expect("copy the fixture");
+    let client = reqwest::Client::new();
+    for server in [&first, &second] {
+        wait_for_workflow(&client, &server.base_url).await;
+    }
+    // The schedule belongs to the server processes; letting it run is the test.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    for server in [first, second] {
+        let status = server.terminate();
+        assert!(
+            status.success(),
+            "serve exits cleanly on SIGTERM: {status:?}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&folder);
+
+    let runs = stored_runs(database_url).await;
+    let mut per_tick: BTreeMap<String, Vec<&RunRecord>> = BTreeMap::new();
+    for run in &runs {
+        let tick = run.trigger["scheduled_at"].as_str().expect("scheduled_at");
+        per_tick.entry(tick.to_owned()).or_default().push(run);
+    }
+    assert!(
+        per_tick.len() >= 3,
+        "at least 3 ticks in 4 s: {per_tick:#?}"
+    );
+    for (tick, runs) in &per_tick {
+        assert_eq!(runs.len(), 1, "tick {tick} ran {} times", runs.len());
+        let key = format!("cron@{tick}");
+        assert_eq!(runs[0].idempotency_key.as_deref(), Some(key.as_str()));
+    }
+}
+
+/// Polls the replica's API until the workflow folder watcher has loaded the workflow.
+async fn wait_for_workflow(client: &reqwest::Client, base_url: &str) {
+    let url = format!("{base_url}/api/v1/workflows/{REPLICATED}");
+    for _ in 0..100 {
+        let response = client.get(&url).send().await.expect("GET workflow");
+        if response.status().is_success() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{base_url} did not load {REPLICATED} within 10 s");
+}
+
+async fn stored_runs(database_url: &str) -> Vec<RunRecord> {
+    let store = PostgresStore::connect(database_url)
+        .await
+        .expect("the test database");
+    let query = RunQuery {
+        workflow_id: Some(REPLICATED.to_owned()),
+        limit: RunQuery::MAX_LIMIT,
+        ..RunQuery::default()
+    };
+    let runs = store.list_runs(&query).await.expect("list runs");
+    store.close().await;
+    runs
 }

@@ -7,8 +7,8 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use enrichflow::store::{
-    self, AttemptKey, AttemptOutcome, AttemptRecord, ErrorInfo, RunQuery, RunRecord, RunStatus,
-    Store,
+    self, AttemptKey, AttemptOutcome, AttemptRecord, ErrorInfo, RunLock, RunQuery, RunRecord,
+    RunStatus, Store,
 };
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -43,6 +43,13 @@ impl Store for FaultyStore {
     }
     async fn create_run(&self, run: &RunRecord) -> store::Result<()> {
         self.inner.create_run(run).await
+    }
+    async fn create_run_once(
+        &self,
+        run: &RunRecord,
+        fresh_since: DateTime<Utc>,
+    ) -> store::Result<store::Created> {
+        self.inner.create_run_once(run, fresh_since).await
     }
     async fn run(&self, run_id: &str) -> store::Result<Option<RunRecord>> {
         self.inner.run(run_id).await
@@ -95,9 +102,12 @@ impl Store for FaultyStore {
         &self,
         key: &AttemptKey,
         input: Option<&Value>,
+        worker: &str,
         started_at: DateTime<Utc>,
     ) -> store::Result<bool> {
-        self.inner.start_attempt(key, input, started_at).await
+        self.inner
+            .start_attempt(key, input, worker, started_at)
+            .await
     }
     async fn finish_attempt(
         &self,
@@ -128,6 +138,34 @@ impl Store for FaultyStore {
         finished_at: DateTime<Utc>,
     ) -> store::Result<u64> {
         self.inner.cancel_open_attempts(run_id, finished_at).await
+    }
+    async fn lock_run(&self, run_id: &str) -> store::Result<RunLock> {
+        self.inner.lock_run(run_id).await
+    }
+    async fn mark_dispatched(&self, keys: &[AttemptKey]) -> store::Result<()> {
+        self.inner.mark_dispatched(keys).await
+    }
+    async fn undispatched_attempts(&self, before: DateTime<Utc>) -> store::Result<Vec<AttemptKey>> {
+        self.inner.undispatched_attempts(before).await
+    }
+    async fn claim_stale_attempts(
+        &self,
+        stale_before: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> store::Result<Vec<AttemptKey>> {
+        self.inner.claim_stale_attempts(stale_before, now).await
+    }
+    async fn heartbeat(&self, worker: &str, now: DateTime<Utc>) -> store::Result<u64> {
+        self.inner.heartbeat(worker, now).await
+    }
+    async fn overdue_runs(&self, now: DateTime<Utc>) -> store::Result<Vec<String>> {
+        self.inner.overdue_runs(now).await
+    }
+    async fn listen_finished(
+        &self,
+        finished: tokio::sync::mpsc::UnboundedSender<String>,
+    ) -> store::Result<()> {
+        self.inner.listen_finished(finished).await
     }
 }
 

@@ -1,10 +1,14 @@
 //! The engine's integration tests: one binary, one module per area.
 
 mod api;
+mod broker;
 mod cli;
 mod cron;
+mod distributed;
 mod examples;
 mod faults;
+mod idempotency;
+mod lead_nodes;
 mod postgres;
 mod process;
 mod recovery;

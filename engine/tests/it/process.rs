@@ -5,7 +5,12 @@ use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::Duration;
 
-use serde_json::Value;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+use wiremock::{Request, Respond, ResponseTemplate};
 
 /// A running `enrichflow serve`; killed (SIGKILL) when dropped.
 pub struct ServeProcess {
@@ -17,16 +22,28 @@ impl ServeProcess {
     /// Starts `serve` on a free port with `workflows` and the store at `database_url`, the secret
     /// `BASE_URL` set to `base_url_secret`, and waits until it says where it listens.
     pub fn start(workflows: &Path, database_url: &str, base_url_secret: &str) -> ServeProcess {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_enrichflow"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--workers", "2"])
+        Self::start_with(
+            workflows,
+            database_url,
+            base_url_secret,
+            &["--workers", "2"],
+        )
+    }
+
+    /// As [`ServeProcess::start`], with more arguments (`--amqp-url …`, `--workers 0`).
+    pub fn start_with(
+        workflows: &Path,
+        database_url: &str,
+        base_url_secret: &str,
+        args: &[&str],
+    ) -> ServeProcess {
+        let mut child = enrichflow(base_url_secret)
+            .args(["serve", "--listen", "127.0.0.1:0"])
             .arg("--workflows")
             .arg(workflows)
             .arg("--database-url")
             .arg(database_url)
-            .env("ENRICHFLOW_SECRET_BASE_URL", base_url_secret)
-            .env("RUST_LOG", "warn")
-            .stderr(Stdio::piped())
-            .stdout(Stdio::null())
+            .args(args)
             .spawn()
             .expect("the enrichflow binary starts");
         let stderr = child.stderr.take().expect("piped stderr");
@@ -41,7 +58,11 @@ impl ServeProcess {
             }
         };
         // Keep draining stderr so the child never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                eprintln!("[serve] {line}");
+            }
+        });
         ServeProcess { child, base_url }
     }
 
@@ -60,6 +81,68 @@ impl Drop for ServeProcess {
     fn drop(&mut self) {
         // SIGKILL on Unix: the process gets no chance to clean up.
         let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The binary with the secret `BASE_URL`, quiet logs, stderr piped and stdout dropped.
+fn enrichflow(base_url_secret: &str) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_enrichflow"));
+    command
+        .env("ENRICHFLOW_SECRET_BASE_URL", base_url_secret)
+        .env("RUST_LOG", "warn")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null());
+    command
+}
+
+/// A running `enrichflow worker`; killed (SIGKILL) when dropped.
+pub struct WorkerProcess {
+    child: Child,
+}
+
+impl WorkerProcess {
+    /// Starts `worker` with the given arguments after `worker`, the secret `BASE_URL` set.
+    pub fn start(base_url_secret: &str, args: &[&str]) -> WorkerProcess {
+        let mut child = enrichflow(base_url_secret)
+            .arg("worker")
+            .args(args)
+            .spawn()
+            .expect("the enrichflow binary starts");
+        let stderr = child.stderr.take().expect("piped stderr");
+        // Echo the worker's warnings into the test output; they explain a failure.
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                eprintln!("[worker] {line}");
+            }
+        });
+        WorkerProcess { child }
+    }
+
+    /// Sends a signal (`-TERM`, `-STOP`, `-CONT`, `-KILL`).
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([signal, &self.child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill {signal} failed");
+    }
+
+    /// Sends SIGTERM and waits for the process to exit.
+    pub fn terminate(mut self) -> ExitStatus {
+        self.signal("-TERM");
+        self.child.wait().expect("the process exits")
+    }
+}
+
+impl Drop for WorkerProcess {
+    fn drop(&mut self) {
+        // A stopped process must be continued to die of SIGKILL promptly on every kernel.
+        let _ = self.child.kill();
+        let _ = Command::new("kill")
+            .args(["-CONT", &self.child.id().to_string()])
+            .stderr(Stdio::null())
+            .status();
         let _ = self.child.wait();
     }
 }
@@ -83,7 +166,10 @@ pub fn remove_database(database: &Path) {
 /// Polls `GET /api/v1/runs/{id}` until the run has finished (the run belongs to another
 /// process, so there is nothing to wait on but its API).
 pub async fn finished_run(client: &reqwest::Client, base_url: &str, run_id: &str) -> Value {
-    for _ in 0..600 {
+    // Generous: two cores shared by parallel tests, each with several processes.
+    const PATIENCE: Duration = Duration::from_secs(60);
+    let deadline = std::time::Instant::now() + PATIENCE;
+    loop {
         let run: Value = client
             .get(format!("{base_url}/api/v1/runs/{run_id}"))
             .send()
@@ -98,9 +184,11 @@ pub async fn finished_run(client: &reqwest::Client, base_url: &str, run_id: &str
         ) {
             return run;
         }
+        if std::time::Instant::now() > deadline {
+            panic!("run {run_id} did not finish within {PATIENCE:?}: {run:#}");
+        }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    panic!("run {run_id} did not finish within 30 s");
 }
 
 /// Starts a run through a webhook and returns its id.
@@ -115,4 +203,22 @@ pub async fn trigger(client: &reqwest::Client, base_url: &str, hook: &str) -> St
         .await
         .expect("202 body");
     accepted["run_id"].as_str().expect("a run id").to_owned()
+}
+
+/// Answers `delays[n]` late on call `n` (no delay past the list) and reports each arrival.
+pub struct Delayed {
+    pub calls: Arc<AtomicUsize>,
+    pub delays: Vec<Duration>,
+    pub arrived: mpsc::UnboundedSender<()>,
+}
+
+impl Respond for Delayed {
+    fn respond(&self, _: &Request) -> ResponseTemplate {
+        let call = self.calls.fetch_add(1, Ordering::SeqCst);
+        let _ = self.arrived.send(());
+        let delay = self.delays.get(call).copied().unwrap_or_default();
+        ResponseTemplate::new(200)
+            .set_body_json(json!({"ok": call}))
+            .set_delay(delay)
+    }
 }

@@ -66,6 +66,7 @@ async fn a_run_triggered_during_recovery_executes_its_node_once() {
         workflow,
         trigger: json!({"type": "manual", "body": {}}),
         payload: json!({}),
+        idempotency_key: None,
     };
     let mut triggering = tokio::spawn({
         let engine = engine.clone();
@@ -80,7 +81,7 @@ async fn a_run_triggered_during_recovery_executes_its_node_once() {
 
     let shutdown = CancellationToken::new();
     let running = tokio::spawn(engine.clone().run(shutdown.clone()));
-    let run = triggering.await.expect("joined").expect("triggered");
+    let run = triggering.await.expect("joined").expect("triggered").run;
     let finished = engine
         .wait(&run.id, Duration::from_secs(10))
         .await

@@ -9,29 +9,11 @@ use std::time::Duration;
 use serde_json::json;
 use tokio::sync::mpsc;
 use wiremock::matchers::{method, path};
-use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
+use wiremock::{Mock, MockServer};
 
 use crate::process::{
-    ServeProcess, finished_run, remove_database, sqlite_url, temp_database, trigger,
+    Delayed, ServeProcess, finished_run, remove_database, sqlite_url, temp_database, trigger,
 };
-
-/// Answers `delays[n]` late on call `n` (no delay past the list) and reports each arrival.
-struct Delayed {
-    calls: Arc<AtomicUsize>,
-    delays: Vec<Duration>,
-    arrived: mpsc::UnboundedSender<()>,
-}
-
-impl Respond for Delayed {
-    fn respond(&self, _: &Request) -> ResponseTemplate {
-        let call = self.calls.fetch_add(1, Ordering::SeqCst);
-        let _ = self.arrived.send(());
-        let delay = self.delays.get(call).copied().unwrap_or_default();
-        ResponseTemplate::new(200)
-            .set_body_json(json!({"ok": call}))
-            .set_delay(delay)
-    }
-}
 
 struct Mocks {
     server: MockServer,

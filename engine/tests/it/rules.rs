@@ -1005,6 +1005,7 @@ async fn the_run_json_has_the_documented_shape() {
         "not_before",
         "started_at",
         "finished_at",
+        "worker",
     ]);
     for (id, node) in nodes.as_object().expect("a map") {
         assert_eq!(keys(node), node_keys, "nodes.{id}");
@@ -1026,6 +1027,11 @@ async fn the_run_json_has_the_documented_shape() {
             for field in ["not_before", "started_at", "finished_at"] {
                 check_timestamp(&attempt[field], &format!("{at}.{field}"));
             }
+            let worker = &attempt["worker"];
+            assert!(
+                worker.is_null() || worker.as_str().is_some_and(|w| w.contains(':')),
+                "{at}.worker is host:pid:n or null: {worker}"
+            );
         }
     }
 

@@ -1,0 +1,176 @@
+//! Dispatch in the distributed mode: the outbox between the store and RabbitMQ, attempt leases,
+//! dead letters, and news of runs finished by other processes.
+//!
+//! Every state change is committed before its task is published, so the store is the truth and
+//! RabbitMQ only carries work to do. What can fall between the two is caught by the sweep a
+//! `serve` replica runs: queued attempts the broker never confirmed are published again, running
+//! attempts whose worker stopped renewing their lease are handed to another worker, and runs
+//! past their deadline are advanced whichever replica armed the timer.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use tokio::sync::mpsc;
+
+use crate::driver;
+use crate::engine::{Error, Shared};
+use crate::queue::DeadLetter;
+use crate::store::{AttemptKey, AttemptOutcome, AttemptStatus, ErrorInfo};
+
+/// How long a queued attempt may stay unconfirmed before the sweep publishes it again: longer
+/// than a publish normally takes, so the sweep rarely duplicates a message still in flight.
+const OUTBOX_GRACE: Duration = Duration::from_secs(5);
+
+/// Puts an attempt on the queue. With a durable queue the store records that the broker took it,
+/// and a failed publish is left to the sweep rather than failing the caller: the attempt is
+/// committed, so it will be published once the broker is back.
+pub async fn dispatch(shared: &Shared, key: AttemptKey) -> Result<(), Error> {
+    if !shared.queue.durable() {
+        return Ok(shared.queue.enqueue(key).await?);
+    }
+    match shared.queue.enqueue(key.clone()).await {
+        Ok(()) => {
+            if let Err(error) = shared
+                .store
+                .mark_dispatched(std::slice::from_ref(&key))
+                .await
+            {
+                tracing::warn!(%error, run = %key.run_id, node = %key.node_id,
+                    "recording a dispatch failed; the sweep will publish the attempt again");
+            }
+        }
+        Err(error) => {
+            tracing::warn!(%error, run = %key.run_id, node = %key.node_id,
+                "publishing an attempt failed; the sweep will publish it");
+        }
+    }
+    Ok(())
+}
+
+/// The sweep of a `serve` replica, every `interval` until shutdown.
+pub async fn sweep(shared: Arc<Shared>, interval: Duration) {
+    loop {
+        tokio::select! {
+            _ = shared.shutdown.cancelled() => return,
+            _ = tokio::time::sleep(interval) => {}
+        }
+        if let Err(error) = sweep_once(&shared).await {
+            tracing::error!(%error, "sweeping open attempts failed");
+        }
+    }
+}
+
+async fn sweep_once(shared: &Arc<Shared>) -> Result<(), Error> {
+    let store = &shared.store;
+    let now = Utc::now();
+    let grace = chrono::Duration::from_std(OUTBOX_GRACE).unwrap_or_default();
+    for key in store.undispatched_attempts(now - grace).await? {
+        tracing::info!(run = %key.run_id, node = %key.node_id, attempt = key.attempt,
+            "publishing an attempt the broker never confirmed");
+        dispatch(shared, key).await?;
+    }
+    let lease = chrono::Duration::from_std(shared.options.lease).unwrap_or_default();
+    for key in store.claim_stale_attempts(now - lease, now).await? {
+        tracing::warn!(run = %key.run_id, node = %key.node_id, attempt = key.attempt,
+            "the worker running this attempt stopped renewing its lease; dispatching it again");
+        if let Err(error) = shared.queue.enqueue(key).await {
+            // The lease was renewed by the claim, so the next sweep after it runs out retries.
+            tracing::warn!(%error, "publishing an attempt whose lease ran out failed");
+        }
+    }
+    for run_id in store.overdue_runs(now).await? {
+        driver::advance(shared, &run_id).await?;
+    }
+    Ok(())
+}
+
+/// Renews the lease of the attempts this process is running, a few times per lease.
+pub async fn heartbeat(shared: Arc<Shared>) {
+    let interval = shared.options.lease / 3;
+    loop {
+        tokio::select! {
+            _ = shared.shutdown.cancelled() => return,
+            _ = tokio::time::sleep(interval) => {}
+        }
+        if let Err(error) = shared.store.heartbeat(&shared.worker_id, Utc::now()).await {
+            tracing::warn!(%error, "renewing attempt leases failed");
+        }
+    }
+}
+
+/// Marks the attempts RabbitMQ gave up on as failed, so their runs end instead of waiting.
+pub async fn dead_letters(shared: Arc<Shared>) {
+    loop {
+        let letter = tokio::select! {
+            _ = shared.shutdown.cancelled() => return,
+            letter = shared.queue.dead_letter() => letter,
+        };
+        let Some(letter) = letter else {
+            return;
+        };
+        match handle_dead_letter(&shared, &letter).await {
+            Ok(()) => {
+                if let Err(error) = letter.ack().await {
+                    tracing::warn!(%error, "cannot remove a handled dead letter");
+                }
+            }
+            // Not acknowledged: RabbitMQ delivers it again after a reconnect.
+            Err(error) => tracing::error!(%error, "handling a dead letter failed"),
+        }
+    }
+}
+
+async fn handle_dead_letter(shared: &Arc<Shared>, letter: &DeadLetter) -> Result<(), Error> {
+    let Some(key) = &letter.attempt else {
+        tracing::error!(reason = %letter.reason, body = %String::from_utf8_lossy(&letter.body),
+            "dropping an undecodable task");
+        return Ok(());
+    };
+    let message = match letter.reason.as_str() {
+        "delivery_limit" => "the task was delivered too many times without finishing \
+            (the workers running it crashed or were killed)"
+            .to_owned(),
+        reason => format!("RabbitMQ dead-lettered the task ({reason})"),
+    };
+    tracing::error!(run = %key.run_id, node = %key.node_id, attempt = key.attempt, %message,
+        "marking a dead-lettered attempt failed");
+    let outcome = AttemptOutcome {
+        status: AttemptStatus::Failed,
+        output: None,
+        error: Some(ErrorInfo::new("dead_letter", message)),
+        retryable: false,
+        not_before: None,
+        finished_at: Utc::now(),
+    };
+    if shared.store.finish_attempt(key, &outcome).await? {
+        driver::advance(shared, &key.run_id).await?;
+    }
+    Ok(())
+}
+
+/// Wakes local waiters (webhooks answering `on_complete`) when any process finishes a run.
+pub async fn forward_finished(shared: Arc<Shared>) {
+    const PAUSE: Duration = Duration::from_secs(1);
+    loop {
+        let (sender, mut receiver) = mpsc::unbounded_channel::<String>();
+        let forward = async {
+            while let Some(run_id) = receiver.recv().await {
+                shared.notify_finished(&run_id);
+            }
+        };
+        tokio::select! {
+            _ = shared.shutdown.cancelled() => return,
+            listened = shared.store.listen_finished(sender) => {
+                if let Err(error) = listened {
+                    tracing::warn!(%error, "listening for finished runs failed; waiters poll meanwhile");
+                }
+            }
+            _ = forward => {}
+        }
+        tokio::select! {
+            _ = shared.shutdown.cancelled() => return,
+            _ = tokio::time::sleep(PAUSE) => {}
+        }
+    }
+}

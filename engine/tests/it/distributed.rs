@@ -1,0 +1,450 @@
+//! The distributed mode with real processes, Postgres and RabbitMQ: `serve` replicas and
+//! `enrichflow worker` processes killed, stopped and restarted while runs are in flight.
+//! Each test has its own database and queue prefix, removed afterwards.
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
+use lapin::{Connection, ConnectionProperties};
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+use wiremock::matchers::{method, path};
+use wiremock::{Mock, MockServer};
+
+use crate::broker::PrivateBroker;
+use crate::postgres::{TestDatabase, database};
+use crate::process::{Delayed, ServeProcess, WorkerProcess, finished_run, trigger};
+
+/// One deployment's shared services: a database and a queue prefix on a broker.
+pub struct Deployment {
+    pub database: TestDatabase,
+    pub amqp_url: String,
+    pub prefix: String,
+    pub mocks: MockServer,
+}
+
+impl Deployment {
+    /// A fresh database and prefix, or `None` (after saying so) without the test services.
+    pub async fn new(test: &str) -> Option<Deployment> {
+        let Ok(amqp_url) = std::env::var("ENRICHFLOW_TEST_AMQP_URL") else {
+            println!("skipped {test}: ENRICHFLOW_TEST_AMQP_URL is not set");
+            return None;
+        };
+        Self::on_broker(test, amqp_url).await
+    }
+
+    /// As [`Deployment::new`], on a given broker.
+    pub async fn on_broker(test: &str, amqp_url: String) -> Option<Deployment> {
+        crate::support::install_crypto();
+        let database = database(test).await?;
+        Some(Deployment {
+            database,
+            amqp_url,
+            prefix: format!("enrichflow_it_{}", uuid::Uuid::now_v7().simple()),
+            mocks: MockServer::start().await,
+        })
+    }
+
+    fn workflows() -> PathBuf {
+        crate::support::fixtures("distributed")
+    }
+
+    /// A `serve` replica without local workers.
+    pub fn serve(&self, extra: &[&str]) -> ServeProcess {
+        let mut args = vec!["--amqp-url", &self.amqp_url, "--queue-prefix", &self.prefix];
+        args.extend_from_slice(extra);
+        ServeProcess::start_with(
+            &Self::workflows(),
+            &self.database.url,
+            &self.mocks.uri(),
+            &args,
+        )
+    }
+
+    /// An `enrichflow worker`.
+    pub fn worker(&self, concurrency: usize, extra: &[&str]) -> WorkerProcess {
+        let concurrency = concurrency.to_string();
+        let mut args = vec![
+            "--database-url",
+            &self.database.url,
+            "--amqp-url",
+            &self.amqp_url,
+            "--queue-prefix",
+            &self.prefix,
+            "--concurrency",
+            &concurrency,
+        ];
+        args.extend_from_slice(extra);
+        WorkerProcess::start(&self.mocks.uri(), &args)
+    }
+
+    /// Drops the database and the prefix's queues (after every process is gone).
+    pub async fn remove(self) {
+        self.database.drop_database().await;
+        if let Err(error) = delete_queues(&self.amqp_url, &self.prefix).await {
+            eprintln!("cannot delete the queues of {}: {error}", self.prefix);
+        }
+    }
+}
+
+async fn delete_queues(url: &str, prefix: &str) -> Result<(), lapin::Error> {
+    let connection = Connection::connect(url, ConnectionProperties::default()).await?;
+    let channel = connection.create_channel().await?;
+    for queue in [
+        format!("{prefix}.attempts"),
+        format!("{prefix}.attempts.dead"),
+    ] {
+        channel
+            .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
+            .await?;
+    }
+    channel
+        .exchange_delete(
+            format!("{prefix}.attempts.dead").as_str().into(),
+            ExchangeDeleteOptions::default(),
+        )
+        .await?;
+    connection.close(200, "done".into()).await
+}
+
+/// Mounts `GET /{route}` answering with `delays`; returns its call count and arrivals.
+async fn mount(
+    server: &MockServer,
+    route: &str,
+    delays: Vec<Duration>,
+) -> (Arc<AtomicUsize>, mpsc::UnboundedReceiver<()>) {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let (arrived, arrivals) = mpsc::unbounded_channel();
+    let responder = Delayed {
+        calls: calls.clone(),
+        delays,
+        arrived,
+    };
+    Mock::given(method("GET"))
+        .and(path(format!("/{route}")))
+        .respond_with(responder)
+        .mount(server)
+        .await;
+    (calls, arrivals)
+}
+
+async fn arrival(arrivals: &mut mpsc::UnboundedReceiver<()>) {
+    tokio::time::timeout(Duration::from_secs(30), arrivals.recv())
+        .await
+        .expect("the mock was called within 30 s")
+        .expect("the mock is alive");
+}
+
+/// The `worker` of every attempt in the run JSON.
+fn workers_of(run: &Value) -> Vec<String> {
+    run["nodes"]
+        .as_object()
+        .into_iter()
+        .flat_map(|nodes| nodes.values())
+        .flat_map(|node| node["history"].as_array().cloned().unwrap_or_default())
+        .filter_map(|attempt| attempt["worker"].as_str().map(str::to_owned))
+        .collect()
+}
+
+/// The node's history statuses, oldest first.
+fn history(run: &Value, node: &str) -> Vec<String> {
+    run["nodes"][node]["history"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|attempt| attempt["status"].as_str().map(str::to_owned))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_webhook_answers_on_complete_with_what_workers_elsewhere_computed() {
+    let Some(deployment) = Deployment::new("on_complete_across_processes").await else {
+        return;
+    };
+    let server = deployment.serve(&[]);
+    let _worker = deployment.worker(4, &[]);
+    let client = reqwest::Client::new();
+    for n in [1, 10, 100] {
+        let response = client
+            .post(format!("{}/hooks/chain", server.base_url))
+            .json(&json!({ "n": n }))
+            .send()
+            .await
+            .expect("POST /hooks/chain");
+        assert_eq!(response.status(), 200);
+        let body: Value = response.json().await.expect("JSON");
+        assert_eq!(
+            body,
+            json!(n + 4),
+            "five nodes, each adding one after the first"
+        );
+    }
+    drop(server);
+    deployment.remove().await;
+}
+
+#[tokio::test]
+async fn three_workers_share_the_load() {
+    let Some(deployment) = Deployment::new("three_workers_share_the_load").await else {
+        return;
+    };
+    let delays = vec![Duration::from_millis(200); 30];
+    let (calls, _arrivals) = mount(&deployment.mocks, "call", delays).await;
+    let server = deployment.serve(&[]);
+    let workers: Vec<_> = (0..3).map(|_| deployment.worker(2, &[])).collect();
+    let client = reqwest::Client::new();
+    let mut runs = Vec::new();
+    for _ in 0..30 {
+        runs.push(trigger(&client, &server.base_url, "call").await);
+    }
+    let mut seen = HashSet::new();
+    for run_id in &runs {
+        let run = finished_run(&client, &server.base_url, run_id).await;
+        assert_eq!(run["status"], "succeeded", "{run:#}");
+        seen.extend(workers_of(&run));
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 30, "each node ran once");
+    assert_eq!(seen.len(), 3, "every worker took attempts: {seen:?}");
+    drop(workers);
+    drop(server);
+    deployment.remove().await;
+}
+
+#[tokio::test]
+async fn a_worker_killed_in_the_middle_of_an_attempt_is_replaced_and_the_run_succeeds() {
+    let Some(deployment) = Deployment::new("worker_killed_mid_attempt").await else {
+        return;
+    };
+    let (first_calls, _) = mount(&deployment.mocks, "first", Vec::new()).await;
+    let (slow_calls, mut slow_arrived) =
+        mount(&deployment.mocks, "slow", vec![Duration::from_secs(60)]).await;
+    let server = deployment.serve(&[]);
+    let doomed = deployment.worker(2, &[]);
+    let client = reqwest::Client::new();
+    let run_id = trigger(&client, &server.base_url, "slow-chain").await;
+    arrival(&mut slow_arrived).await;
+    doomed.signal("-KILL");
+    let _replacement = deployment.worker(2, &[]);
+    let run = finished_run(&client, &server.base_url, &run_id).await;
+    assert_eq!(run["status"], "succeeded", "{run:#}");
+    assert_eq!(
+        first_calls.load(Ordering::SeqCst),
+        1,
+        "finished nodes never run again"
+    );
+    assert_eq!(
+        slow_calls.load(Ordering::SeqCst),
+        2,
+        "the interrupted attempt ran again"
+    );
+    assert_eq!(
+        history(&run, "slow"),
+        ["succeeded"],
+        "one attempt, redelivered"
+    );
+    drop(doomed);
+    drop(server);
+    deployment.remove().await;
+}
+
+#[tokio::test]
+async fn a_server_killed_in_the_middle_of_a_run_loses_nothing() {
+    let Some(deployment) = Deployment::new("server_killed_mid_run").await else {
+        return;
+    };
+    let (first_calls, _) = mount(&deployment.mocks, "first", Vec::new()).await;
+    let (slow_calls, mut slow_arrived) =
+        mount(&deployment.mocks, "slow", vec![Duration::from_secs(2)]).await;
+    let doomed = deployment.serve(&[]);
+    let _worker = deployment.worker(2, &[]);
+    let client = reqwest::Client::new();
+    let run_id = trigger(&client, &doomed.base_url, "slow-chain").await;
+    arrival(&mut slow_arrived).await;
+    drop(doomed); // SIGKILL
+    let replica = deployment.serve(&[]);
+    let run = finished_run(&client, &replica.base_url, &run_id).await;
+    assert_eq!(run["status"], "succeeded", "{run:#}");
+    assert_eq!(run["output"], json!({"ok": 0}));
+    assert_eq!(first_calls.load(Ordering::SeqCst), 1);
+    assert_eq!(
+        slow_calls.load(Ordering::SeqCst),
+        1,
+        "the worker was not disturbed"
+    );
+    drop(replica);
+    deployment.remove().await;
+}
+
+#[tokio::test]
+async fn a_stopped_worker_loses_its_lease_and_another_worker_finishes_the_attempt() {
+    let Some(deployment) = Deployment::new("stopped_worker_loses_lease").await else {
+        return;
+    };
+    let (_, _) = mount(&deployment.mocks, "first", Vec::new()).await;
+    let (slow_calls, mut slow_arrived) =
+        mount(&deployment.mocks, "slow", vec![Duration::from_secs(1)]).await;
+    let lease = ["--lease", "2s"];
+    let server = deployment.serve(&lease);
+    // Concurrency 1: with its one delivery unacknowledged, RabbitMQ sends it nothing more.
+    let frozen = deployment.worker(1, &lease);
+    let client = reqwest::Client::new();
+    let run_id = trigger(&client, &server.base_url, "slow-chain").await;
+    arrival(&mut slow_arrived).await;
+    // Stopped, not dead: its connection to RabbitMQ stays open, so only the lease can tell.
+    frozen.signal("-STOP");
+    let _healthy = deployment.worker(2, &lease);
+    let run = finished_run(&client, &server.base_url, &run_id).await;
+    assert_eq!(run["status"], "succeeded", "{run:#}");
+    assert_eq!(slow_calls.load(Ordering::SeqCst), 2);
+    let holders = workers_of(&run);
+    assert_eq!(
+        holders.len(),
+        3,
+        "first, slow and last each show one worker: {holders:?}"
+    );
+    drop(frozen);
+    drop(server);
+    deployment.remove().await;
+}
+
+#[tokio::test]
+async fn sigterm_lets_a_worker_finish_its_attempt_before_it_exits() {
+    let Some(deployment) = Deployment::new("worker_sigterm").await else {
+        return;
+    };
+    let (_, _) = mount(&deployment.mocks, "first", Vec::new()).await;
+    let (slow_calls, mut slow_arrived) =
+        mount(&deployment.mocks, "slow", vec![Duration::from_secs(1)]).await;
+    let server = deployment.serve(&[]);
+    let leaving = deployment.worker(2, &[]);
+    let client = reqwest::Client::new();
+    let run_id = trigger(&client, &server.base_url, "slow-chain").await;
+    arrival(&mut slow_arrived).await;
+    let status = leaving.terminate();
+    assert!(status.success(), "the worker exits cleanly: {status}");
+    // The last node is left for whoever comes next.
+    let _next = deployment.worker(2, &[]);
+    let run = finished_run(&client, &server.base_url, &run_id).await;
+    assert_eq!(run["status"], "succeeded", "{run:#}");
+    assert_eq!(
+        slow_calls.load(Ordering::SeqCst),
+        1,
+        "the attempt was finished, not redone"
+    );
+    drop(server);
+    deployment.remove().await;
+}
+
+/// Polls `/readyz` until it answers `status`; returns the last body.
+async fn readiness(client: &reqwest::Client, base_url: &str, status: u16) -> Value {
+    for _ in 0..200 {
+        let response = client
+            .get(format!("{base_url}/readyz"))
+            .send()
+            .await
+            .expect("GET /readyz");
+        if response.status() == status {
+            return response.json().await.expect("JSON");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("/readyz did not answer {status} within 10 s");
+}
+
+#[tokio::test]
+async fn restarting_rabbitmq_while_runs_flow_loses_none() {
+    let Some(broker) = PrivateBroker::start().await else {
+        return;
+    };
+    let Some(deployment) = Deployment::on_broker("rabbitmq_restart", broker.url()).await else {
+        return;
+    };
+    let delays = vec![Duration::from_millis(100); 60];
+    let (calls, _arrivals) = mount(&deployment.mocks, "call", delays).await;
+    let server = deployment.serve(&[]);
+    let workers = [deployment.worker(2, &[]), deployment.worker(2, &[])];
+    let client = reqwest::Client::new();
+    let mut runs = Vec::new();
+    for _ in 0..20 {
+        runs.push(trigger(&client, &server.base_url, "call").await);
+    }
+    broker.stop().await;
+    let down = readiness(&client, &server.base_url, 503).await;
+    assert_eq!(down["down"], json!(["broker"]));
+    // Webhooks still take runs while the broker is away; their attempts wait in the outbox.
+    for _ in 0..10 {
+        runs.push(trigger(&client, &server.base_url, "call").await);
+    }
+    broker.start_again().await;
+    readiness(&client, &server.base_url, 200).await;
+    for _ in 0..10 {
+        runs.push(trigger(&client, &server.base_url, "call").await);
+    }
+    for run_id in &runs {
+        let run = finished_run(&client, &server.base_url, run_id).await;
+        assert_eq!(run["status"], "succeeded", "{run:#}");
+    }
+    assert!(
+        calls.load(Ordering::SeqCst) >= runs.len(),
+        "every run called"
+    );
+    drop(workers);
+    drop(server);
+    deployment.remove().await;
+}
+
+/// Publishes `body` to the dead-letter exchange as RabbitMQ does when it gives up on a task.
+async fn dead_letter(deployment: &Deployment, body: &[u8], reason: &str) {
+    use lapin::BasicProperties;
+    use lapin::options::BasicPublishOptions;
+    use lapin::types::{AMQPValue, FieldTable};
+    let connection = Connection::connect(&deployment.amqp_url, ConnectionProperties::default())
+        .await
+        .expect("connect to RabbitMQ");
+    let channel = connection.create_channel().await.expect("a channel");
+    let mut headers = FieldTable::default();
+    headers.insert(
+        "x-first-death-reason".into(),
+        AMQPValue::LongString(reason.into()),
+    );
+    let exchange = format!("{}.attempts.dead", deployment.prefix);
+    channel
+        .basic_publish(
+            exchange.as_str().into(),
+            "".into(),
+            BasicPublishOptions::default(),
+            body,
+            BasicProperties::default().with_headers(headers),
+        )
+        .await
+        .expect("publish")
+        .await
+        .expect("confirm");
+    connection.close(200, "done".into()).await.expect("close");
+}
+
+#[tokio::test]
+async fn an_attempt_rabbitmq_gave_up_on_fails_its_run_with_the_reason() {
+    let Some(deployment) = Deployment::new("dead_letter_fails_attempt").await else {
+        return;
+    };
+    // No worker: the attempt waits in the queue until RabbitMQ "gives up" on it.
+    let server = deployment.serve(&[]);
+    let client = reqwest::Client::new();
+    let run_id = trigger(&client, &server.base_url, "call").await;
+    dead_letter(&deployment, b"not a task", "rejected").await;
+    let task = json!({ "run_id": run_id, "node_id": "call", "attempt": 1 });
+    dead_letter(&deployment, task.to_string().as_bytes(), "delivery_limit").await;
+    let run = finished_run(&client, &server.base_url, &run_id).await;
+    assert_eq!(run["status"], "failed", "{run:#}");
+    let error = &run["nodes"]["call"]["error"];
+    assert_eq!(error["kind"], "dead_letter", "{run:#}");
+    let message = error["message"].as_str().expect("a message");
+    assert!(message.contains("delivered too many times"), "{message}");
+    drop(server);
+    deployment.remove().await;
+}
