@@ -229,6 +229,7 @@ fn context(shared: &Shared, workflow: &Workflow, key: &AttemptKey, run_id: &str)
         cancellation: shared.run_token(run_id).child_token(),
         http: shared.http.clone(),
         secrets: shared.secrets.clone(),
+        services: shared.services.clone(),
     }
 }
 

@@ -22,6 +22,10 @@ use crate::store::{AttemptKey, AttemptOutcome, AttemptStatus, ErrorInfo};
 /// than a publish normally takes, so the sweep rarely duplicates a message still in flight.
 const OUTBOX_GRACE: Duration = Duration::from_secs(5);
 
+/// How long a running run may sit with no open attempt before the sweep advances it: far longer
+/// than the advance that normally follows an attempt, which only a database failure prevents.
+const STALL_GRACE: Duration = Duration::from_secs(5);
+
 /// Puts an attempt on the queue. With a durable queue the store records that the broker took it,
 /// and a failed publish is left to the sweep rather than failing the caller: the attempt is
 /// committed, so it will be published once the broker is back.
@@ -80,6 +84,11 @@ async fn sweep_once(shared: &Arc<Shared>) -> Result<(), Error> {
         }
     }
     for run_id in store.overdue_runs(now).await? {
+        driver::advance(shared, &run_id).await?;
+    }
+    let quiet = chrono::Duration::from_std(STALL_GRACE).unwrap_or_default();
+    for run_id in store.stalled_runs(now - quiet).await? {
+        tracing::warn!(run = %run_id, "advancing a run nothing was left to advance");
         driver::advance(shared, &run_id).await?;
     }
     Ok(())

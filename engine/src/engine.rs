@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::Utc;
-use enrichflow_nodes::{Registry, Secrets};
+use enrichflow_nodes::{Registry, Secrets, Services};
 use serde_json::Value;
 use tokio::sync::{Notify, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -131,6 +131,8 @@ pub(crate) struct Shared {
     pub templates: Templates,
     pub secrets: Secrets,
     pub http: reqwest::Client,
+    /// The cache and lead store nodes use.
+    pub services: Services,
     pub revisions: Revisions,
     pub schemas: Schemas,
     pub options: EngineOptions,
@@ -218,6 +220,7 @@ impl Engine {
             .build()
             .unwrap_or_default();
         let revisions = Revisions::new(registry.clone(), templates.clone());
+        let services = store.services();
         let shared = Shared {
             store,
             queue,
@@ -226,6 +229,7 @@ impl Engine {
             templates,
             secrets: options.secrets.clone(),
             http,
+            services,
             revisions,
             schemas: Schemas::default(),
             options,
@@ -454,14 +458,18 @@ impl Engine {
             limit: 1,
             ..RunQuery::default()
         };
-        self.shared
-            .store
-            .list_runs(&probe)
-            .await
-            .map_err(|error| Unready {
-                component: "database",
-                detail: error.to_string(),
-            })?;
+        // Short: a probe queued behind a pool waiting out its acquire timeout says little more.
+        const PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+        let probe = tokio::time::timeout(PROBE_TIMEOUT, self.shared.store.list_runs(&probe));
+        let unready = |detail: String| Unready {
+            component: "database",
+            detail,
+        };
+        match probe.await {
+            Ok(Ok(_)) => {}
+            Ok(Err(error)) => return Err(unready(error.to_string())),
+            Err(_) => return Err(unready(format!("no answer within {PROBE_TIMEOUT:?}"))),
+        }
         self.shared.queue.health().map_err(|detail| Unready {
             component: "broker",
             detail,

@@ -6,6 +6,8 @@ use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
+use crate::Services;
+
 /// Secret values by name (`secrets.SLACK_WEBHOOK` is `Secrets::get("SLACK_WEBHOOK")`).
 ///
 /// `Debug` never prints values, so a context can be logged safely.
@@ -64,6 +66,8 @@ pub struct NodeContext {
     pub http: reqwest::Client,
     /// Secrets available to the workflow.
     pub secrets: Secrets,
+    /// The cache and the lead store.
+    pub services: Services,
 }
 
 impl NodeContext {

@@ -5,10 +5,13 @@
 mod builtin;
 mod context;
 mod error;
+pub mod leads;
 mod node;
 mod registry;
+mod services;
 
 pub use context::{NodeContext, Secrets};
 pub use error::{ConfigError, ErrorKind, NodeError};
 pub use node::Node;
 pub use registry::Registry;
+pub use services::{Cache, MemoryCache, NoLeadStore, ServiceError, Services};

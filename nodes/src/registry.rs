@@ -21,8 +21,17 @@ impl Registry {
     /// A registry with every built-in node type. This is the one list of built-ins.
     pub fn with_builtins() -> Self {
         let mut registry = Self::empty();
+        registry.register(
+            "enrich.company",
+            Arc::new(builtin::EnrichCompany::default()),
+        );
         registry.register("enrich.email", Arc::new(builtin::EnrichEmail));
+        registry.register("enrich.person", Arc::new(builtin::EnrichPerson::default()));
         registry.register("http.request", Arc::new(builtin::HttpRequest));
+        registry.register("leads.upsert", Arc::new(builtin::LeadsUpsert));
+        registry.register("notify.email", Arc::new(builtin::NotifyEmail));
+        registry.register("notify.slack", Arc::new(builtin::NotifySlack));
+        registry.register("notify.webhook", Arc::new(builtin::NotifyWebhook));
         registry.register("score.rules", Arc::new(builtin::ScoreRules));
         registry.register("score.weighted", Arc::new(builtin::ScoreWeighted));
         registry.register("transform", Arc::new(builtin::Transform));

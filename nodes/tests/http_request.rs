@@ -24,6 +24,7 @@ fn context() -> NodeContext {
         cancellation: CancellationToken::new(),
         http: reqwest::Client::new(),
         secrets: Secrets::default(),
+        services: enrichflow_nodes::Services::local(),
     }
 }
 

@@ -129,6 +129,7 @@ impl From<crate::engine::Error> for Error {
     fn from(error: crate::engine::Error) -> Self {
         match error {
             crate::engine::Error::InvalidInput(violations) => Error::InvalidInput(violations),
+            crate::engine::Error::Store(error) => error.into(),
             other => Error::internal("engine error", &other),
         }
     }
@@ -136,6 +137,11 @@ impl From<crate::engine::Error> for Error {
 
 impl From<crate::store::Error> for Error {
     fn from(error: crate::store::Error) -> Self {
+        if error.is_unavailable() {
+            // Nothing was recorded: the sender should retry, as it would on any 503.
+            tracing::warn!(%error, "the database is unavailable");
+            return Error::Unavailable("the database is unavailable; try again shortly");
+        }
         Error::internal("store error", &error)
     }
 }

@@ -1,14 +1,16 @@
-//! The HTTP API (axum): webhook triggers, workflows, runs, health and metrics. The only module
-//! that knows status codes; every error is `{"error": {"code": "...", "message": "..."}}`.
+//! The HTTP API (axum): webhook triggers, workflows, runs, leads, health and metrics. The only
+//! module that knows status codes; every error is `{"error": {"code": "...", "message": "..."}}`.
 //!
 //! Code map: `webhooks` (`POST /hooks/{path}`), `workflows` (list, one, manual runs), `runs`
-//! (list, one, cancel), `health` (`/healthz`, `/readyz`, `/metrics`), `body` (size limit and
-//! JSON rules), `idempotency` (the `Idempotency-Key` header), `error` (the status codes).
+//! (list, one, cancel), `leads` (list, one with its score history), `health` (`/healthz`,
+//! `/readyz`, `/metrics`), `body` (size limit and JSON rules), `idempotency` (the
+//! `Idempotency-Key` header), `error` (the status codes).
 
 mod body;
 mod error;
 mod health;
 mod idempotency;
+mod leads;
 mod runs;
 mod webhooks;
 mod workflows;
@@ -69,6 +71,8 @@ pub fn router(engine: Engine, options: ApiOptions, metrics: Option<PrometheusHan
         .route("/api/v1/runs", get(runs::list))
         .route("/api/v1/runs/{id}", get(runs::show))
         .route("/api/v1/runs/{id}/cancel", post(runs::cancel))
+        .route("/api/v1/leads", get(leads::list))
+        .route("/api/v1/leads/{id}", get(leads::show))
         .route("/healthz", get(health::live))
         .route("/readyz", get(health::ready))
         .route("/metrics", get(health::metrics))

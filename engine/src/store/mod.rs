@@ -1,11 +1,18 @@
-//! Durable state: workflow revisions, runs and node attempts. Only this module writes SQL.
+//! Durable state: workflow revisions, runs and node attempts, the leads nodes write and the
+//! cache they keep. Only this module writes SQL.
 //!
 //! The database is the source of truth: the queue carries only ids, and every transition is a
 //! conditional update that reports whether it happened, so a duplicate delivery or a second
 //! scheduler acting on the same run changes nothing.
 
+mod cache;
 mod connect;
 mod idempotency;
+mod leads;
+mod leads_postgres;
+mod leads_sqlite;
+#[cfg(test)]
+mod leads_tests;
 mod postgres;
 mod record;
 mod rows;
@@ -15,10 +22,15 @@ mod tests;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use enrichflow_nodes::Services;
 use serde_json::Value;
 use tokio::sync::mpsc;
 
 pub use connect::connect;
+pub use leads::{
+    ContactRecord, DEFAULT_STATUS, LeadDetail, LeadQuery, LeadRecord, LeadView, OrganizationRecord,
+    ScoreRecord,
+};
 pub use postgres::{PostgresStore, is_postgres_url};
 pub use record::{
     AttemptKey, AttemptRecord, AttemptStatus, ErrorInfo, RunQuery, RunRecord, RunStatus,
@@ -39,6 +51,28 @@ pub enum Error {
     /// Other processes kept taking and releasing the key while a run was being created.
     #[error("idempotency key `{0}` is contended; try again")]
     KeyContended(String),
+}
+
+impl Error {
+    /// True when the database could not be reached or is restarting, rather than refusing what
+    /// was asked: the caller may try again shortly.
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            Error::Database(error) => match error {
+                sqlx::Error::PoolTimedOut
+                | sqlx::Error::PoolClosed
+                | sqlx::Error::Io(_)
+                | sqlx::Error::Tls(_)
+                | sqlx::Error::Protocol(_) => true,
+                // Class 57 "operator intervention": shutdown, crash recovery, start-up.
+                sqlx::Error::Database(database) => {
+                    database.code().is_some_and(|code| code.starts_with("57P"))
+                }
+                _ => false,
+            },
+            _ => false,
+        }
+    }
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -156,9 +190,20 @@ pub trait Store: Send + Sync + 'static {
     async fn heartbeat(&self, worker: &str, now: DateTime<Utc>) -> Result<u64>;
     /// Ids of running runs whose deadline has passed.
     async fn overdue_runs(&self, now: DateTime<Utc>) -> Result<Vec<String>>;
+    /// Ids of running runs with no open attempt and nothing finished since `quiet_before`: the
+    /// process that should have advanced them lost its database at that moment (at most 100).
+    async fn stalled_runs(&self, quiet_before: DateTime<Utc>) -> Result<Vec<String>>;
     /// Sends the id of every run that any process sharing the store finishes from now on;
     /// returns only on a database error. A store only one process uses never returns.
     async fn listen_finished(&self, finished: mpsc::UnboundedSender<String>) -> Result<()>;
+
+    /// The cache and lead store that nodes use, on this store's database.
+    fn services(&self) -> Services;
+    /// Leads newest first, with contact and organisation; `cursor` is the id of the last lead
+    /// of the previous page.
+    async fn list_leads(&self, query: &LeadQuery) -> Result<Vec<LeadView>>;
+    /// One lead with its contact, organisation and score history (newest first).
+    async fn lead(&self, lead_id: &str) -> Result<Option<LeadDetail>>;
 }
 
 /// A run's lock across processes (a Postgres advisory lock held by a transaction); empty for a

@@ -7,9 +7,11 @@
 //! ordering and cursors compare bytes like SQLite.
 
 use std::str::FromStr;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::{DateTime, SubsecRound, Utc};
+use enrichflow_nodes::Services;
 use serde_json::Value;
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions, PgRow};
@@ -19,8 +21,8 @@ use tokio::sync::mpsc;
 use super::connect::without_credentials;
 use super::rows::{self, error_json};
 use super::{
-    AttemptKey, AttemptOutcome, AttemptRecord, Error, ErrorInfo, Result, RunLock, RunQuery,
-    RunRecord, RunStatus, Store,
+    AttemptKey, AttemptOutcome, AttemptRecord, Error, ErrorInfo, LeadDetail, LeadQuery, LeadView,
+    Result, RunLock, RunQuery, RunRecord, RunStatus, Store,
 };
 
 /// The schema, compiled into the binary.
@@ -34,6 +36,10 @@ const MAX_CONNECTIONS: u32 = 16;
 /// the run's queries go through the main pool, so sharing one pool could exhaust it with locks.
 const LOCK_CONNECTIONS: u32 = 4;
 
+/// How long a query waits for a connection: while the server is down, webhooks answer 503
+/// after this rather than hanging for sqlx's default 30 s.
+const ACQUIRE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// How long the server lets a run lock's transaction sit idle before it ends the session, and
 /// with it the lock. A lock holder only runs the run's queries meanwhile, so a lock idle this
 /// long belongs to a process that is stopped (SIGSTOP, a frozen VM, a partition) and would
@@ -46,7 +52,7 @@ const FINISHED_CHANNEL: &str = "enrichflow_run_finished";
 /// The Postgres store.
 #[derive(Debug, Clone)]
 pub struct PostgresStore {
-    pool: PgPool,
+    pub(super) pool: PgPool,
     /// Connections holding run locks (transaction-scoped advisory locks).
     locks: PgPool,
 }
@@ -64,12 +70,14 @@ impl PostgresStore {
         }
         let pool = PgPoolOptions::new()
             .max_connections(MAX_CONNECTIONS)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
             .connect_with(options.clone())
             .await?;
         let lock_options =
             options.options([("idle_in_transaction_session_timeout", RUN_LOCK_IDLE_TIMEOUT)]);
         let locks = PgPoolOptions::new()
             .max_connections(LOCK_CONNECTIONS)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
             .connect_lazy_with(lock_options);
         let store = PostgresStore { pool, locks };
         store.migrate().await?;
@@ -522,6 +530,21 @@ impl Store for PostgresStore {
         .await?)
     }
 
+    async fn stalled_runs(&self, quiet_before: DateTime<Utc>) -> Result<Vec<String>> {
+        Ok(sqlx::query_scalar(
+            "SELECT r.id FROM runs r
+             WHERE r.status = 'running'
+               AND NOT EXISTS (SELECT 1 FROM node_attempts a WHERE a.run_id = r.id
+                               AND a.status IN ('pending', 'queued', 'running'))
+               AND COALESCE((SELECT max(a.finished_at) FROM node_attempts a
+                             WHERE a.run_id = r.id), r.started_at) < $1
+             ORDER BY r.id LIMIT 100",
+        )
+        .bind(timestamp(quiet_before))
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
     async fn listen_finished(&self, finished: mpsc::UnboundedSender<String>) -> Result<()> {
         let mut listener = PgListener::connect_with(&self.pool).await?;
         listener.listen(FINISHED_CHANNEL).await?;
@@ -532,16 +555,31 @@ impl Store for PostgresStore {
             }
         }
     }
+
+    fn services(&self) -> Services {
+        Services {
+            cache: Arc::new(self.clone()),
+            leads: Arc::new(self.clone()),
+        }
+    }
+
+    async fn list_leads(&self, query: &LeadQuery) -> Result<Vec<LeadView>> {
+        super::leads_postgres::list(self, query).await
+    }
+
+    async fn lead(&self, lead_id: &str) -> Result<Option<LeadDetail>> {
+        super::leads_postgres::detail(self, lead_id).await
+    }
 }
 
 /// The stored form of an instant: whole microseconds, truncated like the SQLite store's text
 /// (rounding could move an instant past a `not_before` it has not reached).
-fn timestamp(instant: DateTime<Utc>) -> DateTime<Utc> {
+pub(super) fn timestamp(instant: DateTime<Utc>) -> DateTime<Utc> {
     instant.trunc_subsecs(6)
 }
 
 /// The columns of one Postgres row.
-struct Columns<'r>(&'r PgRow);
+pub(super) struct Columns<'r>(pub(super) &'r PgRow);
 
 impl rows::Columns for Columns<'_> {
     fn text(&self, column: &str) -> Result<String> {
@@ -572,6 +610,14 @@ impl rows::Columns for Columns<'_> {
     fn attempt_number(&self, column: &str) -> Result<u32> {
         let number: i32 = self.0.try_get(column)?;
         u32::try_from(number).map_err(|_| Error::Corrupt(format!("{column} {number}")))
+    }
+
+    fn optional_integer(&self, column: &str) -> Result<Option<i64>> {
+        Ok(self.0.try_get(column)?)
+    }
+
+    fn optional_real(&self, column: &str) -> Result<Option<f64>> {
+        Ok(self.0.try_get(column)?)
     }
 }
 

@@ -20,6 +20,8 @@ pub(super) trait Columns {
     /// A JSON column: SQL NULL is `None`, the JSON `null` is `Some(Value::Null)`.
     fn json(&self, column: &str) -> Result<Option<Value>>;
     fn attempt_number(&self, column: &str) -> Result<u32>;
+    fn optional_integer(&self, column: &str) -> Result<Option<i64>>;
+    fn optional_real(&self, column: &str) -> Result<Option<f64>>;
 
     fn status<T: FromStr<Err = String>>(&self, column: &str) -> Result<T> {
         self.text(column)?.parse().map_err(Error::Corrupt)

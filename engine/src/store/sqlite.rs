@@ -5,10 +5,12 @@
 //! JSON values are text: SQL NULL is an absent value, the text `null` a JSON null.
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, SecondsFormat, Utc};
+use enrichflow_nodes::Services;
 use serde_json::Value;
 use sqlx::migrate::Migrator;
 use sqlx::sqlite::{
@@ -20,8 +22,8 @@ use tokio::sync::mpsc;
 use super::connect::without_credentials;
 use super::rows::{self, error_json};
 use super::{
-    AttemptKey, AttemptOutcome, AttemptRecord, Error, ErrorInfo, Result, RunLock, RunQuery,
-    RunRecord, RunStatus, Store,
+    AttemptKey, AttemptOutcome, AttemptRecord, Error, ErrorInfo, LeadDetail, LeadQuery, LeadView,
+    Result, RunLock, RunQuery, RunRecord, RunStatus, Store,
 };
 
 /// The schema, compiled into the binary.
@@ -36,11 +38,11 @@ const MAX_CONNECTIONS: u32 = 8;
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     /// Readers; WAL lets them run beside the writer.
-    pool: SqlitePool,
+    pub(super) pool: SqlitePool,
     /// The one connection that writes. Funnelling writes through it queues them in async code
     /// instead of letting several connections collide on SQLite's write lock, whose busy
     /// handler sleeps.
-    writer: SqlitePool,
+    pub(super) writer: SqlitePool,
 }
 
 impl SqliteStore {
@@ -517,14 +519,44 @@ impl Store for SqliteStore {
         .await?)
     }
 
+    async fn stalled_runs(&self, quiet_before: DateTime<Utc>) -> Result<Vec<String>> {
+        Ok(sqlx::query_scalar(
+            "SELECT r.id FROM runs r
+             WHERE r.status = 'running'
+               AND NOT EXISTS (SELECT 1 FROM node_attempts a WHERE a.run_id = r.id
+                               AND a.status IN ('pending', 'queued', 'running'))
+               AND COALESCE((SELECT max(a.finished_at) FROM node_attempts a
+                             WHERE a.run_id = r.id), r.started_at) < ?
+             ORDER BY r.id LIMIT 100",
+        )
+        .bind(timestamp(quiet_before))
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
     /// Only this process writes the file, and it learns of its own finished runs directly.
     async fn listen_finished(&self, _finished: mpsc::UnboundedSender<String>) -> Result<()> {
         std::future::pending().await
     }
+
+    fn services(&self) -> Services {
+        Services {
+            cache: Arc::new(self.clone()),
+            leads: Arc::new(self.clone()),
+        }
+    }
+
+    async fn list_leads(&self, query: &LeadQuery) -> Result<Vec<LeadView>> {
+        super::leads_sqlite::list(self, query).await
+    }
+
+    async fn lead(&self, lead_id: &str) -> Result<Option<LeadDetail>> {
+        super::leads_sqlite::detail(self, lead_id).await
+    }
 }
 
 /// The stored form of an instant: fixed width, so that text order is time order.
-fn timestamp(instant: DateTime<Utc>) -> String {
+pub(super) fn timestamp(instant: DateTime<Utc>) -> String {
     instant.to_rfc3339_opts(SecondsFormat::Micros, true)
 }
 
@@ -535,7 +567,7 @@ fn parse_timestamp(column: &str, text: &str) -> Result<DateTime<Utc>> {
 }
 
 /// The columns of one SQLite row.
-struct Columns<'r>(&'r SqliteRow);
+pub(super) struct Columns<'r>(pub(super) &'r SqliteRow);
 
 impl rows::Columns for Columns<'_> {
     fn text(&self, column: &str) -> Result<String> {
@@ -572,6 +604,14 @@ impl rows::Columns for Columns<'_> {
     fn attempt_number(&self, column: &str) -> Result<u32> {
         let number: i64 = self.0.try_get(column)?;
         u32::try_from(number).map_err(|_| Error::Corrupt(format!("{column} {number}")))
+    }
+
+    fn optional_integer(&self, column: &str) -> Result<Option<i64>> {
+        Ok(self.0.try_get(column)?)
+    }
+
+    fn optional_real(&self, column: &str) -> Result<Option<f64>> {
+        Ok(self.0.try_get(column)?)
     }
 }
 

@@ -848,13 +848,13 @@ pub(super) async fn json_null_and_absent_stay_apart(store: &dyn Store) -> Result
 }
 
 /// A SQLite store in a fresh file, deleted (with its WAL) when dropped.
-struct TempDatabase {
+pub(super) struct TempDatabase {
     path: PathBuf,
-    store: SqliteStore,
+    pub(super) store: SqliteStore,
 }
 
 impl TempDatabase {
-    async fn create() -> Result<TempDatabase> {
+    pub(super) async fn create() -> Result<TempDatabase> {
         let name = format!("enrichflow-store-{}.db", uuid::Uuid::now_v7());
         let path = std::env::temp_dir().join(name);
         let store = SqliteStore::connect(&format!("sqlite://{}", path.display())).await?;
@@ -878,7 +878,7 @@ const POSTGRES_URL_VARIABLE: &str = "ENRICHFLOW_TEST_DATABASE_URL";
 /// A fresh Postgres database of one test, created through the admin URL and dropped (with
 /// `FORCE`, in case a connection lingers) by `run_check`, so tests run in parallel and leave
 /// nothing behind.
-struct PostgresDatabase {
+pub(super) struct PostgresDatabase {
     admin_url: String,
     name: String,
     /// The URL of the new database: the admin URL with its database name replaced.
@@ -887,7 +887,7 @@ struct PostgresDatabase {
 
 impl PostgresDatabase {
     /// A new empty database, or `None` (saying so) when no server is configured.
-    async fn create() -> Result<Option<PostgresDatabase>> {
+    pub(super) async fn create() -> Result<Option<PostgresDatabase>> {
         let Ok(admin_url) = std::env::var(POSTGRES_URL_VARIABLE) else {
             println!("skipped: {POSTGRES_URL_VARIABLE} is not set");
             return Ok(None);
@@ -911,7 +911,7 @@ impl PostgresDatabase {
 
     /// Runs `check` on a store connected to this database, closes the store, drops the
     /// database, and only then reports the check's panic or error.
-    async fn run_check<F>(self, check: F) -> Result<()>
+    pub(super) async fn run_check<F>(self, check: F) -> Result<()>
     where
         F: AsyncFnOnce(&PostgresStore) -> Result<()>,
     {
@@ -1064,6 +1064,49 @@ pub(super) async fn overdue_runs_are_running_past_their_deadline(store: &dyn Sto
     Ok(())
 }
 
+pub(super) async fn stalled_runs_have_nothing_open_and_nothing_recent(
+    store: &dyn Store,
+) -> Result<()> {
+    // (run, status, its attempt: status and finish time)
+    let runs = [
+        (
+            1,
+            RunStatus::Running,
+            Some((AttemptStatus::Succeeded, Some(at(50)))),
+        ),
+        (2, RunStatus::Running, Some((AttemptStatus::Queued, None))),
+        (
+            3,
+            RunStatus::Running,
+            Some((AttemptStatus::Succeeded, Some(at(150)))),
+        ),
+        (
+            4,
+            RunStatus::Succeeded,
+            Some((AttemptStatus::Succeeded, Some(at(50)))),
+        ),
+        (5, RunStatus::Running, None),
+        (6, RunStatus::Running, Some((AttemptStatus::Pending, None))),
+        (7, RunStatus::Running, Some((AttemptStatus::Running, None))),
+    ];
+    for (n, status, node) in runs {
+        let started = RunRecord {
+            started_at: Some(at(0)),
+            ..run(n, "w", status)
+        };
+        store.create_run(&started).await?;
+        if let Some((status, finished_at)) = node {
+            let record = AttemptRecord {
+                finished_at,
+                ..attempt(key(n, "a", 1), status)
+            };
+            store.insert_attempt(&record).await?;
+        }
+    }
+    assert_eq!(store.stalled_runs(at(100)).await?, [run_id(1), run_id(5)]);
+    Ok(())
+}
+
 macro_rules! store_checks {
     ($($check:ident),* $(,)?) => {
         mod sqlite {
@@ -1121,6 +1164,7 @@ store_checks!(
     outbox_lists_queued_attempts_the_broker_never_confirmed,
     leases_run_out_unless_renewed,
     overdue_runs_are_running_past_their_deadline,
+    stalled_runs_have_nothing_open_and_nothing_recent,
     json_null_and_absent_stay_apart,
 );
 

@@ -422,7 +422,7 @@ fn listed(app_file: &str, key: &str) -> Vec<String> {
 }
 
 /// A port on 127.0.0.1 that nothing listens on and this process has not handed out before.
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     let mut taken = TAKEN_PORTS
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);

@@ -17,11 +17,14 @@ use wiremock::{Mock, MockServer};
 
 use crate::broker::PrivateBroker;
 use crate::postgres::{TestDatabase, database};
+use crate::private_postgres::PrivatePostgres;
 use crate::process::{Delayed, ServeProcess, WorkerProcess, finished_run, trigger};
 
 /// One deployment's shared services: a database and a queue prefix on a broker.
 pub struct Deployment {
-    pub database: TestDatabase,
+    /// A database of the shared server, dropped with the deployment; `None` on a private one.
+    _database: Option<TestDatabase>,
+    pub database_url: String,
     pub amqp_url: String,
     pub prefix: String,
     pub mocks: MockServer,
@@ -42,11 +45,24 @@ impl Deployment {
         crate::support::install_crypto();
         let database = database(test).await?;
         Some(Deployment {
-            database,
+            database_url: database.url.clone(),
+            _database: Some(database),
             amqp_url,
             prefix: format!("enrichflow_it_{}", uuid::Uuid::now_v7().simple()),
             mocks: MockServer::start().await,
         })
+    }
+
+    /// A deployment on a private database server and a broker of its own choosing.
+    pub async fn on_private(database_url: String, amqp_url: String) -> Deployment {
+        crate::support::install_crypto();
+        Deployment {
+            _database: None,
+            database_url,
+            amqp_url,
+            prefix: format!("enrichflow_it_{}", uuid::Uuid::now_v7().simple()),
+            mocks: MockServer::start().await,
+        }
     }
 
     fn workflows() -> PathBuf {
@@ -59,7 +75,7 @@ impl Deployment {
         args.extend_from_slice(extra);
         ServeProcess::start_with(
             &Self::workflows(),
-            &self.database.url,
+            &self.database_url,
             &self.mocks.uri(),
             &args,
         )
@@ -70,7 +86,7 @@ impl Deployment {
         let concurrency = concurrency.to_string();
         let mut args = vec![
             "--database-url",
-            &self.database.url,
+            &self.database_url,
             "--amqp-url",
             &self.amqp_url,
             "--queue-prefix",
@@ -82,10 +98,22 @@ impl Deployment {
         WorkerProcess::start(&self.mocks.uri(), &args)
     }
 
-    /// Drops the database and the prefix's queues (after every process is gone).
+    /// Removes the database and the prefix's queues now (after every process is gone).
     pub async fn remove(self) {
-        self.database.drop_database().await;
-        if let Err(error) = delete_queues(&self.amqp_url, &self.prefix).await {
+        drop(self);
+    }
+}
+
+impl Drop for Deployment {
+    /// Also when a test panics: nothing of a test outlives it on the shared services.
+    fn drop(&mut self) {
+        let (url, prefix) = (self.amqp_url.clone(), self.prefix.clone());
+        let deleted = crate::support::block_on_aside(async move {
+            delete_queues(&url, &prefix)
+                .await
+                .map_err(|e| e.to_string())
+        });
+        if let Err(error) = deleted {
             eprintln!("cannot delete the queues of {}: {error}", self.prefix);
         }
     }
@@ -447,4 +475,54 @@ async fn an_attempt_rabbitmq_gave_up_on_fails_its_run_with_the_reason() {
     assert!(message.contains("delivered too many times"), "{message}");
     drop(server);
     deployment.remove().await;
+}
+
+#[tokio::test]
+async fn restarting_postgres_while_runs_flow_loses_none() {
+    let Ok(amqp_url) = std::env::var("ENRICHFLOW_TEST_AMQP_URL") else {
+        println!("skipped: ENRICHFLOW_TEST_AMQP_URL is not set");
+        return;
+    };
+    let Some(postgres) = tokio::task::spawn_blocking(PrivatePostgres::start)
+        .await
+        .expect("start PostgreSQL")
+    else {
+        return;
+    };
+    let deployment = Deployment::on_private(postgres.url(), amqp_url).await;
+    let delays = vec![Duration::from_millis(100); 60];
+    let (calls, _arrivals) = mount(&deployment.mocks, "call", delays).await;
+    let server = deployment.serve(&[]);
+    let workers = [deployment.worker(2, &[]), deployment.worker(2, &[])];
+    let client = reqwest::Client::new();
+    let mut runs = Vec::new();
+    for _ in 0..20 {
+        runs.push(trigger(&client, &server.base_url, "call").await);
+    }
+    postgres.stop();
+    let down = readiness(&client, &server.base_url, 503).await;
+    assert_eq!(down["down"], json!(["database"]));
+    // Nothing can be recorded, so a webhook is refused (and the sender retries), not lost.
+    let refused = client
+        .post(format!("{}/hooks/call", server.base_url))
+        .json(&json!({}))
+        .send()
+        .await
+        .expect("POST during the outage");
+    assert_eq!(refused.status(), 503, "{:?}", refused.text().await);
+    postgres.start_again();
+    readiness(&client, &server.base_url, 200).await;
+    for _ in 0..10 {
+        runs.push(trigger(&client, &server.base_url, "call").await);
+    }
+    for run_id in &runs {
+        let run = finished_run(&client, &server.base_url, run_id).await;
+        assert_eq!(run["status"], "succeeded", "{run:#}");
+    }
+    assert!(
+        calls.load(Ordering::SeqCst) >= runs.len(),
+        "every run called"
+    );
+    drop(workers);
+    drop(server);
 }

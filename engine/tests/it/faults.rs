@@ -161,11 +161,23 @@ impl Store for FaultyStore {
     async fn overdue_runs(&self, now: DateTime<Utc>) -> store::Result<Vec<String>> {
         self.inner.overdue_runs(now).await
     }
+    async fn stalled_runs(&self, quiet_before: DateTime<Utc>) -> store::Result<Vec<String>> {
+        self.inner.stalled_runs(quiet_before).await
+    }
     async fn listen_finished(
         &self,
         finished: tokio::sync::mpsc::UnboundedSender<String>,
     ) -> store::Result<()> {
         self.inner.listen_finished(finished).await
+    }
+    fn services(&self) -> enrichflow_nodes::Services {
+        self.inner.services()
+    }
+    async fn list_leads(&self, query: &store::LeadQuery) -> store::Result<Vec<store::LeadView>> {
+        self.inner.list_leads(query).await
+    }
+    async fn lead(&self, lead_id: &str) -> store::Result<Option<store::LeadDetail>> {
+        self.inner.lead(lead_id).await
     }
 }
 

@@ -3,7 +3,7 @@
 
 use sqlx::{AssertSqlSafe, Connection};
 
-/// A database created for one test; `drop_database` removes it.
+/// A database created for one test, dropped when this value is (also when the test panics).
 pub struct TestDatabase {
     admin_url: String,
     name: String,
@@ -34,16 +34,26 @@ pub async fn database(test: &str) -> Option<TestDatabase> {
 }
 
 impl TestDatabase {
-    /// Drops the database, closing whatever still uses it.
+    /// Drops the database now, closing whatever still uses it.
     pub async fn drop_database(self) {
-        let mut admin = sqlx::PgConnection::connect(&self.admin_url)
-            .await
-            .expect("admin connection");
+        drop(self);
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        let admin_url = self.admin_url.clone();
         let drop = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name);
-        sqlx::raw_sql(AssertSqlSafe(drop))
-            .execute(&mut admin)
-            .await
-            .expect("drop the test database");
+        let dropped = crate::support::block_on_aside(async move {
+            let mut admin = sqlx::PgConnection::connect(&admin_url).await?;
+            sqlx::raw_sql(AssertSqlSafe(drop))
+                .execute(&mut admin)
+                .await?;
+            Ok::<_, sqlx::Error>(())
+        });
+        if let Err(error) = dropped {
+            eprintln!("cannot drop the test database {}: {error}", self.name);
+        }
     }
 }
 

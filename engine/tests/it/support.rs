@@ -27,6 +27,23 @@ pub fn install_crypto() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
+/// Runs a future to completion on a runtime of its own in another thread: for clean-up in
+/// `Drop`, which may run inside a test's runtime (where blocking on it would panic), including
+/// while a failed test unwinds.
+pub fn block_on_aside<T: Send + 'static>(
+    future: impl std::future::Future<Output = T> + Send + 'static,
+) -> T {
+    std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a clean-up runtime")
+            .block_on(future)
+    })
+    .join()
+    .expect("the clean-up thread does not panic")
+}
+
 /// How to start a [`TestServer`]; the default is what most tests want.
 #[derive(Debug, Clone)]
 pub struct TestOptions {

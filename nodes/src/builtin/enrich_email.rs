@@ -60,7 +60,7 @@ fn entries(text: &'static str) -> impl Iterator<Item = &'static str> {
 
 /// Why an address is not valid; its code is the output's `reason`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Reason {
+pub(super) enum Reason {
     Empty,
     MissingAt,
     MultipleAt,
@@ -75,7 +75,7 @@ enum Reason {
 }
 
 impl Reason {
-    fn code(self) -> &'static str {
+    pub(super) fn code(self) -> &'static str {
         match self {
             Reason::Empty => "empty",
             Reason::MissingAt => "missing_at",
@@ -94,13 +94,13 @@ impl Reason {
 
 /// A valid address, normalised.
 #[derive(Debug, PartialEq, Eq)]
-struct Address {
+pub(super) struct Address {
     /// Lowercase.
-    local: String,
+    pub(super) local: String,
     /// Lowercase ASCII; internationalised labels in punycode (`xn--…`).
-    domain: String,
+    pub(super) domain: String,
     /// The same domain with punycode labels decoded, for showing to people.
-    domain_unicode: String,
+    pub(super) domain_unicode: String,
 }
 
 #[async_trait]
@@ -171,7 +171,7 @@ fn enrich(email: Option<&str>) -> Value {
 /// A dot-atom local part (RFC 5322, with UTF-8 as RFC 6531 allows) at a DNS domain. Quoted
 /// local parts, comments and address literals (`[192.0.2.1]`) are refused: they are legal but
 /// no lead form produces them on purpose.
-fn parse(text: &str) -> Result<Address, Reason> {
+pub(super) fn parse(text: &str) -> Result<Address, Reason> {
     if text.is_empty() {
         return Err(Reason::Empty);
     }
@@ -226,7 +226,7 @@ fn check_local(local: &str) -> Result<(), Reason> {
 
 /// The domain in lowercase ASCII: mapped and punycoded by UTS #46 with the STD3 rules
 /// (letters, digits and hyphens), then held to DNS lengths and a plausible top-level domain.
-fn ascii_domain(domain: &str) -> Result<String, Reason> {
+pub(super) fn ascii_domain(domain: &str) -> Result<String, Reason> {
     if domain.is_empty() {
         return Err(Reason::DomainEmpty);
     }
@@ -252,6 +252,12 @@ fn ascii_domain(domain: &str) -> Result<String, Reason> {
         return Err(Reason::DomainTldInvalid);
     }
     Ok(ascii)
+}
+
+/// Whether a normalised domain is a free-mail provider's, where addresses are people's, not a
+/// company's (`leads.upsert` keeps no organisation for them).
+pub(super) fn is_free_mail(domain: &str) -> bool {
+    LISTS.free_mail.contains(domain)
 }
 
 /// Whether `domain` or one of its parent domains (not the top-level one) is listed.

@@ -67,7 +67,7 @@ const METHODS: [Method; 8] = [
 ];
 
 /// A larger response body fails the attempt rather than exhausting the worker's memory.
-const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
+pub(super) const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
 
 /// How much of an unexpected response's body an error message quotes.
 const EXCERPT_CHARS: usize = 200;
@@ -199,7 +199,7 @@ fn text(value: &Value) -> Result<&str, String> {
 }
 
 /// The text of a header or query value: strings as they are, numbers and booleans as written.
-fn scalar_text(value: &Value) -> Result<String, String> {
+pub(super) fn scalar_text(value: &Value) -> Result<String, String> {
     match value {
         Value::String(text) => Ok(text.clone()),
         Value::Number(number) => Ok(number.to_string()),
@@ -222,7 +222,7 @@ fn parse_method(text: &str) -> Result<Method, String> {
         })
 }
 
-fn parse_url(text: &str) -> Result<Url, String> {
+pub(super) fn parse_url(text: &str) -> Result<Url, String> {
     let url = Url::parse(text).map_err(|error| format!("not an absolute URL: {error}"))?;
     match url.scheme() {
         "http" | "https" => Ok(url),
@@ -232,7 +232,7 @@ fn parse_url(text: &str) -> Result<Url, String> {
     }
 }
 
-fn parse_timeout(text: &str) -> Result<Duration, String> {
+pub(super) fn parse_timeout(text: &str) -> Result<Duration, String> {
     match humantime::parse_duration(text) {
         Ok(duration) if duration.is_zero() => Err("the timeout must be longer than zero".into()),
         Ok(duration) => Ok(duration),
@@ -240,7 +240,7 @@ fn parse_timeout(text: &str) -> Result<Duration, String> {
     }
 }
 
-fn parse_status(code: u64) -> Result<StatusCode, String> {
+pub(super) fn parse_status(code: u64) -> Result<StatusCode, String> {
     u16::try_from(code)
         .ok()
         .filter(|code| (100..=599).contains(code))
@@ -248,11 +248,11 @@ fn parse_status(code: u64) -> Result<StatusCode, String> {
         .ok_or_else(|| format!("{code} is not a status code between 100 and 599"))
 }
 
-fn parse_header_name(name: &str) -> Result<HeaderName, String> {
+pub(super) fn parse_header_name(name: &str) -> Result<HeaderName, String> {
     HeaderName::from_bytes(name.as_bytes()).map_err(|_| format!("`{name}` is not a header name"))
 }
 
-fn parse_header_value(text: &str) -> Result<HeaderValue, String> {
+pub(super) fn parse_header_value(text: &str) -> Result<HeaderValue, String> {
     HeaderValue::from_str(text).map_err(|_| "not a valid header value".to_owned())
 }
 
@@ -342,13 +342,7 @@ impl TryFrom<Config> for Exchange {
 impl Exchange {
     /// `METHOD url` for messages, without credentials, query or fragment, which may hold secrets.
     fn target(&self) -> String {
-        let mut url = self.url.clone();
-        url.set_query(None);
-        url.set_fragment(None);
-        // Both fail only for URLs that cannot have credentials, which then have none to hide.
-        let _ = url.set_username("");
-        let _ = url.set_password(None);
-        format!("{} {url}", self.method)
+        format!("{} {}", self.method, url_for_messages(&self.url))
     }
 
     fn accepts(&self, status: StatusCode) -> bool {
@@ -386,11 +380,7 @@ impl Exchange {
         let status = response.status();
         let headers = headers_json(response.headers());
         if !self.accepts(status) {
-            let retry_after = response
-                .headers()
-                .get(RETRY_AFTER)
-                .and_then(|value| value.to_str().ok())
-                .and_then(|value| retry_after(value, SystemTime::now()));
+            let retry_after = retry_after_header(response.headers());
             // The status decides the error; a body that cannot be read only shortens the message.
             let body = read_body(&mut response).await.map(|body| body.bytes);
             return Err(status_error(
@@ -417,13 +407,32 @@ impl Exchange {
     }
 }
 
-/// A response body, cut at [`MAX_BODY_BYTES`].
-struct ReadBody {
-    bytes: Vec<u8>,
-    truncated: bool,
+/// A URL for messages, without credentials, query or fragment, which may hold secrets.
+pub(super) fn url_for_messages(url: &Url) -> String {
+    let mut url = url.clone();
+    url.set_query(None);
+    url.set_fragment(None);
+    // Both fail only for URLs that cannot have credentials, which then have none to hide.
+    let _ = url.set_username("");
+    let _ = url.set_password(None);
+    url.to_string()
 }
 
-async fn read_body(response: &mut Response) -> Result<ReadBody, reqwest::Error> {
+/// The delay a response's `Retry-After` header asks for, if it has a readable one.
+pub(super) fn retry_after_header(headers: &HeaderMap) -> Option<Duration> {
+    headers
+        .get(RETRY_AFTER)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| retry_after(value, SystemTime::now()))
+}
+
+/// A response body, cut at [`MAX_BODY_BYTES`].
+pub(super) struct ReadBody {
+    pub(super) bytes: Vec<u8>,
+    pub(super) truncated: bool,
+}
+
+pub(super) async fn read_body(response: &mut Response) -> Result<ReadBody, reqwest::Error> {
     let mut bytes = Vec::new();
     while let Some(chunk) = response.chunk().await? {
         if bytes.len() + chunk.len() > MAX_BODY_BYTES {
@@ -441,7 +450,7 @@ async fn read_body(response: &mut Response) -> Result<ReadBody, reqwest::Error> 
 }
 
 /// The body as JSON when it parses as JSON, else as (lossily decoded UTF-8) text.
-fn body_json(bytes: &[u8]) -> Value {
+pub(super) fn body_json(bytes: &[u8]) -> Value {
     serde_json::from_slice(bytes)
         .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(bytes).into_owned()))
 }
@@ -465,7 +474,7 @@ fn headers_json(headers: &HeaderMap) -> Map<String, Value> {
 }
 
 /// A status outside the accepted ones: 5xx and 429 may pass, other statuses will not.
-fn status_error(
+pub(super) fn status_error(
     target: &str,
     status: StatusCode,
     body: &[u8],
@@ -499,7 +508,7 @@ fn excerpt(body: &str) -> String {
 
 /// No usable response: timeouts and network failures may pass, a request that cannot be built or
 /// a redirect loop will not.
-fn transport_error(target: &str, error: reqwest::Error) -> NodeError {
+pub(super) fn transport_error(target: &str, error: reqwest::Error) -> NodeError {
     // reqwest's own message names the full URL, query string included.
     let error = error.without_url();
     let mut detail = error.to_string();
@@ -523,7 +532,7 @@ fn transport_error(target: &str, error: reqwest::Error) -> NodeError {
 }
 
 /// The delay a `Retry-After` value asks for: seconds, or an HTTP date (no delay once past).
-fn retry_after(value: &str, now: SystemTime) -> Option<Duration> {
+pub(super) fn retry_after(value: &str, now: SystemTime) -> Option<Duration> {
     let value = value.trim();
     if let Ok(seconds) = value.parse::<u64>() {
         return Some(Duration::from_secs(seconds));

@@ -2,15 +2,29 @@
 //! block ([`config`]) and the scoring rule language ([`rules`]).
 
 mod config;
+mod enrich_company;
 mod enrich_email;
+mod enrich_person;
 mod http_request;
+mod leads_upsert;
+mod notify_email;
+mod notify_http;
+mod notify_slack;
+mod notify_webhook;
+mod provider;
 mod rules;
 mod score_rules;
 mod score_weighted;
 mod transform;
 
+pub use enrich_company::EnrichCompany;
 pub use enrich_email::EnrichEmail;
+pub use enrich_person::EnrichPerson;
 pub use http_request::HttpRequest;
+pub use leads_upsert::LeadsUpsert;
+pub use notify_email::NotifyEmail;
+pub use notify_slack::NotifySlack;
+pub use notify_webhook::NotifyWebhook;
 pub use score_rules::ScoreRules;
 pub use score_weighted::ScoreWeighted;
 pub use transform::Transform;
@@ -34,6 +48,7 @@ mod testing {
             cancellation: CancellationToken::new(),
             http: reqwest::Client::new(),
             secrets: Secrets::default(),
+            services: crate::Services::local(),
         }
     }
 }
