@@ -71,14 +71,14 @@ impl Deployment {
 
     /// A `serve` replica without local workers.
     pub fn serve(&self, extra: &[&str]) -> ServeProcess {
+        self.serve_workflows(&Self::workflows(), extra)
+    }
+
+    /// A `serve` replica without local workers, on another workflow folder.
+    pub fn serve_workflows(&self, workflows: &std::path::Path, extra: &[&str]) -> ServeProcess {
         let mut args = vec!["--amqp-url", &self.amqp_url, "--queue-prefix", &self.prefix];
         args.extend_from_slice(extra);
-        ServeProcess::start_with(
-            &Self::workflows(),
-            &self.database_url,
-            &self.mocks.uri(),
-            &args,
-        )
+        ServeProcess::start_with(workflows, &self.database_url, &self.mocks.uri(), &args)
     }
 
     /// An `enrichflow worker`.

@@ -9,6 +9,7 @@ mod examples;
 mod faults;
 mod idempotency;
 mod lead_nodes;
+mod lead_pipeline;
 mod leads;
 mod postgres;
 mod private_postgres;

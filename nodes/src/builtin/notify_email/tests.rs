@@ -158,3 +158,13 @@ fn both_bodies_make_an_alternative() {
         "Bcc must not be in the headers: {formatted}"
     );
 }
+
+#[test]
+fn a_null_login_is_no_login() {
+    let mut block = minimal();
+    block["username"] = Value::Null;
+    block["password"] = Value::Null;
+    assert!(read_rendered(block.clone()).0.login.is_none());
+    block["username"] = json!("bot");
+    assert_eq!(error(block).path, "password");
+}

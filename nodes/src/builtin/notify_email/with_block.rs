@@ -172,9 +172,12 @@ pub(super) fn read_port(phase: Phase, value: &Value) -> Read<u16> {
     Ok(Some(port as u16))
 }
 
-/// `username` and `password` come together or not at all.
+/// `username` and `password` come together or not at all. Null is absent, so a workflow can
+/// write `"{{ secrets.SMTP_USERNAME | default(none) }}"` for a server that may or may not need
+/// a login.
 pub(super) fn read_login(phase: Phase, fields: &Fields<'_>) -> Read<Option<Login>> {
-    let (username, password) = match (fields.optional("username"), fields.optional("password")) {
+    let given = |key: &str| fields.optional(key).filter(|value| !value.is_null());
+    let (username, password) = match (given("username"), given("password")) {
         (None, None) => return Ok(Some(None)),
         (Some(_), None) => {
             return Err(ConfigError::new(
