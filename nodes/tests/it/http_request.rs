@@ -5,27 +5,14 @@ use std::net::TcpListener;
 use std::sync::Arc;
 use std::time::Duration;
 
-use enrichflow_nodes::{ErrorKind, NodeContext, NodeError, Registry, Secrets};
+use enrichflow_nodes::{ErrorKind, NodeContext, NodeError, Registry};
 use serde_json::{Value, json};
 use tokio::sync::Notify;
-use tokio_util::sync::CancellationToken;
 use wiremock::matchers::{body_json, body_string, header, method, path, query_param};
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
 fn context() -> NodeContext {
-    // reqwest is built without a default crypto provider; a second install is a harmless error.
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    NodeContext {
-        run_id: "run-1".into(),
-        workflow_id: "leads".into(),
-        node_id: "call".into(),
-        attempt: 1,
-        idempotency_key: NodeContext::idempotency_key_for("run-1", "call", 1),
-        cancellation: CancellationToken::new(),
-        http: reqwest::Client::new(),
-        secrets: Secrets::default(),
-        services: enrichflow_nodes::Services::local(),
-    }
+    crate::support::context("call", 1)
 }
 
 async fn execute_in(ctx: &NodeContext, with: Value) -> Result<Value, NodeError> {

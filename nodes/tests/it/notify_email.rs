@@ -1,33 +1,17 @@
 //! The `notify.email` node against a real SMTP server process on loopback (Python's aiosmtpd):
 //! what arrives, and how the server's refusals and an absent server are classified.
 
-#[path = "support/smtp.rs"]
-mod smtp;
-
 use std::time::Duration;
 
-use enrichflow_nodes::{ErrorKind, NodeContext, NodeError, Registry, Secrets};
+use crate::smtp::SmtpSink;
+use enrichflow_nodes::{ErrorKind, NodeContext, NodeError, Registry};
 use serde_json::{Value, json};
-use smtp::SmtpSink;
 use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 
 const PASSWORD: &str = "s3cret-pass";
 
 fn context() -> NodeContext {
-    // reqwest is built without a default crypto provider; a second install is a harmless error.
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    NodeContext {
-        run_id: "run-1".into(),
-        workflow_id: "leads".into(),
-        node_id: "mail".into(),
-        attempt: 1,
-        idempotency_key: NodeContext::idempotency_key_for("run-1", "mail", 1),
-        cancellation: CancellationToken::new(),
-        http: reqwest::Client::new(),
-        secrets: Secrets::default(),
-        services: enrichflow_nodes::Services::local(),
-    }
+    crate::support::context("mail", 1)
 }
 
 /// A plain-text block for a server on `port`; tests add or replace keys.

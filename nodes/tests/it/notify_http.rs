@@ -3,12 +3,11 @@
 
 use std::time::Duration;
 
-use enrichflow_nodes::{ErrorKind, NodeContext, NodeError, Registry, Secrets};
+use enrichflow_nodes::{ErrorKind, NodeContext, NodeError, Registry};
 use hmac::{Hmac, Mac};
 use serde_json::{Value, json};
 use sha2::Sha256;
 use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 use wiremock::matchers::{body_json, header, method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
@@ -16,19 +15,7 @@ use wiremock::{Mock, MockServer, ResponseTemplate};
 const SLACK_TOKEN: &str = "XXXXsecretTOKEN";
 
 fn context() -> NodeContext {
-    // reqwest is built without a default crypto provider; a second install is a harmless error.
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    NodeContext {
-        run_id: "run-1".into(),
-        workflow_id: "leads".into(),
-        node_id: "alert".into(),
-        attempt: 2,
-        idempotency_key: NodeContext::idempotency_key_for("run-1", "alert", 2),
-        cancellation: CancellationToken::new(),
-        http: reqwest::Client::new(),
-        secrets: Secrets::default(),
-        services: enrichflow_nodes::Services::local(),
-    }
+    crate::support::context("alert", 2)
 }
 
 async fn execute(kind: &str, with: Value) -> Result<Value, NodeError> {

@@ -5,28 +5,15 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use enrichflow_nodes::{ErrorKind, Node, NodeContext, NodeError, Registry, Secrets, Services};
+use enrichflow_nodes::{ErrorKind, Node, NodeContext, NodeError, Registry};
 use serde_json::{Value, json};
-use tokio_util::sync::CancellationToken;
 use wiremock::matchers::{header, method, path, query_param};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 const KEY: &str = "sk_test_do_not_leak";
 
 fn context() -> NodeContext {
-    // reqwest is built without a default crypto provider; a second install is a harmless error.
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    NodeContext {
-        run_id: "run-1".into(),
-        workflow_id: "leads".into(),
-        node_id: "company".into(),
-        attempt: 1,
-        idempotency_key: NodeContext::idempotency_key_for("run-1", "company", 1),
-        cancellation: CancellationToken::new(),
-        http: reqwest::Client::new(),
-        secrets: Secrets::default(),
-        services: Services::local(),
-    }
+    crate::support::context("company", 1)
 }
 
 /// A fresh node, so that no test sees another's circuit breaker or rate limiter.
