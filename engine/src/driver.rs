@@ -13,7 +13,7 @@ use crate::engine::{Error, Shared};
 use crate::scheduler::{self, Action};
 use crate::store::{AttemptKey, AttemptRecord, AttemptStatus, ErrorInfo, RunRecord, RunStatus};
 use crate::workflow::{NodeId, Workflow};
-use crate::{dispatch, scope, telemetry};
+use crate::{dispatch, reopen, scope, telemetry};
 
 /// Starts queued runs of a workflow while its `concurrency` allows.
 pub async fn admit(shared: &Arc<Shared>, workflow: &Workflow) -> Result<(), Error> {
@@ -51,6 +51,38 @@ pub async fn start(shared: &Arc<Shared>, workflow: &Workflow, run_id: &str) -> R
         advance(shared, run_id).await?;
     }
     Ok(())
+}
+
+/// Reopens a failed or cancelled run for a manual retry (see `crate::reopen`) and advances it;
+/// false when the run was not failed or cancelled when the store looked.
+pub async fn reopen(
+    shared: &Arc<Shared>,
+    workflow: &Workflow,
+    run: &RunRecord,
+    attempts: &[AttemptRecord],
+) -> Result<bool, Error> {
+    let plan = reopen::plan(workflow, attempts);
+    let now = Utc::now();
+    let deadline = workflow
+        .timeout
+        .and_then(|timeout| chrono::Duration::from_std(timeout).ok())
+        .map(|timeout| now + timeout);
+    let store = &shared.store;
+    if !store
+        .reopen_run(&run.id, deadline, &plan.remove, &plan.requeue, now)
+        .await?
+    {
+        return Ok(false);
+    }
+    telemetry::run_started(workflow.id.as_str());
+    if let Some(deadline) = deadline {
+        watch_deadline(shared, &run.id, deadline);
+    }
+    for key in plan.requeue {
+        dispatch::dispatch(shared, key).await?;
+    }
+    advance(shared, &run.id).await?;
+    Ok(true)
 }
 
 /// Brings a run forward: decides and performs until nothing more can happen right now.
@@ -234,6 +266,9 @@ async fn succeed(
     }
 }
 
+/// The error kind of the attempt that closes a node a failed or cancelled run never reached.
+pub const UNREACHED: &str = "unreached";
+
 /// Fails or cancels a run: stops in-flight attempts, closes nodes never reached (skipped on
 /// failure, cancelled on cancellation), and records the final status. `attempts` are the ones
 /// `advance` read: attempts are only inserted under the run's lock, so no node gained one since.
@@ -257,9 +292,15 @@ async fn end_run(
     };
     for node in workflow.nodes.keys() {
         if !attempts.iter().any(|a| a.key.node_id == node.as_str()) {
-            store
-                .insert_attempt(&new_attempt(run, node, 1, unreached, None))
-                .await?;
+            // Marked, so that a manual retry can tell these from nodes the run chose to skip.
+            let placeholder = AttemptRecord {
+                error: Some(ErrorInfo::new(
+                    UNREACHED,
+                    "the run ended before this node ran",
+                )),
+                ..new_attempt(run, node, 1, unreached, None)
+            };
+            store.insert_attempt(&placeholder).await?;
         }
     }
     if store

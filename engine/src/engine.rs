@@ -122,6 +122,18 @@ pub enum Cancellation {
     Requested(RunRecord),
 }
 
+/// What a retry request found.
+#[derive(Debug, Clone)]
+pub enum Retrial {
+    /// No such run.
+    Unknown,
+    /// The run is queued, running or succeeded; nothing changed.
+    NotRetryable(RunRecord),
+    /// The run is running again from its failed, cancelled and unreached nodes; it is shown as
+    /// it is afterwards.
+    Reopened(RunRecord),
+}
+
 /// The state every part of the engine shares.
 pub(crate) struct Shared {
     pub store: Arc<dyn Store>,
@@ -428,6 +440,30 @@ impl Engine {
             None => Cancellation::Unknown,
             Some(run) if requested => Cancellation::Requested(run),
             Some(run) => Cancellation::AlreadyFinished(run),
+        })
+    }
+
+    /// Re-runs a failed or cancelled run from the nodes that did not finish (see `reopen`), on
+    /// the workflow version it ran.
+    pub async fn retry(&self, run_id: &str) -> Result<Retrial, Error> {
+        let shared = &self.shared;
+        self.recovery_done().await;
+        let store = &shared.store;
+        let Some(run) = store.run(run_id).await? else {
+            return Ok(Retrial::Unknown);
+        };
+        if !matches!(run.status, RunStatus::Failed | RunStatus::Cancelled) {
+            return Ok(Retrial::NotRetryable(run));
+        }
+        let workflow = shared.revisions.for_run(&run, store.as_ref()).await?;
+        let attempts = store.attempts(run_id).await?;
+        let reopened = driver::reopen(shared, &workflow, &run, &attempts).await?;
+        // Not reopened: another request reopened it first; either way, show it as it is now.
+        let now = store.run(run_id).await?.unwrap_or(run);
+        Ok(if reopened {
+            Retrial::Reopened(now)
+        } else {
+            Retrial::NotRetryable(now)
         })
     }
 

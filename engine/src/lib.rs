@@ -13,6 +13,7 @@ mod inputs;
 pub mod oneshot;
 pub mod queue;
 mod recovery;
+mod reopen;
 mod revisions;
 pub mod scheduler;
 pub mod scope;
@@ -26,4 +27,4 @@ mod worker;
 pub mod worker_process;
 pub mod workflow;
 
-pub use engine::{Cancellation, Engine, EngineOptions, Error, TriggerRequest, Triggered};
+pub use engine::{Cancellation, Engine, EngineOptions, Error, Retrial, TriggerRequest, Triggered};

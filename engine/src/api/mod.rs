@@ -71,6 +71,7 @@ pub fn router(engine: Engine, options: ApiOptions, metrics: Option<PrometheusHan
         .route("/api/v1/runs", get(runs::list))
         .route("/api/v1/runs/{id}", get(runs::show))
         .route("/api/v1/runs/{id}/cancel", post(runs::cancel))
+        .route("/api/v1/runs/{id}/retry", post(runs::retry))
         .route("/api/v1/leads", get(leads::list))
         .route("/api/v1/leads/{id}", get(leads::show))
         .route("/healthz", get(health::live))

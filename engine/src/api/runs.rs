@@ -13,8 +13,8 @@ use serde_json::{Value, json};
 
 use super::error::{Error, Result};
 use super::{ApiState, run_location};
-use crate::engine::Cancellation;
-use crate::store::{RunQuery, RunStatus};
+use crate::engine::{Cancellation, Retrial};
+use crate::store::{RunQuery, RunRecord, RunStatus};
 use crate::view;
 
 /// The query string of `GET /api/v1/runs`, as text so that each bad value gets its own message.
@@ -129,14 +129,33 @@ pub async fn cancel(
         }
         Cancellation::Requested(run) => run,
     };
+    accepted(&run)
+}
+
+/// `POST /api/v1/runs/{id}/retry`: a failed or cancelled run goes on from the nodes that did
+/// not finish; 202 with the run's summary.
+pub async fn retry(
+    State(state): State<Arc<ApiState>>,
+    Path(run_id): Path<String>,
+) -> Result<Response> {
+    let run = match state.engine.retry(&run_id).await? {
+        Retrial::Unknown => return Err(no_such_run(&run_id)),
+        Retrial::NotRetryable(run) => {
+            return Err(Error::Conflict(format!(
+                "run `{run_id}` is {}; only a failed or cancelled run can be retried",
+                run.status
+            )));
+        }
+        Retrial::Reopened(run) => run,
+    };
+    accepted(&run)
+}
+
+/// 202 with the run's summary and its `Location`.
+fn accepted(run: &RunRecord) -> Result<Response> {
     let location = run_location(&run.id).map_err(|e| Error::internal("bad run id", &e))?;
     let headers = [(header::LOCATION, location)];
-    Ok((
-        StatusCode::ACCEPTED,
-        headers,
-        Json(view::summary_json(&run)),
-    )
-        .into_response())
+    Ok((StatusCode::ACCEPTED, headers, Json(view::summary_json(run))).into_response())
 }
 
 fn no_such_run(run_id: &str) -> Error {

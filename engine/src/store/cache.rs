@@ -1,6 +1,10 @@
 //! The cache nodes keep provider answers in (`enrichflow_nodes::Cache`), on both stores: one
 //! row per `(namespace, key)` with an expiry. Expired rows are never returned; each write also
 //! deletes a few of them, so the table stays as large as what is alive.
+//!
+//! The statements are written once (see [`dialect`]) and so is the code, in a
+//! `macro_rules!` expanded for each store, as in [`leads_sql`](super::leads_sql): the stores
+//! share the text of the code but not its sqlx types. Only the purge differs per database.
 
 use std::time::Duration;
 
@@ -9,7 +13,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use enrichflow_nodes::{Cache, ServiceError};
 use serde_json::Value;
 
-use super::{PostgresStore, Result, SqliteStore, postgres, sqlite};
+use super::{PostgresStore, Result, SqliteStore, dialect, postgres, sqlite};
 
 /// How many expired rows one write deletes: enough to outpace the writes that expire, small
 /// enough to keep a write cheap.
@@ -19,45 +23,31 @@ const PURGE_BATCH: i64 = 100;
 /// SQLite, four-digit-year text that compares in time order).
 const MAX_TTL: TimeDelta = TimeDelta::days(365 * 100);
 
+/// The live value as text: a `json` column on Postgres, `TEXT` on SQLite.
+const GET: &str = "SELECT CAST(value AS TEXT) FROM cache_entries
+     WHERE namespace = ? AND key = ? AND expires_at > ?";
+
+const PUT: &str = "INSERT INTO cache_entries (namespace, key, value, expires_at)
+     VALUES (?, ?, ?::json, ?)
+     ON CONFLICT (namespace, key)
+     DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at";
+
+/// Deletes up to a batch of expired rows; SQLite has one writer, so nothing contends.
+const SQLITE_PURGE: &str = "DELETE FROM cache_entries WHERE rowid IN
+     (SELECT rowid FROM cache_entries WHERE expires_at <= ? LIMIT ?)";
+
+/// Deletes up to a batch of expired rows. SKIP LOCKED: replicas purging at the same moment take
+/// different rows instead of waiting for, or deadlocking on, each other's.
+const POSTGRES_PURGE: &str = "DELETE FROM cache_entries WHERE (namespace, key) IN
+     (SELECT namespace, key FROM cache_entries WHERE expires_at <= ?
+      LIMIT ? FOR UPDATE SKIP LOCKED)";
+
 fn expiry(now: DateTime<Utc>, ttl: Duration) -> DateTime<Utc> {
     let ttl = TimeDelta::from_std(ttl).unwrap_or(MAX_TTL).min(MAX_TTL);
     now + ttl
 }
 
-fn service_error(error: super::Error) -> ServiceError {
-    ServiceError(format!("cache: {error}"))
-}
-
-#[async_trait]
-impl Cache for SqliteStore {
-    async fn get(&self, namespace: &str, key: &str) -> Result<Option<Value>, ServiceError> {
-        sqlite_get(self, namespace, key)
-            .await
-            .map_err(service_error)
-    }
-
-    async fn put(
-        &self,
-        namespace: &str,
-        key: &str,
-        value: &Value,
-        ttl: Duration,
-    ) -> Result<(), ServiceError> {
-        sqlite_put(self, namespace, key, value, ttl)
-            .await
-            .map_err(service_error)
-    }
-}
-
-async fn sqlite_get(store: &SqliteStore, namespace: &str, key: &str) -> Result<Option<Value>> {
-    let text: Option<String> = sqlx::query_scalar(
-        "SELECT value FROM cache_entries WHERE namespace = ? AND key = ? AND expires_at > ?",
-    )
-    .bind(namespace)
-    .bind(key)
-    .bind(sqlite::timestamp(Utc::now()))
-    .fetch_optional(&store.pool)
-    .await?;
+fn parse(text: Option<String>) -> Result<Option<Value>> {
     text.map(|text| {
         serde_json::from_str(&text)
             .map_err(|error| super::Error::Corrupt(format!("cache: {error}")))
@@ -65,98 +55,73 @@ async fn sqlite_get(store: &SqliteStore, namespace: &str, key: &str) -> Result<O
     .transpose()
 }
 
-async fn sqlite_put(
-    store: &SqliteStore,
-    namespace: &str,
-    key: &str,
-    value: &Value,
-    ttl: Duration,
-) -> Result<()> {
-    let now = Utc::now();
-    sqlx::query(
-        "INSERT INTO cache_entries (namespace, key, value, expires_at) VALUES (?, ?, ?, ?)
-         ON CONFLICT (namespace, key)
-         DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at",
-    )
-    .bind(namespace)
-    .bind(key)
-    .bind(value.to_string())
-    .bind(sqlite::timestamp(expiry(now, ttl)))
-    .execute(&store.writer)
-    .await?;
-    sqlx::query(
-        "DELETE FROM cache_entries WHERE rowid IN
-             (SELECT rowid FROM cache_entries WHERE expires_at <= ? LIMIT ?)",
-    )
-    .bind(sqlite::timestamp(now))
-    .bind(PURGE_BATCH)
-    .execute(&store.writer)
-    .await?;
-    Ok(())
+fn service_error(error: impl Into<super::Error>) -> ServiceError {
+    ServiceError(format!("cache: {}", error.into()))
 }
 
-#[async_trait]
-impl Cache for PostgresStore {
-    async fn get(&self, namespace: &str, key: &str) -> Result<Option<Value>, ServiceError> {
-        postgres_get(self, namespace, key)
-            .await
-            .map_err(service_error)
-    }
+/// `Cache` for one store: `dialect` names the store's module (`timestamp`) and its
+/// [`dialect`] function; reads run on `read_pool`, writes on `write_pool`.
+macro_rules! cache {
+    (
+        store: $store:ident,
+        dialect: $dialect:ident,
+        read_pool: $read_pool:ident,
+        write_pool: $write_pool:ident,
+        purge: $purge:ident $(,)?
+    ) => {
+        #[async_trait]
+        impl Cache for $store {
+            async fn get(&self, namespace: &str, key: &str) -> Result<Option<Value>, ServiceError> {
+                let text: Option<String> = sqlx::query_scalar(dialect::$dialect(GET))
+                    .bind(namespace)
+                    .bind(key)
+                    .bind($dialect::timestamp(Utc::now()))
+                    .fetch_optional(&self.$read_pool)
+                    .await
+                    .map_err(service_error)?;
+                parse(text).map_err(service_error)
+            }
 
-    async fn put(
-        &self,
-        namespace: &str,
-        key: &str,
-        value: &Value,
-        ttl: Duration,
-    ) -> Result<(), ServiceError> {
-        postgres_put(self, namespace, key, value, ttl)
-            .await
-            .map_err(service_error)
-    }
+            async fn put(
+                &self,
+                namespace: &str,
+                key: &str,
+                value: &Value,
+                ttl: Duration,
+            ) -> Result<(), ServiceError> {
+                let now = Utc::now();
+                sqlx::query(dialect::$dialect(PUT))
+                    .bind(namespace)
+                    .bind(key)
+                    .bind(value.to_string())
+                    .bind($dialect::timestamp(expiry(now, ttl)))
+                    .execute(&self.$write_pool)
+                    .await
+                    .map_err(service_error)?;
+                sqlx::query(dialect::$dialect($purge))
+                    .bind($dialect::timestamp(now))
+                    .bind(PURGE_BATCH)
+                    .execute(&self.$write_pool)
+                    .await
+                    .map_err(service_error)?;
+                Ok(())
+            }
+        }
+    };
 }
 
-async fn postgres_get(store: &PostgresStore, namespace: &str, key: &str) -> Result<Option<Value>> {
-    Ok(sqlx::query_scalar(
-        "SELECT value FROM cache_entries WHERE namespace = $1 AND key = $2 AND expires_at > $3",
-    )
-    .bind(namespace)
-    .bind(key)
-    .bind(postgres::timestamp(Utc::now()))
-    .fetch_optional(&store.pool)
-    .await?)
+cache! {
+    store: SqliteStore,
+    dialect: sqlite,
+    read_pool: pool,
+    write_pool: writer,
+    purge: SQLITE_PURGE,
 }
 
-async fn postgres_put(
-    store: &PostgresStore,
-    namespace: &str,
-    key: &str,
-    value: &Value,
-    ttl: Duration,
-) -> Result<()> {
-    let now = Utc::now();
-    sqlx::query(
-        "INSERT INTO cache_entries (namespace, key, value, expires_at)
-         VALUES ($1, $2, $3::json, $4)
-         ON CONFLICT (namespace, key)
-         DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at",
-    )
-    .bind(namespace)
-    .bind(key)
-    .bind(value.to_string())
-    .bind(postgres::timestamp(expiry(now, ttl)))
-    .execute(&store.pool)
-    .await?;
-    // SKIP LOCKED: replicas purging at the same moment take different rows instead of
-    // waiting for, or deadlocking on, each other's.
-    sqlx::query(
-        "DELETE FROM cache_entries WHERE (namespace, key) IN
-             (SELECT namespace, key FROM cache_entries WHERE expires_at <= $1
-              LIMIT $2 FOR UPDATE SKIP LOCKED)",
-    )
-    .bind(postgres::timestamp(now))
-    .bind(PURGE_BATCH)
-    .execute(&store.pool)
-    .await?;
-    Ok(())
+cache! {
+    store: PostgresStore,
+    dialect: postgres,
+    read_pool: pool,
+    write_pool: pool,
+    purge: POSTGRES_PURGE,
 }

@@ -7,9 +7,11 @@
 
 mod cache;
 mod connect;
+mod dialect;
 mod idempotency;
 mod leads;
 mod leads_postgres;
+mod leads_sql;
 mod leads_sqlite;
 #[cfg(test)]
 mod leads_tests;
@@ -145,6 +147,18 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<bool>;
     /// Marks a run for cancellation; false if it had already finished.
     async fn request_cancel(&self, run_id: &str) -> Result<bool>;
+    /// Reopens a failed or cancelled run for a manual retry, in one transaction: the run is
+    /// running again with no output, error or end and the given deadline; the `remove` attempts
+    /// are deleted (placeholders of nodes the run never reached) and the `requeue` attempts
+    /// inserted as queued at `now`. False, changing nothing, unless the run is failed or cancelled.
+    async fn reopen_run(
+        &self,
+        run_id: &str,
+        deadline_at: Option<DateTime<Utc>>,
+        remove: &[AttemptKey],
+        requeue: &[AttemptKey],
+        now: DateTime<Utc>,
+    ) -> Result<bool>;
 
     /// Every attempt of a run, ordered by node id then attempt number.
     async fn attempts(&self, run_id: &str) -> Result<Vec<AttemptRecord>>;

@@ -317,6 +317,53 @@ impl Store for PostgresStore {
         Ok(result.rows_affected() > 0)
     }
 
+    async fn reopen_run(
+        &self,
+        run_id: &str,
+        deadline_at: Option<DateTime<Utc>>,
+        remove: &[AttemptKey],
+        requeue: &[AttemptKey],
+        now: DateTime<Utc>,
+    ) -> Result<bool> {
+        let mut transaction = self.pool.begin().await?;
+        let reopened = sqlx::query(
+            "UPDATE runs SET status = 'running', output = NULL, error = NULL, finished_at = NULL,
+                 deadline_at = $1, cancel_requested = false
+             WHERE id = $2 AND status IN ('failed', 'cancelled')",
+        )
+        .bind(deadline_at.map(timestamp))
+        .bind(run_id)
+        .execute(&mut *transaction)
+        .await?;
+        if reopened.rows_affected() == 0 {
+            return Ok(false);
+        }
+        for key in remove {
+            sqlx::query(
+                "DELETE FROM node_attempts WHERE run_id = $1 AND node_id = $2 AND attempt = $3",
+            )
+            .bind(&key.run_id)
+            .bind(&key.node_id)
+            .bind(i64::from(key.attempt))
+            .execute(&mut *transaction)
+            .await?;
+        }
+        for key in requeue {
+            sqlx::query(
+                "INSERT INTO node_attempts (run_id, node_id, attempt, status, retryable, created_at)
+                 VALUES ($1, $2, $3, 'queued', false, $4)",
+            )
+            .bind(&key.run_id)
+            .bind(&key.node_id)
+            .bind(i64::from(key.attempt))
+            .bind(timestamp(now))
+            .execute(&mut *transaction)
+            .await?;
+        }
+        transaction.commit().await?;
+        Ok(true)
+    }
+
     async fn attempts(&self, run_id: &str) -> Result<Vec<AttemptRecord>> {
         let rows =
             sqlx::query("SELECT * FROM node_attempts WHERE run_id = $1 ORDER BY node_id, attempt")

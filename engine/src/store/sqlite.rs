@@ -313,6 +313,53 @@ impl Store for SqliteStore {
         Ok(result.rows_affected() > 0)
     }
 
+    async fn reopen_run(
+        &self,
+        run_id: &str,
+        deadline_at: Option<DateTime<Utc>>,
+        remove: &[AttemptKey],
+        requeue: &[AttemptKey],
+        now: DateTime<Utc>,
+    ) -> Result<bool> {
+        let mut transaction = self.writer.begin().await?;
+        let reopened = sqlx::query(
+            "UPDATE runs SET status = 'running', output = NULL, error = NULL, finished_at = NULL,
+                 deadline_at = ?, cancel_requested = 0
+             WHERE id = ? AND status IN ('failed', 'cancelled')",
+        )
+        .bind(deadline_at.map(timestamp))
+        .bind(run_id)
+        .execute(&mut *transaction)
+        .await?;
+        if reopened.rows_affected() == 0 {
+            return Ok(false);
+        }
+        for key in remove {
+            sqlx::query(
+                "DELETE FROM node_attempts WHERE run_id = ? AND node_id = ? AND attempt = ?",
+            )
+            .bind(&key.run_id)
+            .bind(&key.node_id)
+            .bind(i64::from(key.attempt))
+            .execute(&mut *transaction)
+            .await?;
+        }
+        for key in requeue {
+            sqlx::query(
+                "INSERT INTO node_attempts (run_id, node_id, attempt, status, retryable, created_at)
+                 VALUES (?, ?, ?, 'queued', 0, ?)",
+            )
+            .bind(&key.run_id)
+            .bind(&key.node_id)
+            .bind(i64::from(key.attempt))
+            .bind(timestamp(now))
+            .execute(&mut *transaction)
+            .await?;
+        }
+        transaction.commit().await?;
+        Ok(true)
+    }
+
     async fn attempts(&self, run_id: &str) -> Result<Vec<AttemptRecord>> {
         let rows =
             sqlx::query("SELECT * FROM node_attempts WHERE run_id = ? ORDER BY node_id, attempt")

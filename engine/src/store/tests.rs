@@ -1107,6 +1107,59 @@ pub(super) async fn stalled_runs_have_nothing_open_and_nothing_recent(
     Ok(())
 }
 
+pub(super) async fn reopen_run_only_from_failed_or_cancelled(store: &dyn Store) -> Result<()> {
+    let failed = RunRecord {
+        started_at: Some(at(0)),
+        finished_at: Some(at(10)),
+        output: Some(json!("old")),
+        error: Some(ErrorInfo::new("node", "boom")),
+        ..run(1, "w", RunStatus::Failed)
+    };
+    create_runs(store, &[failed, run(2, "w", RunStatus::Succeeded)]).await?;
+    store
+        .insert_attempt(&attempt(key(1, "a", 1), AttemptStatus::Failed))
+        .await?;
+    store
+        .insert_attempt(&attempt(key(1, "b", 1), AttemptStatus::Skipped))
+        .await?;
+    let remove = [key(1, "b", 1)];
+    let requeue = [key(1, "a", 2)];
+    assert!(
+        !store.reopen_run(&run_id(2), None, &[], &[], at(20)).await?,
+        "a succeeded run stays as it is"
+    );
+    assert!(
+        store
+            .reopen_run(&run_id(1), Some(at(99)), &remove, &requeue, at(20))
+            .await?
+    );
+    let reopened = stored_run(store, &run_id(1)).await?;
+    assert_eq!(reopened.status, RunStatus::Running);
+    assert_eq!(
+        (reopened.output, reopened.error, reopened.finished_at),
+        (None, None, None)
+    );
+    assert_eq!(reopened.deadline_at, Some(at(99)));
+    assert_eq!(reopened.started_at, Some(at(0)));
+    let attempts = store.attempts(&run_id(1)).await?;
+    let keys: Vec<(&str, u32, AttemptStatus)> = attempts
+        .iter()
+        .map(|a| (a.key.node_id.as_str(), a.key.attempt, a.status))
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            ("a", 1, AttemptStatus::Failed),
+            ("a", 2, AttemptStatus::Queued)
+        ]
+    );
+    assert!(
+        !store.reopen_run(&run_id(1), None, &[], &[], at(30)).await?,
+        "a running run is not reopened twice"
+    );
+    Ok(())
+}
+
 macro_rules! store_checks {
     ($($check:ident),* $(,)?) => {
         mod sqlite {
@@ -1165,6 +1218,7 @@ store_checks!(
     leases_run_out_unless_renewed,
     overdue_runs_are_running_past_their_deadline,
     stalled_runs_have_nothing_open_and_nothing_recent,
+    reopen_run_only_from_failed_or_cancelled,
     json_null_and_absent_stay_apart,
 );
 

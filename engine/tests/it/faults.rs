@@ -161,6 +161,18 @@ impl Store for FaultyStore {
     async fn overdue_runs(&self, now: DateTime<Utc>) -> store::Result<Vec<String>> {
         self.inner.overdue_runs(now).await
     }
+    async fn reopen_run(
+        &self,
+        run_id: &str,
+        deadline_at: Option<DateTime<Utc>>,
+        remove: &[store::AttemptKey],
+        requeue: &[store::AttemptKey],
+        now: DateTime<Utc>,
+    ) -> store::Result<bool> {
+        self.inner
+            .reopen_run(run_id, deadline_at, remove, requeue, now)
+            .await
+    }
     async fn stalled_runs(&self, quiet_before: DateTime<Utc>) -> store::Result<Vec<String>> {
         self.inner.stalled_runs(quiet_before).await
     }

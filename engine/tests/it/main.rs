@@ -16,6 +16,7 @@ mod private_postgres;
 mod process;
 mod recovery;
 mod restart;
+mod retry;
 mod rules;
 mod support;
 mod validate;

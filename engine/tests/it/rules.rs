@@ -253,7 +253,7 @@ async fn an_undefined_name_fails_its_node_naming_the_expression_and_skips_depend
     assert_eq!(run["output"], Value::Null);
     for node in ["after", "last"] {
         assert_eq!(run["nodes"][node]["attempts"], 0, "{node}");
-        assert_eq!(run["nodes"][node]["error"], Value::Null, "{node}");
+        assert_eq!(run["nodes"][node]["error"]["kind"], "unreached", "{node}");
     }
     // Rendering `with` is part of the attempt (ARCHITECTURE: `attempt::execute` evaluates `if`
     // and renders `with`), so a node that fails there was attempted once, and started.
@@ -355,7 +355,12 @@ async fn a_failed_need_fails_the_run_naming_the_node_and_skips_what_was_never_re
         let node = &run["nodes"][node];
         assert_eq!(node["attempts"], 0, "{node:#}");
         assert_eq!(node["output"], Value::Null, "{node:#}");
-        assert_eq!(node["error"], Value::Null, "{node:#}");
+        // Marked, so that `POST /runs/{id}/retry` knows to run it.
+        assert_eq!(
+            node["error"],
+            json!({"kind": "unreached", "message": "the run ended before this node ran"}),
+            "{node:#}"
+        );
         assert_eq!(history_statuses(node), ["skipped"]);
     }
 }

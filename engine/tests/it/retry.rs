@@ -1,0 +1,149 @@
+//! `POST /api/v1/runs/{id}/retry`: a failed run goes on from the node that failed, without
+//! repeating what succeeded, and reaches the nodes it never got to.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use enrichflow_nodes::Secrets;
+use serde_json::{Value, json};
+use wiremock::matchers::{method, path};
+use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
+
+use crate::support::{TestOptions, TestServer, fixtures};
+
+/// Refuses the first call with a 400 (not retried), then answers 200.
+struct FailsOnce(Arc<AtomicUsize>);
+
+impl Respond for FailsOnce {
+    fn respond(&self, _: &Request) -> ResponseTemplate {
+        match self.0.fetch_add(1, Ordering::SeqCst) {
+            0 => ResponseTemplate::new(400).set_body_string("not yet"),
+            _ => ResponseTemplate::new(200).set_body_json(json!({"ok": true})),
+        }
+    }
+}
+
+struct Setup {
+    server: TestServer,
+    first_calls: Arc<AtomicUsize>,
+    flaky_calls: Arc<AtomicUsize>,
+    _mocks: MockServer,
+}
+
+async fn setup() -> Setup {
+    let mocks = MockServer::start().await;
+    let first_calls = Arc::new(AtomicUsize::new(0));
+    let flaky_calls = Arc::new(AtomicUsize::new(0));
+    let counted = first_calls.clone();
+    Mock::given(method("GET"))
+        .and(path("/first"))
+        .respond_with(move |_: &Request| {
+            counted.fetch_add(1, Ordering::SeqCst);
+            ResponseTemplate::new(200).set_body_json(json!({"n": 1}))
+        })
+        .mount(&mocks)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/flaky"))
+        .respond_with(FailsOnce(flaky_calls.clone()))
+        .mount(&mocks)
+        .await;
+    let mut options = TestOptions::default();
+    options.engine.secrets = Secrets::new(BTreeMap::from([("BASE_URL".into(), mocks.uri())]));
+    let server = TestServer::start_with(&fixtures("retry"), options).await;
+    Setup {
+        server,
+        first_calls,
+        flaky_calls,
+        _mocks: mocks,
+    }
+}
+
+async fn finished(server: &TestServer, run_id: &str) -> Value {
+    for _ in 0..400 {
+        let run: Value = server
+            .client
+            .get(server.url(&format!("/api/v1/runs/{run_id}")))
+            .send()
+            .await
+            .expect("GET run")
+            .json()
+            .await
+            .expect("run JSON");
+        if matches!(
+            run["status"].as_str(),
+            Some("succeeded" | "failed" | "cancelled")
+        ) {
+            return run;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    panic!("run {run_id} did not finish");
+}
+
+async fn retry(server: &TestServer, run_id: &str) -> reqwest::Response {
+    server
+        .client
+        .post(server.url(&format!("/api/v1/runs/{run_id}/retry")))
+        .send()
+        .await
+        .expect("POST retry")
+}
+
+fn history(run: &Value, node: &str) -> Vec<String> {
+    run["nodes"][node]["history"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|attempt| attempt["status"].as_str().unwrap_or("").to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_failed_run_goes_on_from_its_failed_node() {
+    let setup = setup().await;
+    let server = &setup.server;
+    let accepted: Value = server
+        .client
+        .post(server.url("/hooks/flaky"))
+        .json(&json!({}))
+        .send()
+        .await
+        .expect("POST webhook")
+        .json()
+        .await
+        .expect("202 body");
+    let run_id = accepted["run_id"].as_str().expect("a run id").to_owned();
+    let failed = finished(server, &run_id).await;
+    assert_eq!(failed["status"], "failed", "{failed:#}");
+    assert_eq!(failed["nodes"]["last"]["error"]["kind"], "unreached");
+
+    let response = retry(server, &run_id).await;
+    assert_eq!(response.status(), 202);
+    assert_eq!(
+        response.headers()["location"],
+        format!("/api/v1/runs/{run_id}").as_str()
+    );
+    let retried = finished(server, &run_id).await;
+    assert_eq!(retried["status"], "succeeded", "{retried:#}");
+    assert_eq!(retried["output"], json!({"ok": true}));
+    assert_eq!(retried["error"], Value::Null);
+    assert_eq!(history(&retried, "first"), ["succeeded"]);
+    assert_eq!(history(&retried, "flaky"), ["failed", "succeeded"]);
+    assert_eq!(history(&retried, "last"), ["succeeded"]);
+    assert_eq!(setup.first_calls.load(Ordering::SeqCst), 1, "not repeated");
+    assert_eq!(setup.flaky_calls.load(Ordering::SeqCst), 2);
+
+    let again = retry(server, &run_id).await;
+    assert_eq!(again.status(), 409, "a succeeded run is not retried");
+    let body: Value = again.json().await.expect("an error body");
+    assert_eq!(body["error"]["code"], "conflict");
+}
+
+#[tokio::test]
+async fn retrying_an_unknown_run_is_a_404() {
+    let setup = setup().await;
+    let response = retry(&setup.server, "no-such-run").await;
+    assert_eq!(response.status(), 404);
+}
