@@ -15,6 +15,7 @@ use crate::services::{NoLeadStore, ServiceError};
 pub struct LeadUpsert {
     /// The contact's normalised address: the key of the contact, and so of the lead.
     pub email: String,
+    /// What is known about the person.
     pub contact: ContactFields,
     /// The contact's organisation, keyed by its domain; `None` for a free-mail address with no
     /// company given.
@@ -34,8 +35,11 @@ pub struct LeadUpsert {
 /// What is known about the person.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ContactFields {
+    /// Given name.
     pub first_name: Option<String>,
+    /// Family name.
     pub last_name: Option<String>,
+    /// Job title, as given or found.
     pub title: Option<String>,
     /// Any other attributes, merged key by key into the stored ones.
     pub data: Map<String, Value>,
@@ -46,7 +50,9 @@ pub struct ContactFields {
 pub struct OrganizationFields {
     /// Normalised (lowercase ASCII, punycode): the organisation's key.
     pub domain: String,
+    /// The organisation's name.
     pub name: Option<String>,
+    /// Its industry, in the provider's words.
     pub industry: Option<String>,
     /// Head count.
     pub employees: Option<i64>,
@@ -61,6 +67,7 @@ pub struct OrganizationFields {
 /// One score of a lead, as `score.weighted` outputs it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LeadScore {
+    /// 0–100.
     pub total: f64,
     /// `hot`, `warm` or `cold`, when the scorer gives one.
     pub tier: Option<String>,
@@ -71,8 +78,11 @@ pub struct LeadScore {
 /// What the store did with a [`LeadUpsert`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct UpsertedLead {
+    /// The lead's id (`GET /api/v1/leads/{id}`).
     pub lead_id: String,
+    /// The contact's id.
     pub contact_id: String,
+    /// The organisation's id; `None` when no organisation was kept (free mail).
     pub organization_id: Option<String>,
     /// False when the lead already existed and was updated.
     pub created: bool,

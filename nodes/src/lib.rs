@@ -2,6 +2,9 @@
 //! [`NodeContext`] an attempt runs in, [`NodeError`], the [`Registry`] of node types, and the
 //! built-in nodes. This crate knows nothing of SQL, queues, HTTP servers or WebAssembly.
 
+// STYLE.md: every public item of `nodes` is documented; this is the crate plugins build on.
+#![warn(missing_docs)]
+
 mod builtin;
 mod context;
 mod error;

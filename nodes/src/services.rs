@@ -35,7 +35,9 @@ pub trait Cache: Send + Sync {
 /// The services of one engine, cloned into every [`crate::NodeContext`].
 #[derive(Clone)]
 pub struct Services {
+    /// Answers worth keeping for a while (paid provider lookups).
     pub cache: Arc<dyn Cache>,
+    /// The engine's lead tables.
     pub leads: Arc<dyn LeadStore>,
 }
 
