@@ -1,5 +1,6 @@
 //! `notify.email`: sends one message over SMTP with lettre (STARTTLS, implicit TLS, or plain text
-//! for a relay on loopback), with a text body, an HTML body or both.
+//! for a relay on loopback), with a text body, an HTML body or both. Under TLS the server's
+//! certificate must chain to the system's roots or to a CA of `ca_file`.
 //!
 //! The Message-ID is derived from the attempt's idempotency key: when the engine delivers the
 //! same attempt twice (a worker died after the server accepted the message, before the attempt
@@ -9,16 +10,17 @@
 use async_trait::async_trait;
 use lettre::message::{MultiPart, SinglePart};
 use lettre::transport::smtp::authentication::Credentials;
-use lettre::transport::smtp::client::{Tls, TlsParameters};
+use lettre::transport::smtp::client::Tls;
 use lettre::transport::smtp::response::Response;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use serde_json::{Value, json};
 
 use super::config::{Phase, rendered};
 use crate::{ConfigError, ErrorKind, Node, NodeContext, NodeError};
-use with_block::{Letter, Server, TlsMode, read};
+use with_block::{Letter, Server, read};
 
 mod smtp_error;
+mod tls;
 mod with_block;
 
 /// Sends an email over SMTP; its `with` block is described in `docs/nodes.md`.
@@ -57,7 +59,8 @@ async fn deliver(
     message: Message,
 ) -> Result<Response, NodeError> {
     let target = format!("the SMTP server {}:{}", server.host, server.port);
-    let transport = transport(server, &target)?;
+    let tls = tls::for_server(server, &target).await?;
+    let transport = transport(server, tls);
     let send = tokio::time::timeout(server.timeout, transport.send(message));
     let result = tokio::select! {
         // Biased, so that an already cancelled run sends nothing.
@@ -140,20 +143,7 @@ fn build_message(letter: Letter, message_id: &str) -> Result<Message, NodeError>
     })
 }
 
-fn transport(
-    server: &Server,
-    target: &str,
-) -> Result<AsyncSmtpTransport<Tokio1Executor>, NodeError> {
-    let tls_parameters = || {
-        TlsParameters::new(server.host.clone()).map_err(|error| {
-            NodeError::permanent(ErrorKind::Node, format!("TLS for {target}: {error}"))
-        })
-    };
-    let tls = match server.tls {
-        TlsMode::StartTls => Tls::Required(tls_parameters()?),
-        TlsMode::Tls => Tls::Wrapper(tls_parameters()?),
-        TlsMode::None => Tls::None,
-    };
+fn transport(server: &Server, tls: Tls) -> AsyncSmtpTransport<Tokio1Executor> {
     let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&server.host)
         .port(server.port)
         .tls(tls)
@@ -164,7 +154,7 @@ fn transport(
             login.password.clone(),
         ));
     }
-    Ok(builder.build())
+    builder.build()
 }
 
 #[cfg(test)]

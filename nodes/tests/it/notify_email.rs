@@ -1,5 +1,7 @@
 //! The `notify.email` node against a real SMTP server process on loopback (Python's aiosmtpd):
-//! what arrives, and how the server's refusals and an absent server are classified.
+//! what arrives in plain text, over STARTTLS and over implicit TLS with a private CA trusted
+//! through `ca_file`, and how the server's refusals, an untrusted certificate and an absent
+//! server are classified.
 
 use std::time::Duration;
 
@@ -261,6 +263,124 @@ async fn starttls_is_required_unless_turned_off() {
     assert!(sink.messages().is_empty());
 }
 
+/// A block for `sink` under `tls` (`starttls` or `tls`) that trusts the sink's CA.
+fn tls_block(sink: &SmtpSink, tls: &str) -> Value {
+    let mut with = block(sink.port);
+    with["tls"] = json!(tls);
+    with["ca_file"] = json!(sink.ca_file());
+    with
+}
+
+/// Asserts that `message` arrived over TLS (the sink records the protocol version).
+fn assert_encrypted(message: &Value) {
+    let version = message["tls"].as_str().unwrap_or_default();
+    assert!(version.starts_with("TLSv1."), "not over TLS: {message}");
+}
+
+#[tokio::test]
+async fn delivers_over_starttls_trusting_the_ca_file() {
+    let Some(sink) = SmtpSink::start_starttls().await else {
+        return;
+    };
+    let mut with = tls_block(&sink, "starttls");
+    with["username"] = json!("bot");
+    with["password"] = json!(PASSWORD);
+
+    let output = execute(with).await.expect("the message is accepted");
+
+    assert_eq!(output["accepted"], json!(["sales@example.com"]));
+    let messages = sink.messages();
+    assert_eq!(messages.len(), 1);
+    assert_encrypted(&messages[0]);
+    assert_eq!(messages[0]["authenticated"], true);
+    assert_eq!(part(&messages[0], "text/plain"), "Call them.");
+}
+
+#[tokio::test]
+async fn delivers_over_implicit_tls_trusting_the_ca_file() {
+    let Some(sink) = SmtpSink::start_implicit_tls().await else {
+        return;
+    };
+
+    let output = execute(tls_block(&sink, "tls"))
+        .await
+        .expect("the message is accepted");
+
+    assert_eq!(output["message_id"], "<run-1.mail.1@enrichflow>");
+    let messages = sink.messages();
+    assert_eq!(messages.len(), 1);
+    assert_encrypted(&messages[0]);
+    assert_eq!(messages[0]["headers"]["subject"], "Hot lead");
+    assert_eq!(part(&messages[0], "text/plain"), "Call them.");
+}
+
+#[tokio::test]
+async fn an_untrusted_certificate_fails_for_good_without_showing_the_password() {
+    let Some(sink) = SmtpSink::start_starttls().await else {
+        return;
+    };
+    // The system's roots alone: the sink's CA is not among them.
+    let mut with = block(sink.port);
+    with["tls"] = json!("starttls");
+    with["username"] = json!("bot");
+    with["password"] = json!(PASSWORD);
+
+    let error = execute(with).await.expect_err("the certificate is refused");
+
+    assert!(!error.is_retryable(), "{error:?}");
+    assert_eq!(error.kind, ErrorKind::Node);
+    let message = &error.message;
+    assert!(message.contains("is not trusted"), "{message}");
+    assert!(message.contains("`ca_file`"), "{message}");
+    assert!(
+        message.contains(&format!("127.0.0.1:{}", sink.port)),
+        "{message}"
+    );
+    assert!(!message.contains(PASSWORD), "{message}");
+    assert!(sink.messages().is_empty());
+}
+
+#[tokio::test]
+async fn implicit_tls_to_a_plain_text_server_fails_for_good() {
+    let Some(sink) = SmtpSink::start().await else {
+        return;
+    };
+    let mut with = block(sink.port);
+    with["tls"] = json!("tls");
+
+    let error = execute(with)
+        .await
+        .expect_err("the server does not speak TLS");
+
+    assert!(!error.is_retryable(), "{error:?}");
+    assert!(error.message.contains("TLS with"), "{}", error.message);
+    assert!(sink.messages().is_empty());
+}
+
+#[tokio::test]
+async fn a_missing_ca_file_is_a_config_error_naming_it() {
+    let dir = tempfile::TempDir::new().expect("a temporary directory");
+    let missing = dir.path().join("relay-ca.pem");
+    // The file is read before connecting: no server is needed.
+    let mut with = block(25);
+    with["tls"] = json!("starttls");
+    with["ca_file"] = json!(missing);
+    with["username"] = json!("bot");
+    with["password"] = json!(PASSWORD);
+
+    let error = execute(with).await.expect_err("the file is missing");
+
+    assert!(!error.is_retryable(), "{error:?}");
+    assert_eq!(error.kind, ErrorKind::Config, "{error:?}");
+    let message = &error.message;
+    assert!(
+        message.contains(&missing.display().to_string()),
+        "{message}"
+    );
+    assert!(message.contains("cannot be read"), "{message}");
+    assert!(!message.contains(PASSWORD), "{message}");
+}
+
 #[tokio::test]
 async fn a_cancelled_run_sends_nothing() {
     let Some(sink) = SmtpSink::start().await else {
@@ -296,5 +416,14 @@ fn bad_blocks_are_rejected_at_load_time_with_their_path() {
     assert_eq!(
         node.check_config(&with).expect_err("a bad mode").path,
         "tls"
+    );
+    let mut with = block(25);
+    with["tls"] = json!("starttls");
+    with["ca_file"] = json!(true);
+    assert_eq!(
+        node.check_config(&with)
+            .expect_err("a path is a string")
+            .path,
+        "ca_file"
     );
 }

@@ -22,8 +22,16 @@ pub(super) fn classify(target: &str, error: &Error, password: Option<&str>) -> N
     if let Some(code) = error.status().map(u16::from) {
         return by_reply(target, code, error.is_transient(), &detail);
     }
-    if error.is_tls() {
-        // Certificates and protocol versions do not change between attempts.
+    // Certificates and protocol versions do not change between attempts: TLS failures are final.
+    let handshake = handshake_error(error);
+    if let Some(rustls::Error::InvalidCertificate(_)) = handshake {
+        let message = format!(
+            "the certificate of {target} is not trusted (check `host`, or trust its CA with \
+             `ca_file`): {detail}"
+        );
+        return NodeError::permanent(ErrorKind::Node, message);
+    }
+    if error.is_tls() || handshake.is_some() {
         let message = format!(
             "TLS with {target} failed (check `tls`, `port` and the server's certificate): {detail}"
         );
@@ -39,6 +47,27 @@ pub(super) fn classify(target: &str, error: &Error, password: Option<&str>) -> N
         ErrorKind::Node,
         format!("sending to {target} failed: {detail}"),
     )
+}
+
+/// The handshake's own error. lettre reports a failed handshake as a connection error, whose
+/// causes hold the I/O error of tokio-rustls, which wraps rustls's (`io::Error` hides what it
+/// wraps from `source()`, hence `get_ref`).
+fn handshake_error(error: &Error) -> Option<&rustls::Error> {
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        if let Some(tls_error) = cause.downcast_ref::<rustls::Error>() {
+            return Some(tls_error);
+        }
+        let wrapped = cause
+            .downcast_ref::<std::io::Error>()
+            .and_then(std::io::Error::get_ref)
+            .and_then(|inner| inner.downcast_ref::<rustls::Error>());
+        if wrapped.is_some() {
+            return wrapped;
+        }
+        source = cause.source();
+    }
+    None
 }
 
 /// A delivery that ran past the node's `timeout`.

@@ -3,7 +3,7 @@
 
 use serde_json::{Value, json};
 
-use super::with_block::DEFAULT_TIMEOUT;
+use super::with_block::{DEFAULT_TIMEOUT, TlsMode};
 use super::*;
 
 fn error(with: Value) -> ConfigError {
@@ -47,6 +47,7 @@ fn accepts_literals_and_templates() {
         "host": "{{ secrets.SMTP_HOST }}",
         "port": "{{ secrets.SMTP_PORT }}",
         "tls": "tls",
+        "ca_file": "{{ secrets.SMTP_CA_FILE }}",
         "username": "{{ secrets.SMTP_USER }}",
         "password": "{{ secrets.SMTP_PASSWORD }}",
         "from": "bot@example.com",
@@ -75,6 +76,9 @@ fn rejects_bad_keys_at_their_path() {
         (with("port", json!(25.5)), "port"),
         (with("port", json!("25")), "port"),
         (with("tls", json!("ssl")), "tls"),
+        (with("ca_file", json!(42)), "ca_file"),
+        (with("ca_file", json!(["ca.pem"])), "ca_file"),
+        (with("ca_file", json!(" ")), "ca_file"),
         (with("from", json!("not an address")), "from"),
         (with("to", json!([])), "to"),
         (with("to", json!(["a@example.com", "nope"])), "to[1]"),
@@ -167,4 +171,74 @@ fn a_null_login_is_no_login() {
     assert!(read_rendered(block.clone()).0.login.is_none());
     block["username"] = json!("bot");
     assert_eq!(error(block).path, "password");
+}
+
+#[test]
+fn ca_file_is_a_path_for_tls_only() {
+    let path = |block: Value| read_rendered(block).0.ca_file;
+    assert_eq!(path(minimal()), None);
+    assert_eq!(path(with("ca_file", Value::Null)), None);
+    let block = with("ca_file", json!("/etc/enrichflow/relay-ca.pem"));
+    assert_eq!(
+        path(block.clone()),
+        Some("/etc/enrichflow/relay-ca.pem".into())
+    );
+    let mut implicit = block.clone();
+    implicit["tls"] = json!("tls");
+    assert_eq!(NotifyEmail.check_config(&implicit), Ok(()));
+    let mut plain = block;
+    plain["tls"] = json!("none");
+    let error = error(plain.clone());
+    assert_eq!(error.path, "ca_file");
+    assert!(error.message.contains("tls: none"), "{}", error.message);
+    // A template may render to null, which is no `ca_file`: only the run can tell.
+    plain["ca_file"] = json!("{{ secrets.SMTP_CA_FILE | default(none) }}");
+    assert_eq!(NotifyEmail.check_config(&plain), Ok(()));
+}
+
+/// A server block for `tls: starttls` with `ca_file` set to `path`.
+fn server_with_ca_file(path: &std::path::Path) -> Server {
+    let mut block = with("ca_file", json!(path));
+    block["host"] = json!("127.0.0.1");
+    read_rendered(block).0
+}
+
+#[tokio::test]
+async fn a_bad_ca_file_is_a_config_error_naming_it() {
+    let dir = tempfile::TempDir::new().expect("a temporary directory");
+    let missing = dir.path().join("missing.pem");
+    let no_certificate = dir.path().join("key-only.pem");
+    std::fs::write(&no_certificate, "not a certificate").expect("written");
+    let bad_certificate = dir.path().join("bad.pem");
+    let block = "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n";
+    std::fs::write(&bad_certificate, block).expect("written");
+    let cases = [
+        (missing, "cannot be read"),
+        (no_certificate, "holds no PEM certificate"),
+        (bad_certificate, "holds an unusable certificate"),
+    ];
+    for (path, problem) in cases {
+        let server = server_with_ca_file(&path);
+        let error = tls::for_server(&server, "the SMTP server")
+            .await
+            .expect_err("the file is rejected");
+        assert_eq!(error.kind, ErrorKind::Config, "{error:?}");
+        assert!(!error.is_retryable());
+        let shown = format!("`with.ca_file`: `{}` {problem}", path.display());
+        assert!(error.message.starts_with(&shown), "{}", error.message);
+    }
+}
+
+#[tokio::test]
+async fn a_ca_file_is_added_to_the_roots() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let dir = tempfile::TempDir::new().expect("a temporary directory");
+    let ca =
+        rcgen::generate_simple_self_signed(["relay.internal".to_owned()]).expect("a certificate");
+    let path = dir.path().join("ca.pem");
+    std::fs::write(&path, ca.cert.pem()).expect("written");
+    let tls = tls::for_server(&server_with_ca_file(&path), "the SMTP server")
+        .await
+        .expect("the file is accepted");
+    assert!(matches!(tls, Tls::Required(_)), "{tls:?}");
 }

@@ -1,6 +1,7 @@
 //! Reading the `with` block of `notify.email`, as written (at load time) and rendered (when an
 //! attempt runs), into where to connect ([`Server`]) and what to send ([`Letter`]).
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use lettre::message::Mailbox;
@@ -10,9 +11,9 @@ use crate::ConfigError;
 use crate::builtin::config::{Fields, Phase, Read, at_index, describe, number_between, text};
 use crate::builtin::http_request::parse_timeout;
 
-const KEYS: [&str; 14] = [
-    "host", "port", "tls", "username", "password", "from", "to", "cc", "bcc", "reply_to",
-    "subject", "text", "html", "timeout",
+const KEYS: [&str; 15] = [
+    "host", "port", "tls", "ca_file", "username", "password", "from", "to", "cc", "bcc",
+    "reply_to", "subject", "text", "html", "timeout",
 ];
 
 /// How long a delivery may take, from connecting to the server's last reply, when `timeout` is
@@ -60,6 +61,9 @@ pub(super) struct Server {
     /// From `port`, else the conventional port of `tls`.
     pub(super) port: u16,
     pub(super) tls: TlsMode,
+    /// A PEM file of CA certificates trusted besides the system's, read when an attempt runs;
+    /// never set with [`TlsMode::None`].
+    pub(super) ca_file: Option<PathBuf>,
     /// SMTP AUTH, when `username` and `password` are given.
     pub(super) login: Option<Login>,
     /// A limit on the whole delivery.
@@ -121,6 +125,13 @@ pub(super) fn read_server(phase: Phase, fields: &Fields<'_>) -> Read<Server> {
         Some(value) => read_port(phase, value)?.map(Some),
         None => Some(None),
     };
+    let ca_file = read_ca_file(phase, fields)?;
+    if tls == Some(TlsMode::None) && matches!(ca_file, Some(Some(_))) {
+        return Err(ConfigError::new(
+            "ca_file",
+            "`ca_file` is used only with `tls: starttls` or `tls: tls`, not with `tls: none`",
+        ));
+    }
     let login = read_login(phase, fields)?;
     let timeout = match fields.optional("timeout") {
         Some(value) => match text(phase, value, "timeout")? {
@@ -129,8 +140,8 @@ pub(super) fn read_server(phase: Phase, fields: &Fields<'_>) -> Read<Server> {
         },
         None => Some(DEFAULT_TIMEOUT),
     };
-    let (Some(host), Some(tls), Some(port), Some(login), Some(timeout)) =
-        (host, tls, port, login, timeout)
+    let (Some(host), Some(tls), Some(port), Some(ca_file), Some(login), Some(timeout)) =
+        (host, tls, port, ca_file, login, timeout)
     else {
         return Ok(None);
     };
@@ -139,6 +150,7 @@ pub(super) fn read_server(phase: Phase, fields: &Fields<'_>) -> Read<Server> {
         host,
         port,
         tls,
+        ca_file,
         login,
         timeout,
     }))
@@ -170,6 +182,25 @@ pub(super) fn read_port(phase: Phase, value: &Value) -> Read<u16> {
     }
     // Exact: a whole number between 1 and 65535.
     Ok(Some(port as u16))
+}
+
+/// A path, or nothing. Null is absent, as for a login, so that a workflow can write
+/// `"{{ secrets.SMTP_CA_FILE | default(none) }}"`. The file itself is read only when an attempt
+/// runs: the worker that sends may not be the machine that loads the workflow.
+pub(super) fn read_ca_file(phase: Phase, fields: &Fields<'_>) -> Read<Option<PathBuf>> {
+    let Some(value) = fields.optional("ca_file").filter(|value| !value.is_null()) else {
+        return Ok(Some(None));
+    };
+    let Some(path) = text(phase, value, "ca_file")? else {
+        return Ok(None);
+    };
+    if path.trim().is_empty() {
+        return Err(ConfigError::new(
+            "ca_file",
+            "expected the path of a PEM file of CA certificates, found an empty string",
+        ));
+    }
+    Ok(Some(Some(PathBuf::from(path))))
 }
 
 /// `username` and `password` come together or not at all. Null is absent, so a workflow can
