@@ -15,8 +15,8 @@ use tokio::sync::mpsc;
 
 use crate::driver;
 use crate::engine::{Error, Shared};
-use crate::queue::DeadLetter;
-use crate::store::{AttemptKey, AttemptOutcome, AttemptStatus, ErrorInfo};
+use crate::queue::{DeadLetter, Queue};
+use crate::store::{AttemptKey, AttemptOutcome, AttemptStatus, ErrorInfo, Store};
 
 /// How long a queued attempt may stay unconfirmed before the sweep publishes it again: longer
 /// than a publish normally takes, so the sweep rarely duplicates a message still in flight.
@@ -26,30 +26,31 @@ const OUTBOX_GRACE: Duration = Duration::from_secs(5);
 /// than the advance that normally follows an attempt, which only a database failure prevents.
 const STALL_GRACE: Duration = Duration::from_secs(5);
 
-/// Puts an attempt on the queue. With a durable queue the store records that the broker took it,
-/// and a failed publish is left to the sweep rather than failing the caller: the attempt is
-/// committed, so it will be published once the broker is back.
+/// Puts an attempt on the queue. With a durable queue the attempt is already committed, so the
+/// publish, its confirm and the `dispatched` mark happen in a task of their own, off the caller's
+/// path: a failed publish or mark is left to the sweep (a lost mark only costs a duplicate
+/// delivery, which at-least-once allows). The in-process queue is awaited, for backpressure.
 pub async fn dispatch(shared: &Shared, key: AttemptKey) -> Result<(), Error> {
     if !shared.queue.durable() {
         return Ok(shared.queue.enqueue(key).await?);
     }
-    match shared.queue.enqueue(key.clone()).await {
-        Ok(()) => {
-            if let Err(error) = shared
-                .store
-                .mark_dispatched(std::slice::from_ref(&key))
-                .await
-            {
-                tracing::warn!(%error, run = %key.run_id, node = %key.node_id,
-                    "recording a dispatch failed; the sweep will publish the attempt again");
-            }
-        }
-        Err(error) => {
-            tracing::warn!(%error, run = %key.run_id, node = %key.node_id,
-                "publishing an attempt failed; the sweep will publish it");
-        }
-    }
+    let (queue, store) = (shared.queue.clone(), shared.store.clone());
+    shared.tasks.spawn(async move {
+        publish_and_mark(queue.as_ref(), store.as_ref(), key).await;
+    });
     Ok(())
+}
+
+async fn publish_and_mark(queue: &dyn Queue, store: &dyn Store, key: AttemptKey) {
+    if let Err(error) = queue.enqueue(key.clone()).await {
+        tracing::warn!(%error, run = %key.run_id, node = %key.node_id,
+            "publishing an attempt failed; the sweep will publish it");
+        return;
+    }
+    if let Err(error) = store.mark_dispatched(std::slice::from_ref(&key)).await {
+        tracing::warn!(%error, run = %key.run_id, node = %key.node_id,
+            "recording a dispatch failed; the sweep will publish the attempt again");
+    }
 }
 
 /// The sweep of a `serve` replica, every `interval` until shutdown.
