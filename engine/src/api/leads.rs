@@ -12,7 +12,8 @@ use serde_json::{Value, json};
 
 use super::ApiState;
 use super::error::{Error, Result};
-use crate::store::{ContactRecord, LeadQuery, LeadView, OrganizationRecord, RunQuery, ScoreRecord};
+use super::paging::{self, non_empty};
+use crate::store::{ContactRecord, LeadQuery, LeadView, OrganizationRecord, ScoreRecord};
 
 /// The query string of `GET /api/v1/leads`, as text so that each bad value gets its own message.
 #[derive(Debug, Default, Deserialize)]
@@ -27,28 +28,8 @@ pub struct ListParams {
 impl ListParams {
     /// The store query, or 400 naming the bad parameter. Empty values count as absent.
     fn to_query(&self) -> Result<LeadQuery> {
-        let limit = match non_empty(&self.limit) {
-            None => RunQuery::DEFAULT_LIMIT,
-            Some(text) => text
-                .parse::<u32>()
-                .ok()
-                .filter(|limit| (1..=RunQuery::MAX_LIMIT).contains(limit))
-                .ok_or_else(|| {
-                    Error::BadRequest(format!(
-                        "`limit` must be a whole number from 1 to {}; got `{text}`",
-                        RunQuery::MAX_LIMIT
-                    ))
-                })?,
-        };
-        let cursor = match non_empty(&self.cursor) {
-            None => None,
-            Some(text) => {
-                uuid::Uuid::parse_str(text).map_err(|_| {
-                    Error::BadRequest(format!("`cursor` must be a lead id; got `{text}`"))
-                })?;
-                Some(text.to_owned())
-            }
-        };
+        let limit = paging::limit(&self.limit)?;
+        let cursor = paging::cursor(&self.cursor, "a lead id")?;
         Ok(LeadQuery {
             tier: non_empty(&self.tier).map(str::to_owned),
             status: non_empty(&self.status).map(str::to_owned),
@@ -60,10 +41,6 @@ impl ListParams {
     }
 }
 
-fn non_empty(value: &Option<String>) -> Option<&str> {
-    value.as_deref().filter(|text| !text.is_empty())
-}
-
 /// `{"leads": [lead…], "next_cursor": id | null}`; `next_cursor` is null on the last page.
 pub async fn list(
     State(state): State<Arc<ApiState>>,
@@ -73,23 +50,22 @@ pub async fn list(
     let query = params.to_query()?;
     let store = state.engine.store();
     let leads = store.list_leads(&query).await?;
-    let next_cursor = match leads.last() {
-        // A full page: look one lead further to tell whether another page follows.
-        Some(last) if leads.len() == query.limit as usize => {
+    let next_cursor = paging::next_cursor(
+        &leads,
+        query.limit,
+        |view| &view.lead.id,
+        async |cursor| {
             let probe = LeadQuery {
                 limit: 1,
-                cursor: Some(last.lead.id.clone()),
+                cursor: Some(cursor),
                 ..query.clone()
             };
-            let more = !store.list_leads(&probe).await?.is_empty();
-            more.then(|| Value::String(last.lead.id.clone()))
-        }
-        _ => None,
-    };
+            Ok(!store.list_leads(&probe).await?.is_empty())
+        },
+    )
+    .await?;
     let leads: Vec<Value> = leads.iter().map(lead_json).collect();
-    Ok(Json(
-        json!({ "leads": leads, "next_cursor": next_cursor.unwrap_or(Value::Null) }),
-    ))
+    Ok(Json(json!({ "leads": leads, "next_cursor": next_cursor })))
 }
 
 /// One lead as listed, plus `scores`: its score history, newest first.
@@ -168,6 +144,7 @@ fn timestamp(at: DateTime<Utc>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::RunQuery;
 
     fn params(limit: &str, cursor: &str, q: &str) -> ListParams {
         ListParams {

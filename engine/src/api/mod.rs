@@ -4,13 +4,15 @@
 //! Code map: `webhooks` (`POST /hooks/{path}`), `workflows` (list, one, manual runs), `runs`
 //! (list, one, cancel), `leads` (list, one with its score history), `health` (`/healthz`,
 //! `/readyz`, `/metrics`), `body` (size limit and JSON rules), `idempotency` (the
-//! `Idempotency-Key` header), `error` (the status codes).
+//! `Idempotency-Key` header), `paging` (`limit`, `cursor` and `next_cursor` of the list
+//! endpoints), `error` (the status codes).
 
 mod body;
 mod error;
 mod health;
 mod idempotency;
 mod leads;
+mod paging;
 mod runs;
 mod webhooks;
 mod workflows;

@@ -12,6 +12,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::error::{Error, Result};
+use super::paging::{self, non_empty};
 use super::{ApiState, run_location};
 use crate::engine::{Cancellation, Retrial};
 use crate::store::{RunQuery, RunRecord, RunStatus};
@@ -38,28 +39,8 @@ impl ListParams {
                 ))
             })?),
         };
-        let limit = match non_empty(&self.limit) {
-            None => RunQuery::DEFAULT_LIMIT,
-            Some(text) => text
-                .parse::<u32>()
-                .ok()
-                .filter(|limit| (1..=RunQuery::MAX_LIMIT).contains(limit))
-                .ok_or_else(|| {
-                    Error::BadRequest(format!(
-                        "`limit` must be a whole number from 1 to {}; got `{text}`",
-                        RunQuery::MAX_LIMIT
-                    ))
-                })?,
-        };
-        let cursor = match non_empty(&self.cursor) {
-            None => None,
-            Some(text) => {
-                uuid::Uuid::parse_str(text).map_err(|_| {
-                    Error::BadRequest(format!("`cursor` must be a run id; got `{text}`"))
-                })?;
-                Some(text.to_owned())
-            }
-        };
+        let limit = paging::limit(&self.limit)?;
+        let cursor = paging::cursor(&self.cursor, "a run id")?;
         Ok(RunQuery {
             workflow_id: non_empty(&self.workflow).map(str::to_owned),
             status,
@@ -67,10 +48,6 @@ impl ListParams {
             cursor,
         })
     }
-}
-
-fn non_empty(value: &Option<String>) -> Option<&str> {
-    value.as_deref().filter(|text| !text.is_empty())
 }
 
 /// `{"runs": [summary…], "next_cursor": id | null}`; `next_cursor` is null on the last page.
@@ -81,24 +58,22 @@ pub async fn list(
     let Query(params) = params?;
     let query = params.to_query()?;
     let runs = state.engine.list_runs(&query).await?;
-    let next_cursor = match runs.last() {
-        // A full page: look one run further to tell whether another page follows. Asking the
-        // store for `limit + 1` instead would be clamped away at the largest page size.
-        Some(last) if runs.len() == query.limit as usize => {
+    let next_cursor = paging::next_cursor(
+        &runs,
+        query.limit,
+        |run| &run.id,
+        async |cursor| {
             let probe = RunQuery {
                 limit: 1,
-                cursor: Some(last.id.clone()),
+                cursor: Some(cursor),
                 ..query.clone()
             };
-            let more = !state.engine.list_runs(&probe).await?.is_empty();
-            more.then(|| Value::String(last.id.clone()))
-        }
-        _ => None,
-    };
+            Ok(!state.engine.list_runs(&probe).await?.is_empty())
+        },
+    )
+    .await?;
     let runs: Vec<Value> = runs.iter().map(view::summary_json).collect();
-    Ok(Json(
-        json!({ "runs": runs, "next_cursor": next_cursor.unwrap_or(Value::Null) }),
-    ))
+    Ok(Json(json!({ "runs": runs, "next_cursor": next_cursor })))
 }
 
 /// The run JSON with every node and attempt.

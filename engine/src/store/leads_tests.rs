@@ -1,5 +1,5 @@
-//! The leads and cache contract as checks over `&dyn Store`, run like `tests.rs`: against a
-//! fresh SQLite file, and against a fresh Postgres database when
+//! The leads and cache contract as checks over `&dyn Store`, run by `tests.rs`'s `store_checks!`:
+//! against a fresh SQLite file, and against a fresh Postgres database when
 //! `ENRICHFLOW_TEST_DATABASE_URL` is set.
 
 use std::time::Duration;
@@ -8,7 +8,7 @@ use anyhow::{Context, Result, ensure};
 use enrichflow_nodes::leads::{ContactFields, LeadScore, LeadUpsert, OrganizationFields};
 use serde_json::{Map, Value, json};
 
-use super::tests::{PostgresDatabase, TempDatabase};
+use super::tests::store_checks;
 use super::{LeadDetail, LeadQuery, Store};
 
 fn object(value: Value) -> Map<String, Value> {
@@ -327,39 +327,7 @@ pub(super) async fn cache_keeps_values_until_they_expire(store: &dyn Store) -> R
     Ok(())
 }
 
-macro_rules! lead_checks {
-    ($($check:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test]
-                async fn $check() -> anyhow::Result<()> {
-                    let database = super::TempDatabase::create().await?;
-                    super::$check(&database.store).await?;
-                    database.store.close().await;
-                    Ok(())
-                }
-            )*
-        }
-
-        mod postgres {
-            $(
-                #[tokio::test]
-                async fn $check() -> anyhow::Result<()> {
-                    let Some(database) = super::PostgresDatabase::create().await? else {
-                        return Ok(());
-                    };
-                    database
-                        .run_check(async |store: &crate::store::PostgresStore| {
-                            super::$check(store).await
-                        })
-                        .await
-                }
-            )*
-        }
-    };
-}
-
-lead_checks!(
+store_checks!(
     upsert_creates_then_updates,
     dedupes_by_email_and_domain,
     null_does_not_clobber,

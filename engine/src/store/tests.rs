@@ -1160,13 +1160,15 @@ pub(super) async fn reopen_run_only_from_failed_or_cancelled(store: &dyn Store) 
     Ok(())
 }
 
+/// One test per store for each named check: `store_checks!(a, b)` in a module that defines the
+/// checks `a` and `b` adds `sqlite::a`, `sqlite::b`, `postgres::a` and `postgres::b`.
 macro_rules! store_checks {
     ($($check:ident),* $(,)?) => {
         mod sqlite {
             $(
                 #[tokio::test]
                 async fn $check() -> anyhow::Result<()> {
-                    let database = super::TempDatabase::create().await?;
+                    let database = $crate::store::tests::TempDatabase::create().await?;
                     super::$check(&database.store).await?;
                     database.store.close().await;
                     Ok(())
@@ -1178,11 +1180,12 @@ macro_rules! store_checks {
             $(
                 #[tokio::test]
                 async fn $check() -> anyhow::Result<()> {
-                    let Some(database) = super::PostgresDatabase::create().await? else {
+                    let database = $crate::store::tests::PostgresDatabase::create().await?;
+                    let Some(database) = database else {
                         return Ok(());
                     };
                     database
-                        .run_check(async |store: &crate::store::PostgresStore| {
+                        .run_check(async |store: &$crate::store::PostgresStore| {
                             super::$check(store).await
                         })
                         .await
@@ -1191,6 +1194,8 @@ macro_rules! store_checks {
         }
     };
 }
+
+pub(super) use store_checks;
 
 store_checks!(
     revisions_are_saved_once,

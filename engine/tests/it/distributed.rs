@@ -167,6 +167,42 @@ async fn arrival(arrivals: &mut mpsc::UnboundedReceiver<()>) {
         .expect("the mock is alive");
 }
 
+/// The mocks of the `slow-chain` workflow: `first` answers at once, `slow` after a delay on its
+/// first call.
+struct SlowChain {
+    first_calls: Arc<AtomicUsize>,
+    slow_calls: Arc<AtomicUsize>,
+    slow_arrived: mpsc::UnboundedReceiver<()>,
+}
+
+impl SlowChain {
+    async fn mount(server: &MockServer, slow_delay: Duration) -> SlowChain {
+        let (first_calls, _) = mount(server, "first", Vec::new()).await;
+        let (slow_calls, slow_arrived) = mount(server, "slow", vec![slow_delay]).await;
+        SlowChain {
+            first_calls,
+            slow_calls,
+            slow_arrived,
+        }
+    }
+
+    /// Starts a run through `base_url`; returns its id once its `slow` node is in flight.
+    async fn start(&mut self, client: &reqwest::Client, base_url: &str) -> String {
+        let run_id = trigger(client, base_url, "slow-chain").await;
+        arrival(&mut self.slow_arrived).await;
+        run_id
+    }
+}
+
+/// Starts `n` runs of the `call` workflow; returns their ids.
+async fn start_calls(client: &reqwest::Client, base_url: &str, n: usize) -> Vec<String> {
+    let mut runs = Vec::with_capacity(n);
+    for _ in 0..n {
+        runs.push(trigger(client, base_url, "call").await);
+    }
+    runs
+}
+
 /// The `worker` of every attempt in the run JSON.
 fn workers_of(run: &Value) -> Vec<String> {
     run["nodes"]
@@ -225,10 +261,7 @@ async fn three_workers_share_the_load() {
     let server = deployment.serve(&[]);
     let workers: Vec<_> = (0..3).map(|_| deployment.worker(2, &[])).collect();
     let client = reqwest::Client::new();
-    let mut runs = Vec::new();
-    for _ in 0..30 {
-        runs.push(trigger(&client, &server.base_url, "call").await);
-    }
+    let runs = start_calls(&client, &server.base_url, 30).await;
     let mut seen = HashSet::new();
     for run_id in &runs {
         let run = finished_run(&client, &server.base_url, run_id).await;
@@ -247,25 +280,22 @@ async fn a_worker_killed_in_the_middle_of_an_attempt_is_replaced_and_the_run_suc
     let Some(deployment) = Deployment::new("worker_killed_mid_attempt").await else {
         return;
     };
-    let (first_calls, _) = mount(&deployment.mocks, "first", Vec::new()).await;
-    let (slow_calls, mut slow_arrived) =
-        mount(&deployment.mocks, "slow", vec![Duration::from_secs(60)]).await;
+    let mut chain = SlowChain::mount(&deployment.mocks, Duration::from_secs(60)).await;
     let server = deployment.serve(&[]);
     let doomed = deployment.worker(2, &[]);
     let client = reqwest::Client::new();
-    let run_id = trigger(&client, &server.base_url, "slow-chain").await;
-    arrival(&mut slow_arrived).await;
+    let run_id = chain.start(&client, &server.base_url).await;
     doomed.signal("-KILL");
     let _replacement = deployment.worker(2, &[]);
     let run = finished_run(&client, &server.base_url, &run_id).await;
     assert_eq!(run["status"], "succeeded", "{run:#}");
     assert_eq!(
-        first_calls.load(Ordering::SeqCst),
+        chain.first_calls.load(Ordering::SeqCst),
         1,
         "finished nodes never run again"
     );
     assert_eq!(
-        slow_calls.load(Ordering::SeqCst),
+        chain.slow_calls.load(Ordering::SeqCst),
         2,
         "the interrupted attempt ran again"
     );
@@ -284,22 +314,19 @@ async fn a_server_killed_in_the_middle_of_a_run_loses_nothing() {
     let Some(deployment) = Deployment::new("server_killed_mid_run").await else {
         return;
     };
-    let (first_calls, _) = mount(&deployment.mocks, "first", Vec::new()).await;
-    let (slow_calls, mut slow_arrived) =
-        mount(&deployment.mocks, "slow", vec![Duration::from_secs(2)]).await;
+    let mut chain = SlowChain::mount(&deployment.mocks, Duration::from_secs(2)).await;
     let doomed = deployment.serve(&[]);
     let _worker = deployment.worker(2, &[]);
     let client = reqwest::Client::new();
-    let run_id = trigger(&client, &doomed.base_url, "slow-chain").await;
-    arrival(&mut slow_arrived).await;
+    let run_id = chain.start(&client, &doomed.base_url).await;
     drop(doomed); // SIGKILL
     let replica = deployment.serve(&[]);
     let run = finished_run(&client, &replica.base_url, &run_id).await;
     assert_eq!(run["status"], "succeeded", "{run:#}");
     assert_eq!(run["output"], json!({"ok": 0}));
-    assert_eq!(first_calls.load(Ordering::SeqCst), 1);
+    assert_eq!(chain.first_calls.load(Ordering::SeqCst), 1);
     assert_eq!(
-        slow_calls.load(Ordering::SeqCst),
+        chain.slow_calls.load(Ordering::SeqCst),
         1,
         "the worker was not disturbed"
     );
@@ -312,22 +339,19 @@ async fn a_stopped_worker_loses_its_lease_and_another_worker_finishes_the_attemp
     let Some(deployment) = Deployment::new("stopped_worker_loses_lease").await else {
         return;
     };
-    let (_, _) = mount(&deployment.mocks, "first", Vec::new()).await;
-    let (slow_calls, mut slow_arrived) =
-        mount(&deployment.mocks, "slow", vec![Duration::from_secs(1)]).await;
+    let mut chain = SlowChain::mount(&deployment.mocks, Duration::from_secs(1)).await;
     let lease = ["--lease", "2s"];
     let server = deployment.serve(&lease);
     // Concurrency 1: with its one delivery unacknowledged, RabbitMQ sends it nothing more.
     let frozen = deployment.worker(1, &lease);
     let client = reqwest::Client::new();
-    let run_id = trigger(&client, &server.base_url, "slow-chain").await;
-    arrival(&mut slow_arrived).await;
+    let run_id = chain.start(&client, &server.base_url).await;
     // Stopped, not dead: its connection to RabbitMQ stays open, so only the lease can tell.
     frozen.signal("-STOP");
     let _healthy = deployment.worker(2, &lease);
     let run = finished_run(&client, &server.base_url, &run_id).await;
     assert_eq!(run["status"], "succeeded", "{run:#}");
-    assert_eq!(slow_calls.load(Ordering::SeqCst), 2);
+    assert_eq!(chain.slow_calls.load(Ordering::SeqCst), 2);
     let holders = workers_of(&run);
     assert_eq!(
         holders.len(),
@@ -344,14 +368,11 @@ async fn sigterm_lets_a_worker_finish_its_attempt_before_it_exits() {
     let Some(deployment) = Deployment::new("worker_sigterm").await else {
         return;
     };
-    let (_, _) = mount(&deployment.mocks, "first", Vec::new()).await;
-    let (slow_calls, mut slow_arrived) =
-        mount(&deployment.mocks, "slow", vec![Duration::from_secs(1)]).await;
+    let mut chain = SlowChain::mount(&deployment.mocks, Duration::from_secs(1)).await;
     let server = deployment.serve(&[]);
     let leaving = deployment.worker(2, &[]);
     let client = reqwest::Client::new();
-    let run_id = trigger(&client, &server.base_url, "slow-chain").await;
-    arrival(&mut slow_arrived).await;
+    let run_id = chain.start(&client, &server.base_url).await;
     let status = leaving.terminate();
     assert!(status.success(), "the worker exits cleanly: {status}");
     // The last node is left for whoever comes next.
@@ -359,7 +380,7 @@ async fn sigterm_lets_a_worker_finish_its_attempt_before_it_exits() {
     let run = finished_run(&client, &server.base_url, &run_id).await;
     assert_eq!(run["status"], "succeeded", "{run:#}");
     assert_eq!(
-        slow_calls.load(Ordering::SeqCst),
+        chain.slow_calls.load(Ordering::SeqCst),
         1,
         "the attempt was finished, not redone"
     );
@@ -396,22 +417,15 @@ async fn restarting_rabbitmq_while_runs_flow_loses_none() {
     let server = deployment.serve(&[]);
     let workers = [deployment.worker(2, &[]), deployment.worker(2, &[])];
     let client = reqwest::Client::new();
-    let mut runs = Vec::new();
-    for _ in 0..20 {
-        runs.push(trigger(&client, &server.base_url, "call").await);
-    }
+    let mut runs = start_calls(&client, &server.base_url, 20).await;
     broker.stop().await;
     let down = readiness(&client, &server.base_url, 503).await;
     assert_eq!(down["down"], json!(["broker"]));
     // Webhooks still take runs while the broker is away; their attempts wait in the outbox.
-    for _ in 0..10 {
-        runs.push(trigger(&client, &server.base_url, "call").await);
-    }
+    runs.extend(start_calls(&client, &server.base_url, 10).await);
     broker.start_again().await;
     readiness(&client, &server.base_url, 200).await;
-    for _ in 0..10 {
-        runs.push(trigger(&client, &server.base_url, "call").await);
-    }
+    runs.extend(start_calls(&client, &server.base_url, 10).await);
     for run_id in &runs {
         let run = finished_run(&client, &server.base_url, run_id).await;
         assert_eq!(run["status"], "succeeded", "{run:#}");
@@ -495,10 +509,7 @@ async fn restarting_postgres_while_runs_flow_loses_none() {
     let server = deployment.serve(&[]);
     let workers = [deployment.worker(2, &[]), deployment.worker(2, &[])];
     let client = reqwest::Client::new();
-    let mut runs = Vec::new();
-    for _ in 0..20 {
-        runs.push(trigger(&client, &server.base_url, "call").await);
-    }
+    let mut runs = start_calls(&client, &server.base_url, 20).await;
     postgres.stop();
     let down = readiness(&client, &server.base_url, 503).await;
     assert_eq!(down["down"], json!(["database"]));
@@ -512,9 +523,7 @@ async fn restarting_postgres_while_runs_flow_loses_none() {
     assert_eq!(refused.status(), 503, "{:?}", refused.text().await);
     postgres.start_again();
     readiness(&client, &server.base_url, 200).await;
-    for _ in 0..10 {
-        runs.push(trigger(&client, &server.base_url, "call").await);
-    }
+    runs.extend(start_calls(&client, &server.base_url, 10).await);
     for run_id in &runs {
         let run = finished_run(&client, &server.base_url, run_id).await;
         assert_eq!(run["status"], "succeeded", "{run:#}");

@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
+use crate::process::finished_run;
 use crate::support::{TestOptions, TestServer, fixtures};
 
 /// Refuses the first call with a 400 (not retried), then answers 200.
@@ -61,25 +62,7 @@ async fn setup() -> Setup {
 }
 
 async fn finished(server: &TestServer, run_id: &str) -> Value {
-    for _ in 0..400 {
-        let run: Value = server
-            .client
-            .get(server.url(&format!("/api/v1/runs/{run_id}")))
-            .send()
-            .await
-            .expect("GET run")
-            .json()
-            .await
-            .expect("run JSON");
-        if matches!(
-            run["status"].as_str(),
-            Some("succeeded" | "failed" | "cancelled")
-        ) {
-            return run;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
-    }
-    panic!("run {run_id} did not finish");
+    finished_run(&server.client, &server.base_url, run_id).await
 }
 
 async fn retry(server: &TestServer, run_id: &str) -> reqwest::Response {

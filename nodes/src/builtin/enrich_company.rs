@@ -102,16 +102,10 @@ struct Company {
 
 /// Maps a reply; `Err` says why a body is not what the provider's API promises.
 fn profile(style: Style, domain: &str, reply: Reply) -> Result<Value, String> {
-    let company = match (style, reply) {
-        (_, Reply::NotFound) => not_found(style, domain),
-        (Style::Clearbit, Reply::Found(body)) => from_clearbit(domain, &body),
-        (Style::Hunter, Reply::Found(body)) => {
-            let data = body
-                .get("data")
-                .filter(|data| data.is_object())
-                .ok_or("the body has no `data` object")?;
-            from_hunter(domain, data)
-        }
+    let company = match (style, reply.record(style)?) {
+        (_, None) => not_found(style, domain),
+        (Style::Clearbit, Some(body)) => from_clearbit(domain, &body),
+        (Style::Hunter, Some(data)) => from_hunter(domain, &data),
     };
     serde_json::to_value(company).map_err(|error| error.to_string())
 }

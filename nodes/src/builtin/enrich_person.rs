@@ -182,19 +182,13 @@ struct Person {
 
 /// Maps a reply; `Err` says why a body is not what the provider's API promises.
 fn person(style: Style, subject: &Subject, reply: Reply) -> Result<Value, String> {
-    let person = match (style, reply) {
-        (_, Reply::NotFound) => not_found(style, subject),
-        (Style::Clearbit, Reply::Found(body)) => from_clearbit(subject, &body),
-        (Style::Hunter, Reply::Found(body)) => {
-            let data = body
-                .get("data")
-                .filter(|data| data.is_object())
-                .ok_or("the body has no `data` object")?;
-            match subject {
-                Subject::Email(_) => from_hunter_verifier(subject, data),
-                Subject::Name { .. } => from_hunter_finder(subject, data),
-            }
-        }
+    let person = match (style, reply.record(style)?) {
+        (_, None) => not_found(style, subject),
+        (Style::Clearbit, Some(body)) => from_clearbit(subject, &body),
+        (Style::Hunter, Some(data)) => match subject {
+            Subject::Email(_) => from_hunter_verifier(subject, &data),
+            Subject::Name { .. } => from_hunter_finder(subject, &data),
+        },
     };
     serde_json::to_value(person).map_err(|error| error.to_string())
 }

@@ -22,6 +22,23 @@ pub(in crate::builtin) enum Reply {
     NotFound,
 }
 
+impl Reply {
+    /// The record the provider answered with, `None` when it has none. A Clearbit-style body is
+    /// the record itself; Hunter wraps it in a `data` object, and `Err` says a body has none.
+    pub(in crate::builtin) fn record(self, style: Style) -> Result<Option<Value>, String> {
+        match (style, self) {
+            (_, Reply::NotFound) => Ok(None),
+            (Style::Clearbit, Reply::Found(body)) => Ok(Some(body)),
+            (Style::Hunter, Reply::Found(mut body)) => {
+                match body.get_mut("data").map(Value::take) {
+                    Some(data @ Value::Object(_)) => Ok(Some(data)),
+                    _ => Err("the body has no `data` object".to_owned()),
+                }
+            }
+        }
+    }
+}
+
 /// What a status means, before the body is looked at.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Meaning {
@@ -234,6 +251,24 @@ mod tests {
             "{}",
             error.message
         );
+    }
+
+    #[test]
+    fn hunter_records_are_the_data_object() {
+        let body = json!({"data": {"email": "a@b.co"}, "meta": {}});
+        let record = Reply::Found(body.clone()).record(Style::Hunter);
+        assert_eq!(record, Ok(Some(json!({"email": "a@b.co"}))));
+        let record = Reply::Found(body.clone()).record(Style::Clearbit);
+        assert_eq!(record, Ok(Some(body)));
+        assert_eq!(Reply::NotFound.record(Style::Hunter), Ok(None));
+        for body in [
+            json!({"meta": {}}),
+            json!({"data": null}),
+            json!({"data": [1]}),
+        ] {
+            let record = Reply::Found(body).record(Style::Hunter);
+            assert_eq!(record, Err("the body has no `data` object".to_owned()));
+        }
     }
 
     #[test]
