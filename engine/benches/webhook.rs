@@ -41,6 +41,7 @@ async fn main() -> anyhow::Result<()> {
     let distributed = Distributed::from_env().await?;
     let shutdown = CancellationToken::new();
     let options = ServeOptions {
+        pool: enrichflow::store::PoolOptions::default(),
         workflows: Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/fixtures"),
         database_url: match &distributed {
             Some(distributed) => distributed.database_url.clone(),

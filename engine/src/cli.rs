@@ -92,6 +92,11 @@ pub struct DistributedArgs {
     /// A running attempt whose worker stopped renewing it for this long goes to another worker.
     #[arg(long, env = "ENRICHFLOW_LEASE", default_value = "30s", value_parser = humantime::parse_duration)]
     pub lease: std::time::Duration,
+    /// Postgres connections this process opens for queries (plus 4 for run locks and 1 to
+    /// listen). The sum over all processes must stay below the server's `max_connections`.
+    #[arg(long, env = "ENRICHFLOW_DATABASE_POOL_SIZE", default_value_t = 16,
+          value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub database_pool_size: u32,
 }
 
 #[derive(Debug, clap::Args)]

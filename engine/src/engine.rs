@@ -512,6 +512,11 @@ impl Engine {
         })
     }
 
+    /// Tasks waiting in the queue, as the queue-depth gauge reports them.
+    pub fn queue_depth(&self) -> usize {
+        self.shared.queue.depth()
+    }
+
     /// Updates the queue-depth gauge; called by the metrics endpoint.
     pub fn observe(&self) {
         telemetry::queue_depth(self.shared.queue.depth());

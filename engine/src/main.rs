@@ -12,7 +12,7 @@ use enrichflow::cli::{
 };
 use enrichflow::queue::AmqpOptions;
 use enrichflow::serve::{self, ServeOptions};
-use enrichflow::store::RunStatus;
+use enrichflow::store::{PoolOptions, RunStatus};
 use enrichflow::template::Templates;
 use enrichflow::worker_process::{self, WorkerOptions};
 use enrichflow::workflow::{self, FileLoad};
@@ -54,6 +54,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<u8> {
     let options = ServeOptions {
         workflows: args.workflows,
         database_url: args.database_url,
+        pool: PoolOptions {
+            max_connections: args.distributed.database_pool_size,
+        },
         listen: args.listen,
         engine: EngineOptions {
             workers: args.workers.unwrap_or(default_workers),
@@ -85,6 +88,9 @@ async fn worker(args: WorkerArgs) -> anyhow::Result<u8> {
         secrets: secrets::load(args.secrets_file.as_deref())?,
         amqp: amqp_options(args.amqp_url, &args.distributed),
         database_url: args.database_url,
+        pool: PoolOptions {
+            max_connections: args.distributed.database_pool_size,
+        },
         concurrency: args.concurrency,
         lease: args.distributed.lease,
         shutdown_grace: args.shutdown_grace,

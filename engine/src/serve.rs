@@ -23,6 +23,7 @@ use crate::{cron, telemetry};
 pub struct ServeOptions {
     pub workflows: PathBuf,
     pub database_url: String,
+    pub pool: store::PoolOptions,
     pub listen: SocketAddr,
     pub engine: EngineOptions,
     pub api: ApiOptions,
@@ -76,7 +77,7 @@ pub async fn start(options: ServeOptions, shutdown: CancellationToken) -> Result
     if options.amqp.is_some() && !store::is_postgres_url(&options.database_url) {
         return Err(Error::NeedsPostgres);
     }
-    let store = store::connect(&options.database_url).await?;
+    let store = store::connect_with(&options.database_url, options.pool).await?;
     let registry = Registry::with_builtins();
     let templates = Templates::new();
     if !options.workflows.is_dir() {

@@ -18,6 +18,7 @@ use crate::template::Templates;
 #[derive(Debug, Clone)]
 pub struct WorkerOptions {
     pub database_url: String,
+    pub pool: store::PoolOptions,
     pub amqp: AmqpOptions,
     pub concurrency: usize,
     pub secrets: Secrets,
@@ -46,7 +47,7 @@ pub async fn run(options: WorkerOptions, shutdown: CancellationToken) -> Result<
     if !store::is_postgres_url(&options.database_url) {
         return Err(Error::NeedsPostgres);
     }
-    let store = store::connect(&options.database_url).await?;
+    let store = store::connect_with(&options.database_url, options.pool).await?;
     let concurrency = options.concurrency.max(1);
     let amqp = AmqpOptions {
         prefetch: u16::try_from(concurrency).unwrap_or(u16::MAX),

@@ -136,8 +136,8 @@ fn score_json(score: &ScoreRecord) -> Value {
     })
 }
 
-/// As in the run JSON: RFC 3339 in UTC with milliseconds.
-fn timestamp(at: DateTime<Utc>) -> String {
+/// As in the run JSON: RFC 3339 in UTC with milliseconds (also used by `stats`).
+pub(super) fn timestamp(at: DateTime<Utc>) -> String {
     at.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 

@@ -1,12 +1,12 @@
-//! The HTTP API (axum): webhook triggers, workflows, runs, leads, health and metrics. The only
-//! module that knows status codes; every error is `{"error": {"code": "...", "message": "..."}}`.
+//! The HTTP API (axum): webhook triggers, workflows, runs, leads, stats, health and metrics.
+//! The only module that knows status codes; every error is
+//! `{"error": {"code": "...", "message": "..."}}`.
 //!
 //! Code map: `webhooks` (`POST /hooks/{path}`), `workflows` (list, one, manual runs), `runs`
-//! (list, one, cancel), `leads` (list, one with its score history), `health` (`/healthz`,
-//! `/readyz`, `/metrics`), `body` (size limit and JSON rules), `idempotency` (the
-//! `Idempotency-Key` header), `paging` (`limit`, `cursor` and `next_cursor` of the list
-//! endpoints), `error` (the status codes).
-
+//! (list, one, cancel), `leads` (list, one with its score history), `stats` (the dashboard's
+//! figures), `health` (`/healthz`, `/readyz`, `/metrics`), `body` (size limit and JSON rules),
+//! `idempotency` (the `Idempotency-Key` header), `paging` (`limit`, `cursor` and `next_cursor`
+//! of the list endpoints), `error` (the status codes).
 mod body;
 mod error;
 mod health;
@@ -14,6 +14,7 @@ mod idempotency;
 mod leads;
 mod paging;
 mod runs;
+mod stats;
 mod webhooks;
 mod workflows;
 
@@ -76,6 +77,7 @@ pub fn router(engine: Engine, options: ApiOptions, metrics: Option<PrometheusHan
         .route("/api/v1/runs/{id}/retry", post(runs::retry))
         .route("/api/v1/leads", get(leads::list))
         .route("/api/v1/leads/{id}", get(leads::show))
+        .route("/api/v1/stats", get(stats::show))
         .route("/healthz", get(health::live))
         .route("/readyz", get(health::ready))
         .route("/metrics", get(health::metrics))

@@ -5,14 +5,37 @@ use std::sync::Arc;
 use super::postgres::is_postgres_url;
 use super::{Error, PostgresStore, Result, SqliteStore, Store};
 
+/// How many connections a process opens to the database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolOptions {
+    /// Postgres: connections for queries, besides the few that hold run locks and the one that
+    /// listens for finished runs. Every `serve` and `worker` process opens its own, and together
+    /// they must stay below the server's `max_connections` (100 by default). SQLite ignores it:
+    /// one writer and a fixed set of readers serve one process.
+    pub max_connections: u32,
+}
+
+impl Default for PoolOptions {
+    fn default() -> Self {
+        Self {
+            max_connections: 16,
+        }
+    }
+}
+
 /// Connects to (and migrates) the database at `url`: `sqlite://path`, `sqlite::memory:`,
 /// `postgres://…` or `postgresql://…`. Any other URL is refused without echoing it, since it may
 /// carry a password.
 pub async fn connect(url: &str) -> Result<Arc<dyn Store>> {
+    connect_with(url, PoolOptions::default()).await
+}
+
+/// As [`connect`], with a pool of the given size.
+pub async fn connect_with(url: &str, pool: PoolOptions) -> Result<Arc<dyn Store>> {
     if url.starts_with("sqlite:") {
         Ok(Arc::new(SqliteStore::connect(url).await?))
     } else if is_postgres_url(url) {
-        Ok(Arc::new(PostgresStore::connect(url).await?))
+        Ok(Arc::new(PostgresStore::connect_with(url, pool).await?))
     } else {
         Err(Error::UnsupportedUrl(without_credentials(url)))
     }

@@ -1,5 +1,5 @@
 //! Durable state: workflow revisions, runs and node attempts, the leads nodes write and the
-//! cache they keep. Only this module writes SQL.
+//! cache they keep, and the figures of the stats endpoint. Only this module writes SQL.
 //!
 //! The database is the source of truth: the queue carries only ids, and every transition is a
 //! conditional update that reports whether it happened, so a duplicate delivery or a second
@@ -19,6 +19,10 @@ mod postgres;
 mod record;
 mod rows;
 mod sqlite;
+mod stats;
+mod stats_sql;
+#[cfg(test)]
+mod stats_tests;
 #[cfg(test)]
 mod tests;
 
@@ -28,7 +32,7 @@ use enrichflow_nodes::Services;
 use serde_json::Value;
 use tokio::sync::mpsc;
 
-pub use connect::connect;
+pub use connect::{PoolOptions, connect, connect_with};
 pub use leads::{
     ContactRecord, DEFAULT_STATUS, LeadDetail, LeadQuery, LeadRecord, LeadView, OrganizationRecord,
     ScoreRecord,
@@ -38,6 +42,10 @@ pub use record::{
     AttemptKey, AttemptRecord, AttemptStatus, ErrorInfo, RunQuery, RunRecord, RunStatus,
 };
 pub use sqlite::SqliteStore;
+pub use stats::{
+    AttemptStats, DURATION_SAMPLE, Durations, FinishedRuns, LeadStats, StatsQuery, StoreStats,
+    WorkflowStats,
+};
 
 /// Store failures.
 #[derive(Debug, thiserror::Error)]
@@ -218,6 +226,10 @@ pub trait Store: Send + Sync + 'static {
     async fn list_leads(&self, query: &LeadQuery) -> Result<Vec<LeadView>>;
     /// One lead with its contact, organisation and score history (newest first).
     async fn lead(&self, lead_id: &str) -> Result<Option<LeadDetail>>;
+
+    /// The dashboard's figures: open runs, what finished in the window `query.since`…now, run
+    /// durations, attempts and leads (see [`StoreStats`]).
+    async fn stats(&self, query: &StatsQuery) -> Result<StoreStats>;
 }
 
 /// A run's lock across processes (a Postgres advisory lock held by a transaction); empty for a

@@ -18,7 +18,7 @@ use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions, PgRow};
 use sqlx::{PgPool, Postgres, QueryBuilder, Row};
 use tokio::sync::mpsc;
 
-use super::connect::without_credentials;
+use super::connect::{PoolOptions, without_credentials};
 use super::rows::{self, error_json};
 use super::{
     AttemptKey, AttemptOutcome, AttemptRecord, Error, ErrorInfo, LeadDetail, LeadQuery, LeadView,
@@ -27,10 +27,6 @@ use super::{
 
 /// The schema, compiled into the binary.
 static MIGRATOR: Migrator = sqlx::migrate!("../migrations/postgres");
-
-/// Connections per process. Each replica and worker has its own pool, so this times the number
-/// of processes must stay below the server's `max_connections` (100 by default).
-const MAX_CONNECTIONS: u32 = 16;
 
 /// Connections per process held by run locks, apart from the main pool: a lock is held while
 /// the run's queries go through the main pool, so sharing one pool could exhaust it with locks.
@@ -61,6 +57,11 @@ impl PostgresStore {
     /// Connects to `postgres://…` or `postgresql://…` and applies missing migrations. Several
     /// processes may do this at once: the migrator serialises them with an advisory lock.
     pub async fn connect(url: &str) -> Result<PostgresStore> {
+        Self::connect_with(url, PoolOptions::default()).await
+    }
+
+    /// As [`PostgresStore::connect`], with a pool of the given size.
+    pub async fn connect_with(url: &str, pool_options: PoolOptions) -> Result<PostgresStore> {
         if !is_postgres_url(url) {
             return Err(Error::UnsupportedUrl(without_credentials(url)));
         }
@@ -69,7 +70,7 @@ impl PostgresStore {
             options = options.application_name("enrichflow");
         }
         let pool = PgPoolOptions::new()
-            .max_connections(MAX_CONNECTIONS)
+            .max_connections(pool_options.max_connections.max(1))
             .acquire_timeout(ACQUIRE_TIMEOUT)
             .connect_with(options.clone())
             .await?;
@@ -616,6 +617,10 @@ impl Store for PostgresStore {
 
     async fn lead(&self, lead_id: &str) -> Result<Option<LeadDetail>> {
         super::leads_postgres::detail(self, lead_id).await
+    }
+
+    async fn stats(&self, query: &super::StatsQuery) -> Result<super::StoreStats> {
+        self.stats_of(query).await
     }
 }
 

@@ -600,6 +600,10 @@ impl Store for SqliteStore {
     async fn lead(&self, lead_id: &str) -> Result<Option<LeadDetail>> {
         super::leads_sqlite::detail(self, lead_id).await
     }
+
+    async fn stats(&self, query: &super::StatsQuery) -> Result<super::StoreStats> {
+        self.stats_of(query).await
+    }
 }
 
 /// The stored form of an instant: fixed width, so that text order is time order.

@@ -23,7 +23,7 @@ use super::{
 const BASE_MICROS: i64 = 1_772_600_767_123_456;
 
 /// `seconds` after the base instant.
-fn at(seconds: i64) -> DateTime<Utc> {
+pub(super) fn at(seconds: i64) -> DateTime<Utc> {
     at_micros(seconds * 1_000_000)
 }
 
@@ -36,7 +36,7 @@ fn run_id(n: u128) -> String {
     uuid::Uuid::from_u128(0x0195_0000_0000_7000_8000_0000_0000_0000 + n).to_string()
 }
 
-fn run(n: u128, workflow_id: &str, status: RunStatus) -> RunRecord {
+pub(super) fn run(n: u128, workflow_id: &str, status: RunStatus) -> RunRecord {
     RunRecord {
         id: run_id(n),
         workflow_id: workflow_id.to_owned(),
@@ -54,7 +54,7 @@ fn run(n: u128, workflow_id: &str, status: RunStatus) -> RunRecord {
     }
 }
 
-fn key(run: u128, node_id: &str, attempt: u32) -> AttemptKey {
+pub(super) fn key(run: u128, node_id: &str, attempt: u32) -> AttemptKey {
     AttemptKey {
         run_id: run_id(run),
         node_id: node_id.to_owned(),
@@ -62,7 +62,7 @@ fn key(run: u128, node_id: &str, attempt: u32) -> AttemptKey {
     }
 }
 
-fn attempt(key: AttemptKey, status: AttemptStatus) -> AttemptRecord {
+pub(super) fn attempt(key: AttemptKey, status: AttemptStatus) -> AttemptRecord {
     AttemptRecord {
         key,
         status,
@@ -1369,6 +1369,26 @@ async fn postgres_run_locks_exclude_other_holders_until_released() -> Result<()>
             held.release().await;
             let again = tokio::time::timeout(wait, store.lock_run("run-1")).await;
             again.expect("released")?.release().await;
+            Ok(())
+        })
+        .await
+}
+
+#[tokio::test]
+async fn postgres_pool_size_bounds_the_connections_of_a_process() -> Result<()> {
+    let Some(database) = PostgresDatabase::create().await? else {
+        return Ok(());
+    };
+    let url = database.url.clone();
+    database
+        .run_check(async |_: &PostgresStore| {
+            let pool = super::PoolOptions { max_connections: 2 };
+            let small = PostgresStore::connect_with(&url, pool).await?;
+            // Five queries at once: the pool opens what it may and the rest wait their turn.
+            let queries = (0..5).map(|_| sqlx::query("SELECT pg_sleep(0.05)").execute(&small.pool));
+            futures::future::try_join_all(queries).await?;
+            assert_eq!(small.pool.size(), 2);
+            small.close().await;
             Ok(())
         })
         .await

@@ -191,6 +191,9 @@ impl Store for FaultyStore {
     async fn lead(&self, lead_id: &str) -> store::Result<Option<store::LeadDetail>> {
         self.inner.lead(lead_id).await
     }
+    async fn stats(&self, query: &store::StatsQuery) -> store::Result<store::StoreStats> {
+        self.inner.stats(query).await
+    }
 }
 
 async fn server(failing_finishes: u32) -> (TestServer, Arc<FaultyStore>) {

@@ -18,5 +18,6 @@ mod recovery;
 mod restart;
 mod retry;
 mod rules;
+mod stats;
 mod support;
 mod validate;
