@@ -21,12 +21,10 @@ impl Registry {
     /// A registry with every built-in node type. This is the one list of built-ins.
     pub fn with_builtins() -> Self {
         let mut registry = Self::empty();
-        registry.register(
-            "enrich.company",
-            Arc::new(builtin::EnrichCompany::default()),
-        );
+        let (company, person) = builtin::enrichment_nodes();
+        registry.register("enrich.company", Arc::new(company));
         registry.register("enrich.email", Arc::new(builtin::EnrichEmail));
-        registry.register("enrich.person", Arc::new(builtin::EnrichPerson::default()));
+        registry.register("enrich.person", Arc::new(person));
         registry.register("http.request", Arc::new(builtin::HttpRequest));
         registry.register("leads.upsert", Arc::new(builtin::LeadsUpsert));
         registry.register("notify.email", Arc::new(builtin::NotifyEmail));

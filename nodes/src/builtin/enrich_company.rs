@@ -4,6 +4,8 @@
 //! go through the provider's rate limiter and circuit breaker ([`super::provider`]). The output is
 //! described in `docs/nodes.md`.
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use serde::Serialize;
 use serde_json::Value;
@@ -18,8 +20,16 @@ use crate::{ConfigError, Node, NodeContext, NodeError};
 /// Looks a company up by domain; its `with` block is the provider settings and `domain`.
 #[derive(Debug, Default)]
 pub struct EnrichCompany {
-    /// Shared by every run in the process, by provider base URL.
-    gates: Gates,
+    /// Shared by every run in the process, and with the other enrichment node (see
+    /// [`super::enrichment_nodes`]), by provider base URL.
+    gates: Arc<Gates>,
+}
+
+impl EnrichCompany {
+    /// The node with rate limiters and circuit breakers shared with another node.
+    pub(super) fn with_gates(gates: Arc<Gates>) -> Self {
+        Self { gates }
+    }
 }
 
 const KEYS: [&str; 7] = [

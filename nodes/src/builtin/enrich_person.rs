@@ -4,6 +4,8 @@
 //! does not know is an answer (`found: false`), not an error. Caching, rate limiting and the
 //! circuit breaker are [`super::provider`]'s. The output is described in `docs/nodes.md`.
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use serde::Serialize;
 use serde_json::Value;
@@ -19,8 +21,16 @@ use crate::{ConfigError, Node, NodeContext, NodeError};
 /// `first_name`, `last_name` and `domain`.
 #[derive(Debug, Default)]
 pub struct EnrichPerson {
-    /// Shared by every run in the process, by provider base URL.
-    gates: Gates,
+    /// Shared by every run in the process, and with the other enrichment node (see
+    /// [`super::enrichment_nodes`]), by provider base URL.
+    gates: Arc<Gates>,
+}
+
+impl EnrichPerson {
+    /// The node with rate limiters and circuit breakers shared with another node.
+    pub(super) fn with_gates(gates: Arc<Gates>) -> Self {
+        Self { gates }
+    }
 }
 
 const KEYS: [&str; 10] = [

@@ -29,6 +29,17 @@ pub use score_rules::ScoreRules;
 pub use score_weighted::ScoreWeighted;
 pub use transform::Transform;
 
+/// `enrich.company` and `enrich.person` with one rate limiter and circuit breaker per provider
+/// base URL between them: a provider's limits count every call made with its key, whichever
+/// node makes it.
+pub fn enrichment_nodes() -> (EnrichCompany, EnrichPerson) {
+    let gates = std::sync::Arc::new(provider::Gates::default());
+    (
+        EnrichCompany::with_gates(gates.clone()),
+        EnrichPerson::with_gates(gates),
+    )
+}
+
 #[cfg(test)]
 mod testing {
     use tokio_util::sync::CancellationToken;

@@ -360,6 +360,39 @@ async fn the_circuit_opens_after_repeated_5xx_and_fails_fast() {
 }
 
 #[tokio::test]
+async fn company_and_person_lookups_share_one_circuit_per_provider() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .respond_with(ResponseTemplate::new(503))
+        .expect(5)
+        .mount(&server)
+        .await;
+    let registry = Registry::with_builtins();
+    let company_node = registry.get("enrich.company").expect("a built-in");
+    let person_node = registry.get("enrich.person").expect("a built-in");
+    let ctx = context();
+    let hunter = |mut with: Value| {
+        with["provider"] = json!("hunter");
+        with
+    };
+    for _ in 0..5 {
+        run(&*company_node, &ctx, hunter(company(&server, "stripe.com")))
+            .await
+            .expect_err("the provider is down");
+    }
+    // The provider counts every call made with its key, whichever node makes it.
+    let with = json!({"email": "ada@example.com", "api_key": KEY, "base_url": server.uri()});
+    let error = run(&*person_node, &ctx, with)
+        .await
+        .expect_err("the circuit is open");
+    assert!(
+        error.message.contains("circuit is open"),
+        "{}",
+        error.message
+    );
+}
+
+#[tokio::test]
 async fn the_rate_limit_makes_calls_wait_rather_than_fail() {
     let server = MockServer::start().await;
     Mock::given(method("GET"))
