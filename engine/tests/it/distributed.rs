@@ -97,15 +97,12 @@ impl Deployment {
         args.extend_from_slice(extra);
         WorkerProcess::start(&self.mocks.uri(), &args)
     }
-
-    /// Removes the database and the prefix's queues now (after every process is gone).
-    pub async fn remove(self) {
-        drop(self);
-    }
 }
 
+/// Dropped at the end of its test, after the processes declared after it (locals drop in reverse
+/// order: a worker still running would declare the deleted queues again), and also when the test
+/// panics, so nothing of a test outlives it on the shared services.
 impl Drop for Deployment {
-    /// Also when a test panics: nothing of a test outlives it on the shared services.
     fn drop(&mut self) {
         let (url, prefix) = (self.amqp_url.clone(), self.prefix.clone());
         let deleted = crate::support::block_on_aside(async move {
@@ -248,7 +245,6 @@ async fn a_webhook_answers_on_complete_with_what_workers_elsewhere_computed() {
         );
     }
     drop(server);
-    deployment.remove().await;
 }
 
 #[tokio::test]
@@ -272,7 +268,6 @@ async fn three_workers_share_the_load() {
     assert_eq!(seen.len(), 3, "every worker took attempts: {seen:?}");
     drop(workers);
     drop(server);
-    deployment.remove().await;
 }
 
 #[tokio::test]
@@ -306,7 +301,6 @@ async fn a_worker_killed_in_the_middle_of_an_attempt_is_replaced_and_the_run_suc
     );
     drop(doomed);
     drop(server);
-    deployment.remove().await;
 }
 
 #[tokio::test]
@@ -331,7 +325,6 @@ async fn a_server_killed_in_the_middle_of_a_run_loses_nothing() {
         "the worker was not disturbed"
     );
     drop(replica);
-    deployment.remove().await;
 }
 
 #[tokio::test]
@@ -360,7 +353,6 @@ async fn a_stopped_worker_loses_its_lease_and_another_worker_finishes_the_attemp
     );
     drop(frozen);
     drop(server);
-    deployment.remove().await;
 }
 
 #[tokio::test]
@@ -385,7 +377,6 @@ async fn sigterm_lets_a_worker_finish_its_attempt_before_it_exits() {
         "the attempt was finished, not redone"
     );
     drop(server);
-    deployment.remove().await;
 }
 
 /// Polls `/readyz` until it answers `status`; returns the last body.
@@ -436,7 +427,6 @@ async fn restarting_rabbitmq_while_runs_flow_loses_none() {
     );
     drop(workers);
     drop(server);
-    deployment.remove().await;
 }
 
 /// Publishes `body` to the dead-letter exchange as RabbitMQ does when it gives up on a task.
@@ -488,7 +478,6 @@ async fn an_attempt_rabbitmq_gave_up_on_fails_its_run_with_the_reason() {
     let message = error["message"].as_str().expect("a message");
     assert!(message.contains("delivered too many times"), "{message}");
     drop(server);
-    deployment.remove().await;
 }
 
 #[tokio::test]
