@@ -69,9 +69,13 @@ impl PostgresStore {
         if options.get_application_name().is_none() {
             options = options.application_name("enrichflow");
         }
+        // No ping before each statement (sqlx's default): it is one more round trip on every
+        // statement. A connection the server dropped fails its next statement instead, which
+        // every caller already handles as a passing database error (retried, or swept).
         let pool = PgPoolOptions::new()
             .max_connections(pool_options.max_connections.max(1))
             .acquire_timeout(ACQUIRE_TIMEOUT)
+            .test_before_acquire(false)
             .connect_with(options.clone())
             .await?;
         let lock_options =
