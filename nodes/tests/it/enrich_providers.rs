@@ -321,19 +321,22 @@ async fn malformed_json_is_retryable_and_names_the_provider() {
     );
 }
 
-#[tokio::test]
-async fn the_circuit_opens_after_repeated_5xx_and_fails_fast() {
+/// A provider that is down: every call gets a 503, and only the five that open the circuit
+/// reach it.
+async fn down_provider() -> MockServer {
     let server = MockServer::start().await;
     Mock::given(method("GET"))
         .respond_with(ResponseTemplate::new(503))
         .expect(5)
         .mount(&server)
         .await;
-    let node = node("enrich.company");
-    let ctx = context();
+    server
+}
 
+/// Five failing company lookups `with` the server: enough to open its circuit.
+async fn open_circuit(node: &dyn Node, ctx: &NodeContext, with: Value) {
     for attempt in 0..5 {
-        let error = run(&*node, &ctx, company(&server, "stripe.com"))
+        let error = run(node, ctx, with.clone())
             .await
             .expect_err("the provider is down");
         assert!(
@@ -342,16 +345,27 @@ async fn the_circuit_opens_after_repeated_5xx_and_fails_fast() {
             error.message
         );
     }
-    let error = run(&*node, &ctx, company(&server, "other.example"))
-        .await
-        .expect_err("the circuit is open");
+}
 
+fn assert_circuit_open(error: &NodeError) {
     assert!(error.is_retryable());
     assert!(
         error.message.contains("circuit is open"),
         "{}",
         error.message
     );
+}
+
+#[tokio::test]
+async fn the_circuit_opens_after_repeated_5xx_and_fails_fast() {
+    let server = down_provider().await;
+    let node = node("enrich.company");
+    let ctx = context();
+    open_circuit(&*node, &ctx, company(&server, "stripe.com")).await;
+    let error = run(&*node, &ctx, company(&server, "other.example"))
+        .await
+        .expect_err("the circuit is open");
+    assert_circuit_open(&error);
     let wait = error.retry_after.expect("the remaining cooldown");
     assert!(
         wait > Duration::ZERO && wait <= Duration::from_secs(30),
@@ -361,35 +375,20 @@ async fn the_circuit_opens_after_repeated_5xx_and_fails_fast() {
 
 #[tokio::test]
 async fn company_and_person_lookups_share_one_circuit_per_provider() {
-    let server = MockServer::start().await;
-    Mock::given(method("GET"))
-        .respond_with(ResponseTemplate::new(503))
-        .expect(5)
-        .mount(&server)
-        .await;
+    let server = down_provider().await;
     let registry = Registry::with_builtins();
     let company_node = registry.get("enrich.company").expect("a built-in");
     let person_node = registry.get("enrich.person").expect("a built-in");
     let ctx = context();
-    let hunter = |mut with: Value| {
-        with["provider"] = json!("hunter");
-        with
-    };
-    for _ in 0..5 {
-        run(&*company_node, &ctx, hunter(company(&server, "stripe.com")))
-            .await
-            .expect_err("the provider is down");
-    }
+    let mut hunter_company = company(&server, "stripe.com");
+    hunter_company["provider"] = json!("hunter");
+    open_circuit(&*company_node, &ctx, hunter_company).await;
     // The provider counts every call made with its key, whichever node makes it.
     let with = json!({"email": "ada@example.com", "api_key": KEY, "base_url": server.uri()});
     let error = run(&*person_node, &ctx, with)
         .await
         .expect_err("the circuit is open");
-    assert!(
-        error.message.contains("circuit is open"),
-        "{}",
-        error.message
-    );
+    assert_circuit_open(&error);
 }
 
 #[tokio::test]
