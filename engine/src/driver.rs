@@ -39,10 +39,7 @@ pub async fn admit(shared: &Arc<Shared>, workflow: &Workflow) -> Result<(), Erro
 /// Starts one queued run now: `queued` → `running`, deadline armed, first nodes enqueued.
 pub async fn start(shared: &Arc<Shared>, workflow: &Workflow, run_id: &str) -> Result<(), Error> {
     let now = Utc::now();
-    let deadline = workflow
-        .timeout
-        .and_then(|timeout| chrono::Duration::from_std(timeout).ok())
-        .map(|timeout| now + timeout);
+    let deadline = deadline(workflow, now);
     if shared.store.start_run(run_id, now, deadline).await? {
         telemetry::run_started(workflow.id.as_str());
         if let Some(deadline) = deadline {
@@ -51,6 +48,14 @@ pub async fn start(shared: &Arc<Shared>, workflow: &Workflow, run_id: &str) -> R
         advance(shared, run_id).await?;
     }
     Ok(())
+}
+
+/// When a run (re)started at `now` times out, if its workflow has a `timeout`.
+fn deadline(workflow: &Workflow, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    workflow
+        .timeout
+        .and_then(|timeout| chrono::Duration::from_std(timeout).ok())
+        .map(|timeout| now + timeout)
 }
 
 /// Reopens a failed or cancelled run for a manual retry (see `crate::reopen`) and advances it;
@@ -63,10 +68,7 @@ pub async fn reopen(
 ) -> Result<bool, Error> {
     let plan = reopen::plan(workflow, attempts);
     let now = Utc::now();
-    let deadline = workflow
-        .timeout
-        .and_then(|timeout| chrono::Duration::from_std(timeout).ok())
-        .map(|timeout| now + timeout);
+    let deadline = deadline(workflow, now);
     let store = &shared.store;
     if !store
         .reopen_run(&run.id, deadline, &plan.remove, &plan.requeue, now)

@@ -96,6 +96,11 @@ fn node_status(status: AttemptStatus) -> &'static str {
 }
 
 fn timestamp(at: Option<DateTime<Utc>>) -> Value {
-    at.map(|at| Value::String(at.to_rfc3339_opts(SecondsFormat::Millis, true)))
+    at.map(|at| Value::String(instant(at)))
         .unwrap_or(Value::Null)
+}
+
+/// How every instant in the API's JSON is written: RFC 3339, UTC, milliseconds.
+pub fn instant(at: DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(SecondsFormat::Millis, true)
 }

@@ -137,6 +137,10 @@ impl From<crate::engine::Error> for Error {
 
 impl From<crate::store::Error> for Error {
     fn from(error: crate::store::Error) -> Self {
+        if let crate::store::Error::KeyContended(_) = &error {
+            // Other requests kept taking and releasing the key: the client's retry will settle.
+            return Error::Conflict(error.to_string());
+        }
         if error.is_unavailable() {
             // Nothing was recorded: the sender should retry, as it would on any 503.
             tracing::warn!(%error, "the database is unavailable");

@@ -6,7 +6,6 @@ use std::sync::Arc;
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
-use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -14,6 +13,7 @@ use super::ApiState;
 use super::error::{Error, Result};
 use super::paging::{self, non_empty};
 use crate::store::{ContactRecord, LeadQuery, LeadView, OrganizationRecord, ScoreRecord};
+use crate::view;
 
 /// The query string of `GET /api/v1/leads`, as text so that each bad value gets its own message.
 #[derive(Debug, Default, Deserialize)]
@@ -90,8 +90,8 @@ fn lead_json(view: &LeadView) -> Value {
         "score": lead.score,
         "tier": lead.tier,
         "run_id": lead.run_id,
-        "created_at": timestamp(lead.created_at),
-        "updated_at": timestamp(lead.updated_at),
+        "created_at": view::instant(lead.created_at),
+        "updated_at": view::instant(lead.updated_at),
         "contact": contact_json(&view.contact),
         "organization": view.organization.as_ref().map(organization_json),
     })
@@ -105,8 +105,8 @@ fn contact_json(contact: &ContactRecord) -> Value {
         "last_name": contact.last_name,
         "title": contact.title,
         "data": contact.data,
-        "created_at": timestamp(contact.created_at),
-        "updated_at": timestamp(contact.updated_at),
+        "created_at": view::instant(contact.created_at),
+        "updated_at": view::instant(contact.updated_at),
     })
 }
 
@@ -120,8 +120,8 @@ fn organization_json(organization: &OrganizationRecord) -> Value {
         "revenue": organization.revenue,
         "country": organization.country,
         "data": organization.data,
-        "created_at": timestamp(organization.created_at),
-        "updated_at": timestamp(organization.updated_at),
+        "created_at": view::instant(organization.created_at),
+        "updated_at": view::instant(organization.updated_at),
     })
 }
 
@@ -132,15 +132,11 @@ fn score_json(score: &ScoreRecord) -> Value {
         "tier": score.tier,
         "breakdown": score.breakdown,
         "run_id": score.run_id,
-        "created_at": timestamp(score.created_at),
+        "created_at": view::instant(score.created_at),
     })
 }
 
 /// As in the run JSON: RFC 3339 in UTC with milliseconds (also used by `stats`).
-pub(super) fn timestamp(at: DateTime<Utc>) -> String {
-    at.to_rfc3339_opts(SecondsFormat::Millis, true)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -15,9 +15,9 @@ use serde_json::{Map, Value, json};
 
 use super::ApiState;
 use super::error::{Error, Result};
-use super::leads::timestamp;
 use super::paging::non_empty;
 use crate::store::{FinishedRuns, LeadStats, StatsQuery, StoreStats, WorkflowStats};
+use crate::view;
 
 /// The window when none is asked for.
 const DEFAULT_WINDOW: &str = "24h";
@@ -83,9 +83,9 @@ pub async fn show(
     };
     let stats = state.engine.store().stats(&query).await?;
     let mut body = stats_json(&stats, state.engine.queue_depth());
-    body["generated_at"] = json!(timestamp(now));
+    body["generated_at"] = json!(view::instant(now));
     body["window"] = json!(window.text);
-    body["since"] = json!(timestamp(since));
+    body["since"] = json!(view::instant(since));
     Ok(Json(body))
 }
 
@@ -104,7 +104,7 @@ fn stats_json(stats: &StoreStats, queue_depth: usize) -> Value {
         "runs": {
             "queued": stats.queued(),
             "running": stats.running(),
-            "oldest_queued_at": stats.oldest_queued_at().map(timestamp),
+            "oldest_queued_at": stats.oldest_queued_at().map(view::instant),
             "last_window": runs_in_window,
         },
         "workflows": stats.workflows.iter().map(workflow_json).collect::<Vec<_>>(),
@@ -133,7 +133,7 @@ fn workflow_json(workflow: &WorkflowStats) -> Value {
         "queued": workflow.queued,
         "running": workflow.running,
         "last_window": finished_json(&workflow.finished),
-        "last_run_at": workflow.last_run_at.map(timestamp),
+        "last_run_at": workflow.last_run_at.map(view::instant),
     })
 }
 

@@ -107,11 +107,7 @@ pub struct LeadQuery {
 impl LeadQuery {
     /// `limit` clamped like a runs page.
     pub fn page_size(&self) -> u32 {
-        super::RunQuery {
-            limit: self.limit,
-            ..Default::default()
-        }
-        .page_size()
+        super::record::page_size(self.limit)
     }
 }
 

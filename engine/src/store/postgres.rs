@@ -80,6 +80,9 @@ impl PostgresStore {
             .await?;
         let lock_options =
             options.options([("idle_in_transaction_session_timeout", RUN_LOCK_IDLE_TIMEOUT)]);
+        // Unlike the query pool, lock connections keep sqlx's ping before use: the server ends
+        // the session of a lock held idle too long (above), and the ping discards such a
+        // connection instead of failing the next advance of some run.
         let locks = PgPoolOptions::new()
             .max_connections(LOCK_CONNECTIONS)
             .acquire_timeout(ACQUIRE_TIMEOUT)

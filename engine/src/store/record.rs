@@ -199,9 +199,15 @@ impl RunQuery {
 
     /// `limit` clamped to `1..=MAX_LIMIT`, with 0 meaning `DEFAULT_LIMIT`.
     pub fn page_size(&self) -> u32 {
-        match self.limit {
-            0 => Self::DEFAULT_LIMIT,
-            limit => limit.min(Self::MAX_LIMIT),
-        }
+        page_size(self.limit)
+    }
+}
+
+/// A list's `limit` clamped to `1..=RunQuery::MAX_LIMIT`, with 0 meaning the default; every
+/// paged list (runs, leads) uses the same bounds.
+pub fn page_size(limit: u32) -> u32 {
+    match limit {
+        0 => RunQuery::DEFAULT_LIMIT,
+        limit => limit.min(RunQuery::MAX_LIMIT),
     }
 }

@@ -8,7 +8,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
+use lapin::options::{ExchangeDeleteOptions, QueueDeclareOptions, QueueDeleteOptions};
+use lapin::types::FieldTable;
 use lapin::{Connection, ConnectionProperties};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
@@ -113,6 +114,38 @@ impl Drop for Deployment {
         if let Err(error) = deleted {
             eprintln!("cannot delete the queues of {}: {error}", self.prefix);
         }
+    }
+}
+
+impl Deployment {
+    /// Waits until `n` processes consume the attempts queue, so that work started next can
+    /// reach each of them.
+    async fn wait_for_consumers(&self, n: u32) {
+        let connection = Connection::connect(&self.amqp_url, ConnectionProperties::default())
+            .await
+            .expect("connect to RabbitMQ");
+        let queue = format!("{}.attempts", self.prefix);
+        let passive = QueueDeclareOptions {
+            passive: true,
+            ..QueueDeclareOptions::default()
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            // A passive declare of a queue not declared yet closes its channel: one per look.
+            let channel = connection.create_channel().await.expect("a channel");
+            let declared = channel
+                .queue_declare(queue.as_str().into(), passive, FieldTable::default())
+                .await;
+            if declared.is_ok_and(|queue| queue.consumer_count() >= n) {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{n} consumers did not attach to {queue} within 60 s"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let _ = connection.close(200, "done".into()).await;
     }
 }
 
@@ -256,6 +289,7 @@ async fn three_workers_share_the_load() {
     let (calls, _arrivals) = mount(&deployment.mocks, "call", delays).await;
     let server = deployment.serve(&[]);
     let workers: Vec<_> = (0..3).map(|_| deployment.worker(2, &[])).collect();
+    deployment.wait_for_consumers(3).await;
     let client = reqwest::Client::new();
     let runs = start_calls(&client, &server.base_url, 30).await;
     let mut seen = HashSet::new();

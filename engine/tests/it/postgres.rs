@@ -33,13 +33,6 @@ pub async fn database(test: &str) -> Option<TestDatabase> {
     })
 }
 
-impl TestDatabase {
-    /// Drops the database now, closing whatever still uses it.
-    pub async fn drop_database(self) {
-        drop(self);
-    }
-}
-
 impl Drop for TestDatabase {
     fn drop(&mut self) {
         let admin_url = self.admin_url.clone();

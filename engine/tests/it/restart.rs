@@ -109,13 +109,8 @@ async fn a_killed_server_resumes_its_runs_on_postgres() {
     else {
         return;
     };
-    let url = database.url.clone();
-    // Run first, clean up second, then report: a failed assertion must not leave the database.
-    let outcome = tokio::spawn(async move { killed_server_resumes(&url).await }).await;
-    database.drop_database().await;
-    if let Err(panic) = outcome {
-        std::panic::resume_unwind(panic.into_panic());
-    }
+    // The database is dropped with `database`, also when an assertion fails.
+    killed_server_resumes(&database.url).await;
 }
 
 #[tokio::test]

@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
-use crate::process::finished_run;
+use crate::process::{finished_run, trigger};
 use crate::support::{TestOptions, TestServer, fixtures};
 
 /// Refuses the first call with a 400 (not retried), then answers 200.
@@ -87,17 +87,7 @@ fn history(run: &Value, node: &str) -> Vec<String> {
 async fn a_failed_run_goes_on_from_its_failed_node() {
     let setup = setup().await;
     let server = &setup.server;
-    let accepted: Value = server
-        .client
-        .post(server.url("/hooks/flaky"))
-        .json(&json!({}))
-        .send()
-        .await
-        .expect("POST webhook")
-        .json()
-        .await
-        .expect("202 body");
-    let run_id = accepted["run_id"].as_str().expect("a run id").to_owned();
+    let run_id = trigger(&server.client, &server.base_url, "flaky").await;
     let failed = finished(server, &run_id).await;
     assert_eq!(failed["status"], "failed", "{failed:#}");
     assert_eq!(failed["nodes"]["last"]["error"]["kind"], "unreached");

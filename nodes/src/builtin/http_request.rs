@@ -496,7 +496,7 @@ pub(super) fn status_error(
 }
 
 /// The start of a body, at most [`EXCERPT_CHARS`] characters, on one line.
-fn excerpt(body: &str) -> String {
+pub(super) fn excerpt(body: &str) -> String {
     let flat = body.split_whitespace().collect::<Vec<_>>().join(" ");
     if flat.chars().count() <= EXCERPT_CHARS {
         return flat;

@@ -8,10 +8,8 @@ use reqwest::StatusCode;
 use serde_json::Value;
 
 use super::Style;
+use crate::builtin::http_request::excerpt;
 use crate::{ErrorKind, NodeError};
-
-/// How much of a provider's error text a message quotes.
-const DETAIL_CHARS: usize = 200;
 
 /// A provider's answer to a lookup.
 #[derive(Debug, Clone, PartialEq)]
@@ -138,13 +136,7 @@ fn detail(body: &[u8]) -> Option<String> {
     let text = ["/error/message", "/errors/0/details", "/error"]
         .iter()
         .find_map(|pointer| value.pointer(pointer).and_then(Value::as_str))?;
-    let flat = text.split_whitespace().collect::<Vec<_>>().join(" ");
-    if flat.chars().count() <= DETAIL_CHARS {
-        return Some(flat);
-    }
-    let mut cut: String = flat.chars().take(DETAIL_CHARS - 1).collect();
-    cut.push('…');
-    Some(cut)
+    Some(excerpt(text))
 }
 
 #[cfg(test)]

@@ -1,6 +1,8 @@
 //! Normalising what is looked up. The normal form is also the cache key, so `Stripe.com`,
 //! `https://www.stripe.com/` and `stripe.com` cost one lookup.
 
+use crate::builtin::enrich_email::{ascii_domain, parse};
+
 /// A domain in lowercase ASCII (internationalised labels in punycode), without scheme, `www.`,
 /// port, path or trailing dot.
 pub(in crate::builtin) fn normalise_domain(text: &str) -> Result<String, String> {
@@ -20,40 +22,21 @@ pub(in crate::builtin) fn normalise_domain(text: &str) -> Result<String, String>
             text.trim()
         ));
     }
-    ascii_host(host, text)
-}
-
-/// A host name in lowercase ASCII, checked; `text` is what the user gave, for messages.
-fn ascii_host(host: &str, text: &str) -> Result<String, String> {
     let host = host.trim_end_matches('.');
     if host.is_empty() {
         return Err("the domain is empty".into());
     }
-    let ascii = idna::domain_to_ascii(host).map_err(|_| not_a_domain(text))?;
-    let characters_ok = ascii
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.');
-    if !characters_ok || !ascii.contains('.') || ascii.split('.').any(str::is_empty) {
-        return Err(not_a_domain(text));
-    }
-    Ok(ascii)
+    // The same normal form `enrich.email` and `leads.upsert` give a domain.
+    ascii_domain(host)
+        .map_err(|_| format!("`{}` is not a domain name such as example.com", text.trim()))
 }
 
-fn not_a_domain(text: &str) -> String {
-    format!("`{}` is not a domain name such as example.com", text.trim())
-}
-
-/// An email address, trimmed and lowercased, its domain in ASCII. Only the shape is checked;
-/// `enrich.email` says more about an address.
+/// An email address, trimmed and lowercased, its domain in ASCII: the normal form and checks of
+/// `enrich.email`, so a lead has one cache key and one contact whichever node saw it first.
 pub(in crate::builtin) fn normalise_email(text: &str) -> Result<String, String> {
-    let lower = text.trim().to_lowercase();
-    let not_an_email = || format!("`{}` is not an email address", text.trim());
-    let (local, domain) = lower.rsplit_once('@').ok_or_else(not_an_email)?;
-    if local.is_empty() || local.contains('@') || local.contains(char::is_whitespace) {
-        return Err(not_an_email());
-    }
-    let domain = ascii_host(domain, text).map_err(|_| not_an_email())?;
-    Ok(format!("{local}@{domain}"))
+    let address =
+        parse(text.trim()).map_err(|_| format!("`{}` is not an email address", text.trim()))?;
+    Ok(format!("{}@{}", address.local, address.domain))
 }
 
 /// A person's name as given, trimmed; it must not be empty.
