@@ -4,22 +4,21 @@
 
 use std::collections::HashSet;
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use lapin::options::{ExchangeDeleteOptions, QueueDeclareOptions, QueueDeleteOptions};
 use lapin::types::FieldTable;
 use lapin::{Connection, ConnectionProperties};
 use serde_json::{Value, json};
-use tokio::sync::mpsc;
-use wiremock::matchers::{method, path};
-use wiremock::{Mock, MockServer};
+use wiremock::MockServer;
 
 use crate::broker::PrivateBroker;
 use crate::postgres::{TestDatabase, database};
 use crate::private_postgres::PrivatePostgres;
-use crate::process::{Delayed, ServeProcess, WorkerProcess, finished_run, trigger};
+use crate::process::{
+    ServeProcess, SlowChain, WorkerProcess, finished_run, history, mount, trigger,
+};
 
 /// One deployment's shared services: a database and a queue prefix on a broker.
 pub struct Deployment {
@@ -169,61 +168,6 @@ async fn delete_queues(url: &str, prefix: &str) -> Result<(), lapin::Error> {
     connection.close(200, "done".into()).await
 }
 
-/// Mounts `GET /{route}` answering with `delays`; returns its call count and arrivals.
-async fn mount(
-    server: &MockServer,
-    route: &str,
-    delays: Vec<Duration>,
-) -> (Arc<AtomicUsize>, mpsc::UnboundedReceiver<()>) {
-    let calls = Arc::new(AtomicUsize::new(0));
-    let (arrived, arrivals) = mpsc::unbounded_channel();
-    let responder = Delayed {
-        calls: calls.clone(),
-        delays,
-        arrived,
-    };
-    Mock::given(method("GET"))
-        .and(path(format!("/{route}")))
-        .respond_with(responder)
-        .mount(server)
-        .await;
-    (calls, arrivals)
-}
-
-async fn arrival(arrivals: &mut mpsc::UnboundedReceiver<()>) {
-    tokio::time::timeout(Duration::from_secs(30), arrivals.recv())
-        .await
-        .expect("the mock was called within 30 s")
-        .expect("the mock is alive");
-}
-
-/// The mocks of the `slow-chain` workflow: `first` answers at once, `slow` after a delay on its
-/// first call.
-struct SlowChain {
-    first_calls: Arc<AtomicUsize>,
-    slow_calls: Arc<AtomicUsize>,
-    slow_arrived: mpsc::UnboundedReceiver<()>,
-}
-
-impl SlowChain {
-    async fn mount(server: &MockServer, slow_delay: Duration) -> SlowChain {
-        let (first_calls, _) = mount(server, "first", Vec::new()).await;
-        let (slow_calls, slow_arrived) = mount(server, "slow", vec![slow_delay]).await;
-        SlowChain {
-            first_calls,
-            slow_calls,
-            slow_arrived,
-        }
-    }
-
-    /// Starts a run through `base_url`; returns its id once its `slow` node is in flight.
-    async fn start(&mut self, client: &reqwest::Client, base_url: &str) -> String {
-        let run_id = trigger(client, base_url, "slow-chain").await;
-        arrival(&mut self.slow_arrived).await;
-        run_id
-    }
-}
-
 /// Starts `n` runs of the `call` workflow; returns their ids.
 async fn start_calls(client: &reqwest::Client, base_url: &str, n: usize) -> Vec<String> {
     let mut runs = Vec::with_capacity(n);
@@ -241,16 +185,6 @@ fn workers_of(run: &Value) -> Vec<String> {
         .flat_map(|nodes| nodes.values())
         .flat_map(|node| node["history"].as_array().cloned().unwrap_or_default())
         .filter_map(|attempt| attempt["worker"].as_str().map(str::to_owned))
-        .collect()
-}
-
-/// The node's history statuses, oldest first.
-fn history(run: &Value, node: &str) -> Vec<String> {
-    run["nodes"][node]["history"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|attempt| attempt["status"].as_str().map(str::to_owned))
         .collect()
 }
 

@@ -10,7 +10,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
-use wiremock::{Request, Respond, ResponseTemplate};
+use wiremock::matchers::{method, path};
+use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
 /// A running `enrichflow serve`; killed (SIGKILL) when dropped.
 pub struct ServeProcess {
@@ -221,4 +222,69 @@ impl Respond for Delayed {
             .set_body_json(json!({"ok": call}))
             .set_delay(delay)
     }
+}
+
+/// Mounts `GET /{route}` answering with `delays`; returns its call count and arrivals.
+pub async fn mount(
+    server: &MockServer,
+    route: &str,
+    delays: Vec<Duration>,
+) -> (Arc<AtomicUsize>, mpsc::UnboundedReceiver<()>) {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let (arrived, arrivals) = mpsc::unbounded_channel();
+    let responder = Delayed {
+        calls: calls.clone(),
+        delays,
+        arrived,
+    };
+    Mock::given(method("GET"))
+        .and(path(format!("/{route}")))
+        .respond_with(responder)
+        .mount(server)
+        .await;
+    (calls, arrivals)
+}
+
+pub async fn arrival(arrivals: &mut mpsc::UnboundedReceiver<()>) {
+    tokio::time::timeout(Duration::from_secs(30), arrivals.recv())
+        .await
+        .expect("the mock was called within 30 s")
+        .expect("the mock is alive");
+}
+
+/// The mocks of the `slow-chain` workflow (fixtures `distributed/slow-chain.yaml`): `first` answers at once, `slow` after a delay on its
+/// first call.
+pub struct SlowChain {
+    pub first_calls: Arc<AtomicUsize>,
+    pub slow_calls: Arc<AtomicUsize>,
+    slow_arrived: mpsc::UnboundedReceiver<()>,
+}
+
+impl SlowChain {
+    pub async fn mount(server: &MockServer, slow_delay: Duration) -> SlowChain {
+        let (first_calls, _) = mount(server, "first", Vec::new()).await;
+        let (slow_calls, slow_arrived) = mount(server, "slow", vec![slow_delay]).await;
+        SlowChain {
+            first_calls,
+            slow_calls,
+            slow_arrived,
+        }
+    }
+
+    /// Starts a run through `base_url`; returns its id once its `slow` node is in flight.
+    pub async fn start(&mut self, client: &reqwest::Client, base_url: &str) -> String {
+        let run_id = trigger(client, base_url, "slow-chain").await;
+        arrival(&mut self.slow_arrived).await;
+        run_id
+    }
+}
+
+/// The node's history statuses, oldest first.
+pub fn history(run: &Value, node: &str) -> Vec<String> {
+    run["nodes"][node]["history"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|attempt| attempt["status"].as_str().map(str::to_owned))
+        .collect()
 }

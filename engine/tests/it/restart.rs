@@ -2,62 +2,19 @@
 //! restart on the same database; SIGTERM lets the in-flight attempt finish.
 
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use serde_json::json;
-use tokio::sync::mpsc;
-use wiremock::matchers::{method, path};
-use wiremock::{Mock, MockServer};
+use wiremock::MockServer;
 
 use crate::process::{
-    Delayed, ServeProcess, finished_run, remove_database, sqlite_url, temp_database, trigger,
+    ServeProcess, SlowChain, finished_run, remove_database, sqlite_url, temp_database,
 };
 
-struct Mocks {
-    server: MockServer,
-    first_calls: Arc<AtomicUsize>,
-    slow_calls: Arc<AtomicUsize>,
-    slow_arrived: mpsc::UnboundedReceiver<()>,
-}
-
-async fn mocks(slow_delays: Vec<Duration>) -> Mocks {
-    let server = MockServer::start().await;
-    let first_calls = Arc::new(AtomicUsize::new(0));
-    let slow_calls = Arc::new(AtomicUsize::new(0));
-    let (ignored, _) = mpsc::unbounded_channel();
-    let (arrived, slow_arrived) = mpsc::unbounded_channel();
-    let first = Delayed {
-        calls: first_calls.clone(),
-        delays: Vec::new(),
-        arrived: ignored,
-    };
-    let slow = Delayed {
-        calls: slow_calls.clone(),
-        delays: slow_delays,
-        arrived,
-    };
-    Mock::given(method("GET"))
-        .and(path("/first"))
-        .respond_with(first)
-        .mount(&server)
-        .await;
-    Mock::given(method("GET"))
-        .and(path("/slow"))
-        .respond_with(slow)
-        .mount(&server)
-        .await;
-    Mocks {
-        server,
-        first_calls,
-        slow_calls,
-        slow_arrived,
-    }
-}
-
+/// The `slow-chain` workflow, shared with the distributed tests.
 fn workflows() -> PathBuf {
-    crate::support::fixtures("restart")
+    crate::support::fixtures("distributed")
 }
 
 /// Kills the server while `slow` waits on its first call, restarts it on the same database, and
@@ -65,31 +22,26 @@ fn workflows() -> PathBuf {
 async fn killed_server_resumes(database_url: &str) {
     crate::support::install_crypto();
     // The first call of `slow` hangs far longer than the test; the retry after restart is quick.
-    let mut mocks = mocks(vec![Duration::from_secs(300)]).await;
+    let mocks = MockServer::start().await;
+    let mut chain = SlowChain::mount(&mocks, Duration::from_secs(300)).await;
     let client = reqwest::Client::new();
-    let server = ServeProcess::start(&workflows(), database_url, &mocks.server.uri());
-    let run_id = trigger(&client, &server.base_url, "slow-chain").await;
-
-    mocks
-        .slow_arrived
-        .recv()
-        .await
-        .expect("the slow node called the server");
+    let server = ServeProcess::start(&workflows(), database_url, &mocks.uri());
+    let run_id = chain.start(&client, &server.base_url).await;
     drop(server); // SIGKILL
 
-    let server = ServeProcess::start(&workflows(), database_url, &mocks.server.uri());
+    let server = ServeProcess::start(&workflows(), database_url, &mocks.uri());
     let run = finished_run(&client, &server.base_url, &run_id).await;
 
     assert_eq!(run["status"], "succeeded", "{run:#}");
     assert_eq!(run["output"], json!({"ok": 1}));
     assert_eq!(
-        mocks.first_calls.load(Ordering::SeqCst),
+        chain.first_calls.load(Ordering::SeqCst),
         1,
         "a succeeded node ran again"
     );
     assert_eq!(run["nodes"]["first"]["attempts"], 1);
     assert_eq!(
-        mocks.slow_calls.load(Ordering::SeqCst),
+        chain.slow_calls.load(Ordering::SeqCst),
         2,
         "the interrupted attempt runs again"
     );
@@ -116,17 +68,12 @@ async fn a_killed_server_resumes_its_runs_on_postgres() {
 #[tokio::test]
 async fn sigterm_lets_the_in_flight_attempt_finish() {
     crate::support::install_crypto();
-    let mut mocks = mocks(vec![Duration::from_millis(500)]).await;
+    let mocks = MockServer::start().await;
+    let mut chain = SlowChain::mount(&mocks, Duration::from_millis(500)).await;
     let database = temp_database("sigterm");
     let client = reqwest::Client::new();
-    let server = ServeProcess::start(&workflows(), &sqlite_url(&database), &mocks.server.uri());
-    let run_id = trigger(&client, &server.base_url, "slow-chain").await;
-
-    mocks
-        .slow_arrived
-        .recv()
-        .await
-        .expect("the slow node called the server");
+    let server = ServeProcess::start(&workflows(), &sqlite_url(&database), &mocks.uri());
+    let run_id = chain.start(&client, &server.base_url).await;
     let status = server.terminate();
     assert!(
         status.success(),
@@ -134,11 +81,11 @@ async fn sigterm_lets_the_in_flight_attempt_finish() {
     );
 
     // The attempt finished before exit, so after a restart `slow` is not called again.
-    let server = ServeProcess::start(&workflows(), &sqlite_url(&database), &mocks.server.uri());
+    let server = ServeProcess::start(&workflows(), &sqlite_url(&database), &mocks.uri());
     let run = finished_run(&client, &server.base_url, &run_id).await;
     assert_eq!(run["status"], "succeeded", "{run:#}");
     assert_eq!(
-        mocks.slow_calls.load(Ordering::SeqCst),
+        chain.slow_calls.load(Ordering::SeqCst),
         1,
         "the drained attempt ran again"
     );

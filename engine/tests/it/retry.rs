@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
-use crate::process::{finished_run, trigger};
+use crate::process::{finished_run, history, trigger};
 use crate::support::{TestOptions, TestServer, fixtures};
 
 /// Refuses the first call with a 400 (not retried), then answers 200.
@@ -72,15 +72,6 @@ async fn retry(server: &TestServer, run_id: &str) -> reqwest::Response {
         .send()
         .await
         .expect("POST retry")
-}
-
-fn history(run: &Value, node: &str) -> Vec<String> {
-    run["nodes"][node]["history"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|attempt| attempt["status"].as_str().unwrap_or("").to_owned())
-        .collect()
 }
 
 #[tokio::test]
