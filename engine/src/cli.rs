@@ -60,6 +60,8 @@ pub struct ServeArgs {
     /// Largest accepted webhook or API body, in bytes.
     #[arg(long, env = "ENRICHFLOW_BODY_LIMIT", default_value_t = 1024 * 1024)]
     pub body_limit: usize,
+    #[command(flatten)]
+    pub http: HttpLimitArgs,
 }
 
 #[derive(Debug, clap::Args)]
@@ -121,4 +123,32 @@ pub struct RunArgs {
 pub struct MigrateArgs {
     #[arg(long, env = "ENRICHFLOW_DATABASE_URL")]
     pub database_url: String,
+}
+
+/// Limits of the HTTP server and of request bodies (docs/behaviour.md, "Limits: HTTP server and
+/// request bodies").
+#[derive(Debug, clap::Args)]
+pub struct HttpLimitArgs {
+    /// Time for a request's headers to arrive; also how long an idle keep-alive connection stays.
+    #[arg(long, env = "ENRICHFLOW_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub header_read_timeout: std::time::Duration,
+    /// Time for a whole request body to arrive (408 after it).
+    #[arg(long, env = "ENRICHFLOW_BODY_READ_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub body_read_timeout: std::time::Duration,
+    /// Open connections at most; more wait to be accepted.
+    #[arg(long, env = "ENRICHFLOW_MAX_CONNECTIONS", default_value_t = 1024,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
+    /// Requests served at once, health and metrics aside (503 with Retry-After beyond).
+    #[arg(long, env = "ENRICHFLOW_MAX_CONCURRENT_REQUESTS", default_value_t = 256,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_concurrent_requests: u32,
+    /// Deepest nesting of arrays and objects in a JSON body.
+    #[arg(long, env = "ENRICHFLOW_JSON_MAX_DEPTH", default_value_t = 64,
+          value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub json_max_depth: u32,
+    /// Most JSON values (containers and their items) in one body.
+    #[arg(long, env = "ENRICHFLOW_JSON_MAX_VALUES", default_value_t = 200_000,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub json_max_values: u32,
 }

@@ -122,6 +122,7 @@ async fn fire(engine: &Engine, due: Due) {
         }),
         payload: cron.input.clone(),
         idempotency_key: Some(tick_key(tick, ordinal)),
+        idempotency_body_hash: None,
     };
     match engine.trigger(request).await {
         // Another replica fired this tick first: expected, and not worth more than debug.

@@ -33,6 +33,9 @@ pub enum Error {
     InvalidInput(Vec<String>),
     #[error("workflow revision `{0}` cannot be loaded: {1}")]
     Revision(String, String),
+    /// The idempotency key names a run started with a different body.
+    #[error("idempotency key `{0}` was already used with a different body")]
+    KeyReused(String),
 }
 
 /// What this process does.
@@ -88,6 +91,9 @@ pub struct TriggerRequest {
     /// Triggers of one workflow with the same key within [`IDEMPOTENCY_WINDOW`] share one run:
     /// the first creates it, the others get it back (`Idempotency-Key`, cron ticks).
     pub idempotency_key: Option<String>,
+    /// A hash of the body, stored with the key: a later trigger with the key and another hash
+    /// is refused ([`Error::KeyReused`]). `None` compares with nothing.
+    pub idempotency_body_hash: Option<String>,
 }
 
 /// How long a run keeps its idempotency key after it was created. Long enough for any client
@@ -352,11 +358,19 @@ impl Engine {
             deadline_at: None,
             cancel_requested: false,
             idempotency_key: request.idempotency_key,
+            idempotency_body_hash: request.idempotency_body_hash,
         };
         let fresh_since = run.created_at - IDEMPOTENCY_WINDOW;
         if let store::Created::Existing(existing) =
             shared.store.create_run_once(&run, fresh_since).await?
         {
+            if let (Some(first), Some(now)) =
+                (&existing.idempotency_body_hash, &run.idempotency_body_hash)
+                && first != now
+            {
+                let key = run.idempotency_key.unwrap_or_default();
+                return Err(Error::KeyReused(key));
+            }
             return Ok(Triggered {
                 run: *existing,
                 replayed: true,
@@ -381,15 +395,9 @@ impl Engine {
 
     /// Waits until the run finishes or `timeout` passes; `None` if it is still going (or unknown).
     pub async fn wait(&self, run_id: &str, timeout: Duration) -> Result<Option<RunRecord>, Error> {
-        let (sender, receiver) = oneshot::channel();
-        {
-            let mut waiters = self
-                .shared
-                .waiters
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
-            waiters.entry(run_id.to_owned()).or_default().push(sender);
-        }
+        // Removed from the waiters when this call ends in any way: finished, timed out, or
+        // dropped because the client went away.
+        let mut waiting = Waiting::register(&self.shared.waiters, run_id);
         // Registered before reading, so a finish between the read and the wait is not missed.
         if let Some(run) = self.shared.store.run(run_id).await?
             && run.status.is_finished()
@@ -398,15 +406,14 @@ impl Engine {
         }
         let finished = async {
             if self.shared.options.role == Role::Embedded {
-                let _ = receiver.await;
+                let _ = (&mut waiting.receiver).await;
                 return;
             }
             // Another process may finish the run; its notification can be lost while the
             // listener reconnects, so look at the store now and then as well.
-            tokio::pin!(receiver);
             loop {
                 tokio::select! {
-                    _ = &mut receiver => return,
+                    _ = &mut waiting.receiver => return,
                     _ = tokio::time::sleep(FINISH_POLL) => {}
                 }
                 if let Ok(Some(run)) = self.shared.store.run(run_id).await
@@ -520,5 +527,115 @@ impl Engine {
     /// Updates the queue-depth gauge; called by the metrics endpoint.
     pub fn observe(&self) {
         telemetry::queue_depth(self.shared.queue.depth());
+    }
+}
+
+/// The waiters of every run: senders woken when the run finishes.
+type Waiters = Mutex<HashMap<String, Vec<oneshot::Sender<()>>>>;
+
+/// One [`Engine::wait`] call's registration. Dropping it removes its sender (and the run's entry
+/// once no sender is left), so a wait that times out or is abandoned leaves nothing behind.
+struct Waiting<'a> {
+    waiters: &'a Waiters,
+    run_id: &'a str,
+    receiver: oneshot::Receiver<()>,
+}
+
+impl<'a> Waiting<'a> {
+    fn register(waiters: &'a Waiters, run_id: &'a str) -> Self {
+        let (sender, receiver) = oneshot::channel();
+        let mut map = waiters.lock().unwrap_or_else(|e| e.into_inner());
+        map.entry(run_id.to_owned()).or_default().push(sender);
+        Waiting {
+            waiters,
+            run_id,
+            receiver,
+        }
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        // Closing the receiver closes its sender: that is how ours is told from the others.
+        self.receiver.close();
+        let mut map = self.waiters.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(senders) = map.get_mut(self.run_id) {
+            senders.retain(|sender| !sender.is_closed());
+            if senders.is_empty() {
+                map.remove(self.run_id);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn waiter_count(waiters: &Waiters) -> usize {
+        let map = waiters.lock().unwrap_or_else(|e| e.into_inner());
+        map.values().map(Vec::len).sum::<usize>() + map.len()
+    }
+
+    #[test]
+    fn a_dropped_wait_removes_only_its_own_sender() {
+        let waiters = Waiters::default();
+        let first = Waiting::register(&waiters, "run-1");
+        let second = Waiting::register(&waiters, "run-1");
+        assert_eq!(waiter_count(&waiters), 3, "one run, two senders");
+        drop(first);
+        assert_eq!(waiter_count(&waiters), 2, "one run, one sender");
+        drop(second);
+        assert_eq!(waiter_count(&waiters), 0);
+    }
+
+    #[test]
+    fn a_notified_run_leaves_nothing_when_its_waits_end() {
+        let waiters = Waiters::default();
+        let mut waiting = Waiting::register(&waiters, "run-1");
+        let drained = waiters
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove("run-1")
+            .unwrap_or_default();
+        for sender in drained {
+            let _ = sender.send(());
+        }
+        assert_eq!(waiting.receiver.try_recv(), Ok(()));
+        drop(waiting);
+        assert_eq!(waiter_count(&waiters), 0);
+    }
+
+    async fn engine() -> Engine {
+        // Building the engine's HTTP client needs a crypto provider.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let store = crate::store::SqliteStore::connect("sqlite::memory:")
+            .await
+            .expect("an in-memory store");
+        Engine::build(
+            EngineOptions::default(),
+            Arc::new(store),
+            Arc::new(crate::queue::MemoryQueue::new(4)),
+            CatalogHandle::new(Catalog::default()),
+            Registry::with_builtins(),
+            Templates::new(),
+        )
+    }
+
+    #[tokio::test]
+    async fn waits_that_time_out_or_are_abandoned_leave_no_waiter() {
+        let engine = engine().await;
+        // An unknown run never finishes: the wait times out.
+        let waited = engine.wait("no-such-run", Duration::from_millis(10)).await;
+        assert!(matches!(waited, Ok(None)), "{waited:?}");
+        assert_eq!(waiter_count(&engine.shared.waiters), 0);
+        // A client that goes away drops the wait before its own timeout.
+        let abandoned = tokio::time::timeout(
+            Duration::from_millis(10),
+            engine.wait("no-such-run", Duration::from_secs(3600)),
+        )
+        .await;
+        assert!(abandoned.is_err(), "the outer timeout fires first");
+        assert_eq!(waiter_count(&engine.shared.waiters), 0);
     }
 }

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
-use enrichflow::api::ApiOptions;
+use enrichflow::api::{ApiOptions, JsonLimits, ServerOptions};
 use enrichflow::cli::{
     Cli, Command, DistributedArgs, MigrateArgs, RunArgs, ServeArgs, ValidateArgs, WorkerArgs,
 };
@@ -67,6 +67,16 @@ async fn serve(args: ServeArgs) -> anyhow::Result<u8> {
         api: ApiOptions {
             body_limit: args.body_limit,
             on_complete_timeout: args.webhook_timeout,
+            body_read_timeout: args.http.body_read_timeout,
+            json: JsonLimits {
+                max_depth: count(args.http.json_max_depth),
+                max_values: count(args.http.json_max_values),
+            },
+            max_concurrent_requests: count(args.http.max_concurrent_requests),
+            server: ServerOptions {
+                header_read_timeout: args.http.header_read_timeout,
+                max_connections: count(args.http.max_connections),
+            },
         },
         queue_capacity: 10_000,
         amqp,
@@ -204,4 +214,9 @@ async fn migrate(args: MigrateArgs) -> anyhow::Result<u8> {
     enrichflow::store::connect(&args.database_url).await?;
     eprintln!("database is up to date");
     Ok(0)
+}
+
+/// A count from the command line (a `u32`, so clap can check its range) as a `usize`.
+fn count(value: u32) -> usize {
+    usize::try_from(value).unwrap_or(usize::MAX)
 }

@@ -60,6 +60,7 @@ pub async fn run_file(
         trigger: json!({ "type": "manual", "body": body }),
         payload: body,
         idempotency_key: None,
+        idempotency_body_hash: None,
     };
     let result = execute(&engine, request).await;
     shutdown.cancel();

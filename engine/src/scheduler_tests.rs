@@ -40,6 +40,7 @@ fn running() -> RunRecord {
         deadline_at: None,
         cancel_requested: false,
         idempotency_key: None,
+        idempotency_body_hash: None,
     }
 }
 

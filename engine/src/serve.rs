@@ -132,13 +132,9 @@ pub async fn start(options: ServeOptions, shutdown: CancellationToken) -> Result
     tokio::spawn(cron::run(engine.clone(), shutdown.clone()));
     let engine_task = tokio::spawn(engine.clone().run(shutdown.clone()));
     let http_shutdown = shutdown.clone();
+    let server_options = options.api.server.clone();
     let task = tokio::spawn(async move {
-        let served = axum::serve(listener, router)
-            .with_graceful_shutdown(async move { http_shutdown.cancelled().await })
-            .await;
-        if let Err(error) = served {
-            tracing::error!(%error, "HTTP server failed");
-        }
+        api::serve(listener, router, server_options, http_shutdown).await;
         let result = match engine_task.await {
             Ok(result) => result.map_err(Error::from),
             Err(join) => {

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use axum::extract::rejection::QueryRejection;
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
@@ -28,6 +28,21 @@ pub enum Error {
     InvalidJson(String),
     #[error("the body is larger than the limit of {0} bytes")]
     PayloadTooLarge(usize),
+    /// The body nests arrays and objects deeper than the limit.
+    #[error("the body nests JSON arrays and objects deeper than the limit of {0} levels")]
+    JsonTooDeep(usize),
+    /// The body holds more JSON values than the limit.
+    #[error("the body holds more than the limit of {0} JSON values")]
+    JsonTooManyValues(usize),
+    /// The body did not arrive in time.
+    #[error("the body did not arrive within the limit of {}", humantime::format_duration(*.0))]
+    BodyTimeout(Duration),
+    /// As many requests as allowed are being served; the client should retry shortly.
+    #[error("the server is busy; try again shortly")]
+    Overloaded,
+    /// The `Idempotency-Key` was used before with a different body.
+    #[error("the Idempotency-Key was already used with a different body")]
+    KeyReused,
     /// A signed webhook without a valid `X-Enrichflow-Signature`.
     #[error("{0}")]
     Unauthorized(&'static str),
@@ -67,8 +82,15 @@ impl Error {
         match self {
             Error::NotFound(_) => StatusCode::NOT_FOUND,
             Error::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            Error::BadRequest(_) | Error::InvalidJson(_) => StatusCode::BAD_REQUEST,
-            Error::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Error::BadRequest(_) | Error::InvalidJson(_) | Error::JsonTooDeep(_) => {
+                StatusCode::BAD_REQUEST
+            }
+            Error::PayloadTooLarge(_) | Error::JsonTooManyValues(_) => {
+                StatusCode::PAYLOAD_TOO_LARGE
+            }
+            Error::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
+            Error::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
+            Error::KeyReused => StatusCode::UNPROCESSABLE_ENTITY,
             Error::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Error::InvalidInput(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Error::Conflict(_) | Error::RunCancelled { .. } => StatusCode::CONFLICT,
@@ -85,6 +107,11 @@ impl Error {
             Error::BadRequest(_) => "bad_request",
             Error::InvalidJson(_) => "invalid_json",
             Error::PayloadTooLarge(_) => "payload_too_large",
+            Error::JsonTooDeep(_) => "json_too_deep",
+            Error::JsonTooManyValues(_) => "json_too_large",
+            Error::BodyTimeout(_) => "body_timeout",
+            Error::Overloaded => "overloaded",
+            Error::KeyReused => "idempotency_key_reused",
             Error::Unauthorized(_) => "unauthorized",
             Error::InvalidInput(_) => "invalid_input",
             Error::Conflict(_) => "conflict",
@@ -121,6 +148,13 @@ impl IntoResponse for Error {
         if let Some(location) = self.run_id().and_then(|id| run_location(id).ok()) {
             response.headers_mut().insert(header::LOCATION, location);
         }
+        if let Error::Overloaded = self {
+            // Requests finish in milliseconds to seconds: a second is a fair first wait.
+            let retry_after = HeaderValue::from_static("1");
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, retry_after);
+        }
         response
     }
 }
@@ -129,6 +163,7 @@ impl From<crate::engine::Error> for Error {
     fn from(error: crate::engine::Error) -> Self {
         match error {
             crate::engine::Error::InvalidInput(violations) => Error::InvalidInput(violations),
+            crate::engine::Error::KeyReused(_) => Error::KeyReused,
             crate::engine::Error::Store(error) => error.into(),
             other => Error::internal("engine error", &other),
         }

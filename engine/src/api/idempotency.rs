@@ -1,9 +1,12 @@
 //! `Idempotency-Key` on webhooks and manual runs: requests to one workflow with the same key
 //! within the engine's window get one run, and a response about an earlier run says so with
-//! `Idempotent-Replayed: true`.
+//! `Idempotent-Replayed: true`. The same key with a different body is refused with 422: a
+//! client reusing a key by mistake learns of it instead of silently getting someone else's run.
 
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use axum::response::Response;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
 
 use super::error::{Error, Result};
 
@@ -44,6 +47,15 @@ pub fn key(headers: &HeaderMap) -> Result<Option<String>> {
     Ok(Some(format!("{STORED_PREFIX}{key}")))
 }
 
+/// The hash stored with a key: SHA-256 (hex) of the parsed body written out again, so that
+/// whitespace and the order of object members do not make the same body look different.
+pub fn body_hash(key: Option<&String>, payload: &Value) -> Option<String> {
+    key?;
+    // serde_json's maps are sorted (no `preserve_order`), so this text is canonical.
+    let canonical = payload.to_string();
+    Some(hex::encode(Sha256::digest(canonical.as_bytes())))
+}
+
 /// Adds `Idempotent-Replayed: true` when the response is about an earlier run.
 pub fn mark(response: &mut Response, replayed: bool) {
     if replayed {
@@ -79,6 +91,16 @@ mod tests {
             let headers = with_keys(&[accepted.as_bytes()]);
             assert_eq!(key(&headers).ok(), Some(Some(format!("api:{accepted}"))));
         }
+    }
+
+    #[test]
+    fn the_body_hash_ignores_layout_and_member_order_but_not_content() {
+        let key = "api:k".to_owned();
+        let parse = |text: &str| serde_json::from_str::<Value>(text).expect("JSON");
+        let hash = |text: &str| body_hash(Some(&key), &parse(text));
+        assert_eq!(hash(r#"{"a":1,"b":[2]}"#), hash(r#"{ "b": [2], "a": 1 }"#));
+        assert_ne!(hash(r#"{"a":1}"#), hash(r#"{"a":2}"#));
+        assert_eq!(body_hash(None, &parse("{}")), None);
     }
 
     #[test]

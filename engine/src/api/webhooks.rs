@@ -1,20 +1,24 @@
 //! `POST /hooks/{path}`: the webhook trigger. Checks run in this order, so a client learns the
-//! first thing to fix: unknown path (404), body too large (413), signature (401),
-//! `Idempotency-Key` (400), JSON (400), the workflow's `inputs` schema (422). Then the run starts
-//! (or, for a known `Idempotency-Key`, the earlier run is taken, with `Idempotent-Replayed: true`
-//! on the answer) and the answer depends on the trigger's `respond`:
+//! first thing to fix: announced body too large (413, before anything is read), unknown path
+//! (404), body too large or too slow (413, 408), signature (401), `Idempotency-Key` (400), JSON
+//! (400; nesting deeper than the limit 400, more values than the limit 413), the workflow's
+//! `inputs` schema (422). Then the run starts (or, for a known `Idempotency-Key`, the earlier run
+//! is taken, with `Idempotent-Replayed: true` on the answer; 422 if that run came with another
+//! body) and the answer depends on the trigger's `respond`:
 //!
 //! - `accepted`: 202 `{"run_id", "status"}` with `Location: /api/v1/runs/{id}`.
 //! - `on_complete`: waits up to `ApiOptions::on_complete_timeout`; a succeeded run answers 200
 //!   with its `output` as the body, a failed one 500 `run_failed`, a cancelled one 409
 //!   `run_cancelled`, one still going 504 `timeout`. Those errors carry `run_id` and `Location`.
+//!
+//! The hook path is matched on the raw request path: percent-escapes are not decoded, so
+//! `/hooks/a%2Fb` is not the hook `a/b` (hook paths never contain `%`).
 
 use std::sync::Arc;
 
 use axum::Json;
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, Query, State};
+use axum::body::Body;
+use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use hmac::{Hmac, Mac};
@@ -42,22 +46,26 @@ const HIDDEN_HEADERS: &[&str] = &[
     SIGNATURE_HEADER,
 ];
 
+/// Where hook paths start in the raw request path.
+const HOOKS_PREFIX: &str = "/hooks/";
+
 /// Label of `enrichflow_webhook_requests_total` for paths no workflow listens on, so that
 /// scanners cannot create one series per guessed path.
 const UNKNOWN_PATH: &str = "<unknown>";
 
 pub async fn receive(
     State(state): State<Arc<ApiState>>,
-    Path(path): Path<String>,
     uri: Uri,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: Body,
 ) -> Response {
+    // The raw path, never the decoded one: `%2F` must not become a `/` that reaches another hook.
+    let path = uri.path().strip_prefix(HOOKS_PREFIX).unwrap_or_default();
     // Cloned out, so a reload during a long on-complete wait does not pin the old catalog.
     let hook = state
         .engine
         .catalog()
-        .webhook(&path)
+        .webhook(path)
         .map(|(workflow, trigger)| (workflow, trigger.clone()));
     let label = match &hook {
         Some((_, trigger)) => trigger.path.clone(),
@@ -84,7 +92,7 @@ pub async fn receive(
 struct Incoming<'a> {
     uri: &'a Uri,
     headers: &'a HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: Body,
 }
 
 async fn handle(
@@ -93,7 +101,7 @@ async fn handle(
     trigger: &WebhookTrigger,
     request: Incoming<'_>,
 ) -> Result<Response> {
-    let raw = body::raw(request.body, state.options.body_limit)?;
+    let raw = body::read(request.body, state.options.reading()).await?;
     if let Some(template) = &trigger.secret {
         let secret = render_secret(state, template)?;
         verify_signature(
@@ -103,7 +111,8 @@ async fn handle(
         )?;
     }
     let idempotency_key = idempotency::key(request.headers)?;
-    let payload = body::json(&raw)?;
+    let payload = body::json(&raw, state.options.json)?;
+    let idempotency_body_hash = idempotency::body_hash(idempotency_key.as_ref(), &payload);
     let trigger_json = json!({
         "type": "webhook",
         "body": payload,
@@ -117,6 +126,7 @@ async fn handle(
             trigger: trigger_json,
             payload,
             idempotency_key,
+            idempotency_body_hash,
         })
         .await?;
     // A replay answers like the first request, failures of an on-complete run included.

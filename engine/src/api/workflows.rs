@@ -4,8 +4,7 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
+use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -42,12 +41,13 @@ pub async fn start_run(
     State(state): State<Arc<ApiState>>,
     Path(workflow_id): Path<String>,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: Body,
 ) -> Result<Response> {
     let workflow = find(&state, &workflow_id)?;
-    let raw = body::raw(body, state.options.body_limit)?;
+    let raw = body::read(body, state.options.reading()).await?;
     let idempotency_key = idempotency::key(&headers)?;
-    let payload = body::json(&raw)?;
+    let payload = body::json(&raw, state.options.json)?;
+    let idempotency_body_hash = idempotency::body_hash(idempotency_key.as_ref(), &payload);
     let triggered = state
         .engine
         .trigger(TriggerRequest {
@@ -55,6 +55,7 @@ pub async fn start_run(
             trigger: json!({ "type": "manual", "body": payload }),
             payload,
             idempotency_key,
+            idempotency_body_hash,
         })
         .await?;
     let run = &triggered.run;

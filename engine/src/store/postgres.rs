@@ -114,8 +114,9 @@ pub fn is_postgres_url(url: &str) -> bool {
 macro_rules! insert_run_sql {
     () => {
         r#"INSERT INTO runs (id, workflow_id, revision, status, "trigger", output, error,
-             created_at, started_at, finished_at, deadline_at, cancel_requested, idempotency_key)
-           VALUES ($1, $2, $3, $4, $5::json, $6::json, $7::json, $8, $9, $10, $11, $12, $13)"#
+             created_at, started_at, finished_at, deadline_at, cancel_requested, idempotency_key,
+             idempotency_body_hash)
+           VALUES ($1, $2, $3, $4, $5::json, $6::json, $7::json, $8, $9, $10, $11, $12, $13, $14)"#
     };
 }
 
@@ -138,6 +139,7 @@ fn bind_run(
         .bind(run.deadline_at.map(timestamp))
         .bind(run.cancel_requested)
         .bind(&run.idempotency_key)
+        .bind(&run.idempotency_body_hash)
 }
 
 #[async_trait]

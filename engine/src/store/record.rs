@@ -151,6 +151,8 @@ pub struct RunRecord {
     pub deadline_at: Option<DateTime<Utc>>,
     pub cancel_requested: bool,
     pub idempotency_key: Option<String>,
+    /// SHA-256 (hex) of the body the key came with: the same key with another body is refused.
+    pub idempotency_body_hash: Option<String>,
 }
 
 /// Identifies one attempt.

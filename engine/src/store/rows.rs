@@ -57,6 +57,7 @@ pub(super) fn run(columns: &impl Columns) -> Result<RunRecord> {
         deadline_at: columns.optional_time("deadline_at")?,
         cancel_requested: columns.flag("cancel_requested")?,
         idempotency_key: columns.optional_text("idempotency_key")?,
+        idempotency_body_hash: columns.optional_text("idempotency_body_hash")?,
     })
 }
 

@@ -111,8 +111,9 @@ fn is_in_memory(location: &str) -> bool {
 macro_rules! insert_run_sql {
     () => {
         r#"INSERT INTO runs (id, workflow_id, revision, status, "trigger", output, error,
-             created_at, started_at, finished_at, deadline_at, cancel_requested, idempotency_key)
-           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"#
+             created_at, started_at, finished_at, deadline_at, cancel_requested, idempotency_key,
+             idempotency_body_hash)
+           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"#
     };
 }
 
@@ -135,6 +136,7 @@ fn bind_run(
         .bind(run.deadline_at.map(timestamp))
         .bind(run.cancel_requested)
         .bind(&run.idempotency_key)
+        .bind(&run.idempotency_body_hash)
 }
 
 #[async_trait]

@@ -51,6 +51,7 @@ pub(super) fn run(n: u128, workflow_id: &str, status: RunStatus) -> RunRecord {
         deadline_at: None,
         cancel_requested: false,
         idempotency_key: None,
+        idempotency_body_hash: None,
     }
 }
 
@@ -171,6 +172,7 @@ pub(super) async fn runs_round_trip_every_field(store: &dyn Store) -> Result<()>
         deadline_at: Some(at(300)),
         cancel_requested: true,
         idempotency_key: Some("key-1".to_owned()),
+        idempotency_body_hash: Some("body-hash-1".to_owned()),
     };
     let minimal = run(2, "lead-enrichment", RunStatus::Queued);
     let null_output = RunRecord {
@@ -193,6 +195,7 @@ pub(super) async fn runs_round_trip_every_field(store: &dyn Store) -> Result<()>
 pub(super) async fn idempotency_keys_are_unique_per_workflow(store: &dyn Store) -> Result<()> {
     let keyed = |n, workflow_id, key: Option<&str>| RunRecord {
         idempotency_key: key.map(str::to_owned),
+        idempotency_body_hash: None,
         ..run(n, workflow_id, RunStatus::Queued)
     };
     store.create_run(&keyed(1, "a", Some("k"))).await?;
@@ -210,6 +213,7 @@ pub(super) async fn idempotency_keys_are_unique_per_workflow(store: &dyn Store) 
 fn keyed(n: u128, workflow_id: &str, key: Option<&str>) -> RunRecord {
     RunRecord {
         idempotency_key: key.map(str::to_owned),
+        idempotency_body_hash: None,
         ..run(n, workflow_id, RunStatus::Queued)
     }
 }

@@ -454,6 +454,7 @@ async fn a_full_page_of_the_largest_size_still_says_whether_more_follow() {
                 deadline_at: None,
                 cancel_requested: false,
                 idempotency_key: None,
+                idempotency_body_hash: None,
             })
             .await
             .expect("stored");

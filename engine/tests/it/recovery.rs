@@ -67,6 +67,7 @@ async fn a_run_triggered_during_recovery_executes_its_node_once() {
         trigger: json!({"type": "manual", "body": {}}),
         payload: json!({}),
         idempotency_key: None,
+        idempotency_body_hash: None,
     };
     let mut triggering = tokio::spawn({
         let engine = engine.clone();

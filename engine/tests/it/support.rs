@@ -127,13 +127,14 @@ impl TestServer {
             .await
             .expect("a free port");
         let addr = listener.local_addr().expect("a bound address");
+        let server_options = options.api.server.clone();
         let router = api::router(engine.clone(), options.api, metrics);
-        let serve_shutdown = shutdown.clone();
-        tokio::spawn(async move {
-            axum::serve(listener, router)
-                .with_graceful_shutdown(async move { serve_shutdown.cancelled().await })
-                .await
-        });
+        tokio::spawn(api::serve(
+            listener,
+            router,
+            server_options,
+            shutdown.clone(),
+        ));
         TestServer {
             addr,
             base_url: format!("http://{addr}"),
