@@ -340,6 +340,49 @@ async fn unknown_hooks_runs_workflows_and_routes_are_404_and_wrong_methods_405()
 }
 
 #[tokio::test]
+async fn hook_paths_are_matched_undecoded_so_an_escaped_slash_reaches_no_hook() {
+    let server = start().await;
+    for escaped in [
+        "/hooks/echo%2Flead",
+        "/hooks/echo%2flead",
+        "/hooks/%65cho/lead",
+    ] {
+        let request = server.client.post(server.url(escaped)).body("{}");
+        send(request)
+            .await
+            .check(StatusCode::NOT_FOUND, Some("not_found"));
+    }
+    let plain = server
+        .client
+        .post(server.url("/hooks/echo/lead"))
+        .json(&json!({ "email": "ada@example.com" }));
+    send(plain).await.check(StatusCode::OK, None);
+}
+
+#[tokio::test]
+async fn requests_over_the_concurrency_limit_are_503_with_retry_after_but_health_answers() {
+    let (mock, mut arrivals) = slow_mock().await;
+    let mut options = with_secrets(TestOptions::default(), &[("BASE_URL", &mock.uri())]);
+    options.api.max_concurrent_requests = 1;
+    let server = start_with(options).await;
+
+    // An on-complete webhook holds the one slot while its run waits on the slow server.
+    let webhook = tokio::spawn(send(server.client.post(server.url("/hooks/slow"))));
+    arrivals
+        .recv()
+        .await
+        .expect("the slow node called the server");
+    let busy = send(server.client.get(server.url("/api/v1/runs"))).await;
+    busy.check(StatusCode::SERVICE_UNAVAILABLE, Some("overloaded"));
+    assert_eq!(busy.header("retry-after"), Some("1"));
+    for probe in ["/healthz", "/metrics"] {
+        let answer = send(server.client.get(server.url(probe))).await;
+        answer.check(StatusCode::OK, None);
+    }
+    webhook.abort();
+}
+
+#[tokio::test]
 async fn workflows_are_listed_and_shown_with_their_dag() {
     let server = start().await;
     let list = send(server.client.get(server.url("/api/v1/workflows"))).await;

@@ -199,3 +199,40 @@ async fn malformed_keys_are_400_and_start_nothing() {
     assert_eq!(accepted.status, StatusCode::ACCEPTED, "{:#}", accepted.body);
     assert_eq!(stored_runs(&server, "intake").await.len(), 1);
 }
+
+#[tokio::test]
+async fn a_key_reused_with_another_body_is_422_and_starts_nothing() {
+    let server = TestServer::start(&fixtures("api")).await;
+    let first = send(hook(&server, "intake", "order-9")).await;
+    assert_eq!(first.status, StatusCode::ACCEPTED, "{:#}", first.body);
+    let with_body = |url: &str, body: Value| {
+        server
+            .client
+            .post(server.url(url))
+            .header(KEY_HEADER, "order-9")
+            .json(&body)
+    };
+    for url in ["/hooks/intake", "/api/v1/workflows/intake/runs"] {
+        let other = send(with_body(url, json!({ "email": "eve@example.com" }))).await;
+        assert_eq!(
+            other.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{:#}",
+            other.body
+        );
+        assert_eq!(other.body["error"]["code"], "idempotency_key_reused");
+        assert!(!other.replayed);
+    }
+    // The same body, laid out differently, is still the same request.
+    let same = server
+        .client
+        .post(server.url("/hooks/intake"))
+        .header(KEY_HEADER, "order-9")
+        .header("content-type", "application/json")
+        .body(r#"{ "email" : "ada@example.com" }"#);
+    let same = send(same).await;
+    assert_eq!(same.status, StatusCode::ACCEPTED, "{:#}", same.body);
+    assert!(same.replayed);
+    assert_eq!(same.run_id, first.run_id);
+    assert_eq!(stored_runs(&server, "intake").await.len(), 1);
+}
