@@ -22,3 +22,4 @@ mod rules;
 mod stats;
 mod support;
 mod validate;
+mod webhook_fuzz;
