@@ -78,7 +78,11 @@ impl fmt::Display for Refusal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.literal {
             Some(address) => write!(f, "the address {address} is {}", self.class)?,
-            None => write!(f, "`{}` resolves only to refused addresses ({})", self.host, self.class)?,
+            None => write!(
+                f,
+                "`{}` resolves only to refused addresses ({})",
+                self.host, self.class
+            )?,
         }
         f.write_str(
             "; calls to private networks are refused (allow it with --egress-allow, or set \
@@ -132,7 +136,10 @@ impl Policy {
     pub fn check_url(&self, url: &Url) -> Result<(), Refusal> {
         // `host_str` writes IPv6 literals in brackets; a name never parses as an address.
         let host = url.host_str().unwrap_or_default();
-        let Ok(literal) = host.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>()
+        let Ok(literal) = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<IpAddr>()
         else {
             return Ok(());
         };
@@ -326,7 +333,10 @@ mod tests {
             allowed: Arc::from(vec!["127.0.0.2".parse::<Network>().expect("a network")]),
             ..Policy::default()
         };
-        assert_eq!(policy.check(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2))), Ok(()));
+        assert_eq!(
+            policy.check(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2))),
+            Ok(())
+        );
         assert_eq!(
             policy.check(IpAddr::V4(Ipv4Addr::LOCALHOST)),
             Err(AddressClass::Loopback)
@@ -365,7 +375,10 @@ mod tests {
         let policy = Policy::default();
         let error = policy.resolve("localhost", 25).await.expect_err("loopback");
         assert!(matches!(error, Error::Refused(_)), "{error}");
-        let error = policy.resolve("127.0.0.1", 25).await.expect_err("a literal");
+        let error = policy
+            .resolve("127.0.0.1", 25)
+            .await
+            .expect_err("a literal");
         assert!(matches!(error, Error::Refused(_)), "{error}");
         let open = Policy::allow_private_networks();
         let found = open.resolve("127.0.0.1", 25).await.expect("allowed");

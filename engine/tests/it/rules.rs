@@ -12,8 +12,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use enrichflow::{EngineOptions, oneshot};
 use enrichflow::store::RunStatus;
+use enrichflow::{EngineOptions, oneshot};
 use enrichflow_nodes::Secrets;
 use reqwest::{RequestBuilder, StatusCode};
 use serde_json::{Value, json};

@@ -172,11 +172,7 @@ fn build_message(letter: Letter, message_id: &str) -> Result<Message, NodeError>
     })
 }
 
-fn transport(
-    server: &Server,
-    address: SocketAddr,
-    tls: Tls,
-) -> AsyncSmtpTransport<Tokio1Executor> {
+fn transport(server: &Server, address: SocketAddr, tls: Tls) -> AsyncSmtpTransport<Tokio1Executor> {
     let host = address.ip().to_string();
     let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host)
         .port(address.port())

@@ -148,10 +148,20 @@ mod tests {
         assert_eq!(same.url.as_str(), "https://api.example.com/b");
         assert!(same.headers.contains_key("x-api-key"));
         assert_eq!((same.method, same.with_body), (Method::PUT, true));
-        let other = followed(next(Follow::Any, &first, status, &to("https://else.example/")));
+        let other = followed(next(
+            Follow::Any,
+            &first,
+            status,
+            &to("https://else.example/"),
+        ));
         assert!(!other.headers.contains_key("x-api-key"));
         assert!(other.headers.contains_key(CONTENT_TYPE));
-        let port = next(Follow::SameOrigin, &first, status, &to("https://api.example.com:8443/"));
+        let port = next(
+            Follow::SameOrigin,
+            &first,
+            status,
+            &to("https://api.example.com:8443/"),
+        );
         assert!(matches!(port, Next::Refuse(_)), "{port:?}");
     }
 
@@ -169,9 +179,18 @@ mod tests {
     fn stops_where_it_must() {
         let get = hop(Method::GET, "https://api.example.com/a");
         let found = StatusCode::FOUND;
-        assert!(matches!(next(Follow::None, &get, found, &to("/b")), Next::Done));
-        assert!(matches!(next(Follow::Any, &get, StatusCode::OK, &to("/b")), Next::Done));
-        assert!(matches!(next(Follow::Any, &get, found, &HeaderMap::new()), Next::Done));
+        assert!(matches!(
+            next(Follow::None, &get, found, &to("/b")),
+            Next::Done
+        ));
+        assert!(matches!(
+            next(Follow::Any, &get, StatusCode::OK, &to("/b")),
+            Next::Done
+        ));
+        assert!(matches!(
+            next(Follow::Any, &get, found, &HeaderMap::new()),
+            Next::Done
+        ));
         let file = next(Follow::Any, &get, found, &to("file:///etc/passwd"));
         assert!(matches!(file, Next::Refuse(_)), "{file:?}");
         assert_eq!(Follow::parse("any"), Ok(Follow::Any));

@@ -111,9 +111,9 @@ fn embedded_v4(address: Ipv6Addr) -> Option<Ipv4Addr> {
         // 64:ff9b::a.b.c.d (NAT64 well-known prefix)
         [0x64, 0xff9b, 0, 0, 0, 0, _, _] => Some(last_four),
         // 2002:aabb:ccdd::/48 (6to4)
-        [0x2002, _, _, _, _, _, _, _] => Some(Ipv4Addr::new(
-            octets[2], octets[3], octets[4], octets[5],
-        )),
+        [0x2002, _, _, _, _, _, _, _] => {
+            Some(Ipv4Addr::new(octets[2], octets[3], octets[4], octets[5]))
+        }
         _ => None,
     }
 }
@@ -138,9 +138,12 @@ impl Network {
             v4 => v4,
         };
         match (self.address, address) {
-            (IpAddr::V4(network), IpAddr::V4(address)) => {
-                same_prefix(network.to_bits().into(), address.to_bits().into(), self.prefix, 32)
-            }
+            (IpAddr::V4(network), IpAddr::V4(address)) => same_prefix(
+                network.to_bits().into(),
+                address.to_bits().into(),
+                self.prefix,
+                32,
+            ),
             (IpAddr::V6(network), IpAddr::V6(address)) => {
                 same_prefix(network.to_bits(), address.to_bits(), self.prefix, 128)
             }
