@@ -4,6 +4,7 @@ mod api;
 mod broker;
 mod cli;
 mod cron;
+mod egress;
 mod distributed;
 mod examples;
 mod faults;
