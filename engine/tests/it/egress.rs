@@ -52,14 +52,24 @@ async fn fetch(server: &TestServer, url: &str) -> (u16, Value) {
 async fn a_webhook_cannot_make_the_engine_call_its_own_api() {
     let server = server(egress::Policy::default()).await;
     let port = server.addr.port();
-    for host in ["127.0.0.1", "0x7f.1", "2130706433", "0.0.0.0", "localhost", "[::ffff:127.0.0.1]"] {
+    for host in [
+        "127.0.0.1",
+        "0x7f.1",
+        "2130706433",
+        "0.0.0.0",
+        "localhost",
+        "[::ffff:127.0.0.1]",
+    ] {
         let (status, run) = fetch(&server, &format!("http://{host}:{port}/api/v1/runs")).await;
         assert_eq!(status, 500, "{host}: {run:#}");
         let error = &run["nodes"]["get"]["error"];
         assert_eq!(error["kind"], "egress", "{host}: {run:#}");
         assert_eq!(run["nodes"]["get"]["attempts"], 1, "refusals are final");
         let message = error["message"].as_str().expect("a message");
-        assert!(message.contains("--deny-private-networks=false"), "{message}");
+        assert!(
+            message.contains("--deny-private-networks=false"),
+            "{message}"
+        );
     }
 }
 
@@ -104,7 +114,11 @@ fn enrichflow_run_refuses_loopback_unless_told_otherwise() {
     assert_eq!(refused.status.code(), Some(1));
     assert_eq!(error_kind(&refused), "egress");
     let flag = enrichflow_run(&["--deny-private-networks=false"], &[]);
-    assert_eq!(error_kind(&flag), "http", "the call was made and failed to connect");
+    assert_eq!(
+        error_kind(&flag),
+        "http",
+        "the call was made and failed to connect"
+    );
     let variable = enrichflow_run(&[], &[("ENRICHFLOW_DENY_PRIVATE_NETWORKS", "false")]);
     assert_eq!(error_kind(&variable), "http");
     let allowed = enrichflow_run(&["--egress-allow", "127.0.0.0/8"], &[]);

@@ -424,3 +424,41 @@ async fn providers_and_notify_nodes_are_under_the_same_policy() {
     assert_refused(&error, "`localhost` resolves only to refused addresses");
     assert_eq!(server.received_requests().await.map(|r| r.len()), Some(0));
 }
+
+/// A server that announces a huge body, sends two bytes and holds the connection open.
+async fn announcing_a_huge_body() -> (SocketAddr, tokio::task::JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("a port");
+    let address = listener.local_addr().expect("an address");
+    let task = tokio::spawn(async move {
+        let Ok((mut socket, _)) = listener.accept().await else {
+            return;
+        };
+        let mut buffer = [0u8; 4096];
+        let _ = socket.read(&mut buffer).await;
+        let answer = "HTTP/1.1 200 OK\r\ncontent-length: 99999999999\r\n\r\nab";
+        let _ = socket.write_all(answer.as_bytes()).await;
+        // Held open until the client gives up.
+        let _ = socket.read(&mut buffer).await;
+    });
+    (address, task)
+}
+
+#[tokio::test]
+async fn a_body_announced_over_the_limit_is_refused_without_waiting_for_it() {
+    let (address, task) = announcing_a_huge_body().await;
+    // Were the body awaited, the call would end by this timeout instead.
+    let policy = egress::Policy {
+        request_timeout: Duration::from_secs(20),
+        ..allowing()
+    };
+    let error = request(policy, json!({"url": format!("http://{address}/")}))
+        .await
+        .expect_err("refused");
+    assert!(
+        error
+            .message
+            .contains("returned a body larger than 10485760 bytes"),
+        "{error}"
+    );
+    task.abort();
+}
