@@ -228,6 +228,7 @@ fn context(shared: &Shared, workflow: &Workflow, key: &AttemptKey, run_id: &str)
         idempotency_key: NodeContext::idempotency_key_for(run_id, &key.node_id, key.attempt),
         cancellation: shared.run_token(run_id).child_token(),
         http: shared.http.clone(),
+        egress: shared.options.egress.clone(),
         secrets: shared.secrets.clone(),
         services: shared.services.clone(),
     }

@@ -2,8 +2,10 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use enrichflow_nodes::egress;
 
 /// enrichflow: workflows for customer-data pipelines.
 #[derive(Debug, Parser)]
@@ -62,6 +64,8 @@ pub struct ServeArgs {
     pub body_limit: usize,
     #[command(flatten)]
     pub http: HttpLimitArgs,
+    #[command(flatten)]
+    pub egress: EgressArgs,
 }
 
 #[derive(Debug, clap::Args)]
@@ -83,6 +87,8 @@ pub struct WorkerArgs {
     pub shutdown_grace: std::time::Duration,
     #[command(flatten)]
     pub distributed: DistributedArgs,
+    #[command(flatten)]
+    pub egress: EgressArgs,
 }
 
 /// Settings every process of one distributed deployment must share.
@@ -117,6 +123,57 @@ pub struct RunArgs {
     /// File of NAME=value secrets, besides ENRICHFLOW_SECRET_<NAME> variables.
     #[arg(long, env = "ENRICHFLOW_SECRETS_FILE")]
     pub secrets_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub egress: EgressArgs,
+}
+
+/// Where nodes may connect (http.request, enrich providers, notify nodes) and the limits of
+/// their HTTP calls.
+#[derive(Debug, clap::Args)]
+pub struct EgressArgs {
+    /// Refuse outbound calls to loopback, private, link-local (cloud metadata), CGNAT,
+    /// unspecified, multicast and reserved addresses, checked after DNS resolution
+    /// (--deny-private-networks=false to allow them).
+    #[arg(long, env = "ENRICHFLOW_DENY_PRIVATE_NETWORKS", default_value = "true",
+          num_args = 0..=1, require_equals = true, default_missing_value = "true",
+          value_parser = clap::builder::BoolishValueParser::new())]
+    pub deny_private_networks: bool,
+    /// Addresses or networks reachable even so, such as an SMTP relay (10.0.0.5, 10.1.0.0/16,
+    /// fd00::/8); repeat the flag or separate with commas.
+    #[arg(long, env = "ENRICHFLOW_EGRESS_ALLOW", value_delimiter = ',')]
+    pub egress_allow: Vec<egress::Network>,
+    /// Longest wait for an outbound connection.
+    #[arg(long, env = "ENRICHFLOW_HTTP_CONNECT_TIMEOUT", default_value = "10s", value_parser = positive_duration)]
+    pub http_connect_timeout: Duration,
+    /// Longest outbound HTTP exchange of a node that sets no `timeout` of its own.
+    #[arg(long, env = "ENRICHFLOW_HTTP_TIMEOUT", default_value = "30s", value_parser = positive_duration)]
+    pub http_timeout: Duration,
+    /// Largest response body a node reads, in bytes; a larger one fails the attempt.
+    #[arg(long, env = "ENRICHFLOW_HTTP_MAX_RESPONSE_BYTES", default_value_t = egress::DEFAULT_MAX_RESPONSE_BYTES,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    pub http_max_response_bytes: usize,
+}
+
+impl EgressArgs {
+    /// The policy the engine hands to every node attempt.
+    pub fn policy(&self) -> egress::Policy {
+        egress::Policy {
+            deny_private_networks: self.deny_private_networks,
+            allowed: self.egress_allow.clone().into(),
+            connect_timeout: self.http_connect_timeout,
+            request_timeout: self.http_timeout,
+            max_response_bytes: self.http_max_response_bytes,
+        }
+    }
+}
+
+/// A duration longer than zero (a zero timeout would fail every call at once).
+fn positive_duration(text: &str) -> Result<Duration, String> {
+    match humantime::parse_duration(text) {
+        Ok(duration) if duration.is_zero() => Err("must be longer than zero".to_owned()),
+        Ok(duration) => Ok(duration),
+        Err(error) => Err(error.to_string()),
+    }
 }
 
 #[derive(Debug, clap::Args)]

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::Utc;
-use enrichflow_nodes::{Registry, Secrets, Services};
+use enrichflow_nodes::{Registry, Secrets, Services, egress};
 use serde_json::Value;
 use tokio::sync::{Notify, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -65,6 +65,9 @@ pub struct EngineOptions {
     pub lease: Duration,
     /// Distributed mode: how often a `serve` replica sweeps for attempts to publish again.
     pub sweep_interval: Duration,
+    /// Where nodes may connect and the limits of their HTTP calls; private networks are
+    /// refused by default.
+    pub egress: egress::Policy,
 }
 
 impl Default for EngineOptions {
@@ -76,6 +79,7 @@ impl Default for EngineOptions {
             secrets: Secrets::default(),
             lease: Duration::from_secs(30),
             sweep_interval: Duration::from_secs(2),
+            egress: egress::Policy::default(),
         }
     }
 }
@@ -233,10 +237,12 @@ impl Engine {
         registry: Registry,
         templates: Templates,
     ) -> Self {
-        let http = reqwest::Client::builder()
-            .user_agent(concat!("enrichflow/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .unwrap_or_default();
+        // Building fails only when the TLS backend cannot start, which `reqwest::Client::new`
+        // would not survive either; a client without the policy's resolver is no fallback.
+        let http = options
+            .egress
+            .client()
+            .expect("the HTTP client builds once a TLS crypto provider is installed");
         let revisions = Revisions::new(registry.clone(), templates.clone());
         let services = store.services();
         let shared = Shared {

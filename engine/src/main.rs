@@ -62,6 +62,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<u8> {
             workers: args.workers.unwrap_or(default_workers),
             secrets,
             lease: args.distributed.lease,
+            egress: args.egress.policy(),
             ..EngineOptions::default()
         },
         api: ApiOptions {
@@ -104,6 +105,7 @@ async fn worker(args: WorkerArgs) -> anyhow::Result<u8> {
         concurrency: args.concurrency,
         lease: args.distributed.lease,
         shutdown_grace: args.shutdown_grace,
+        egress: args.egress.policy(),
     };
     let shutdown = CancellationToken::new();
     let signal = shutdown.clone();
@@ -189,8 +191,12 @@ async fn run(args: RunArgs) -> anyhow::Result<u8> {
     };
     let body: serde_json::Value =
         serde_json::from_str(&input).context("--input is not valid JSON")?;
-    let secrets = secrets::load(args.secrets_file.as_deref())?;
-    match oneshot::run_file(&args.file, body, secrets).await {
+    let options = EngineOptions {
+        secrets: secrets::load(args.secrets_file.as_deref())?,
+        egress: args.egress.policy(),
+        ..EngineOptions::default()
+    };
+    match oneshot::run_file_with(&args.file, body, options).await {
         Ok((json, status)) => {
             println!("{}", serde_json::to_string_pretty(&json)?);
             Ok(if status == RunStatus::Succeeded {

@@ -33,6 +33,20 @@ pub async fn run_file(
     body: Value,
     secrets: Secrets,
 ) -> Result<(Value, RunStatus), Error> {
+    let options = EngineOptions {
+        secrets,
+        ..EngineOptions::default()
+    };
+    run_file_with(file, body, options).await
+}
+
+/// [`run_file`] with engine options of its own (the egress policy of `enrichflow run`'s flags,
+/// or a test's fake upstreams on loopback).
+pub async fn run_file_with(
+    file: &Path,
+    body: Value,
+    options: EngineOptions,
+) -> Result<(Value, RunStatus), Error> {
     let text = std::fs::read_to_string(file)
         .map_err(|error| Error::Read(file.display().to_string(), error))?;
     let registry = Registry::with_builtins();
@@ -41,10 +55,6 @@ pub async fn run_file(
         workflow::load_str(file, &text, &registry, &templates).map_err(Error::Invalid)?;
     let workflow = Arc::new(workflow);
     let store = Arc::new(SqliteStore::connect("sqlite::memory:").await?);
-    let options = EngineOptions {
-        secrets,
-        ..EngineOptions::default()
-    };
     let engine = Engine::build(
         options,
         store,

@@ -24,6 +24,7 @@ pub struct WorkerOptions {
     pub secrets: Secrets,
     pub lease: Duration,
     pub shutdown_grace: Duration,
+    pub egress: enrichflow_nodes::egress::Policy,
 }
 
 /// Why `worker` could not start.
@@ -60,6 +61,7 @@ pub async fn run(options: WorkerOptions, shutdown: CancellationToken) -> Result<
         shutdown_grace: options.shutdown_grace,
         secrets: options.secrets,
         lease: options.lease,
+        egress: options.egress,
         ..EngineOptions::default()
     };
     let engine = Engine::build(

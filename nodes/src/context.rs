@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::Services;
+use crate::{Services, egress};
 
 /// Secret values by name (`secrets.SLACK_WEBHOOK` is `Secrets::get("SLACK_WEBHOOK")`).
 ///
@@ -62,8 +62,12 @@ pub struct NodeContext {
     pub idempotency_key: String,
     /// Cancelled when the run is cancelled, times out, or the process shuts down.
     pub cancellation: CancellationToken,
-    /// One HTTP client shared by every attempt (connection pooling).
+    /// One HTTP client shared by every attempt (connection pooling), built by
+    /// [`egress::Policy::client`] from [`NodeContext::egress`].
     pub http: reqwest::Client,
+    /// Where outbound calls may go and their limits; every send goes through
+    /// [`egress::Policy::send`].
+    pub egress: egress::Policy,
     /// Secrets available to the workflow.
     pub secrets: Secrets,
     /// The cache and the lead store.

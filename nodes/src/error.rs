@@ -20,6 +20,8 @@ pub enum ErrorKind {
     Config,
     /// Anything else a node reports.
     Node,
+    /// The egress policy refused the destination (a private address, see `egress::Policy`).
+    Egress,
 }
 
 impl ErrorKind {
@@ -33,6 +35,7 @@ impl ErrorKind {
             ErrorKind::Cancelled => "cancelled",
             ErrorKind::Config => "config",
             ErrorKind::Node => "node",
+            ErrorKind::Egress => "egress",
         }
     }
 }

@@ -7,6 +7,7 @@
 
 mod builtin;
 mod context;
+pub mod egress;
 mod error;
 pub mod leads;
 mod node;

@@ -5,6 +5,7 @@ mod broker;
 mod cli;
 mod cron;
 mod distributed;
+mod egress;
 mod examples;
 mod faults;
 mod http_limits;

@@ -91,6 +91,8 @@ fn enrichflow(base_url_secret: &str) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_enrichflow"));
     command
         .env("ENRICHFLOW_SECRET_BASE_URL", base_url_secret)
+        // The fake upstreams of the tests listen on loopback.
+        .env("ENRICHFLOW_DENY_PRIVATE_NETWORKS", "false")
         .env("RUST_LOG", "warn")
         .stderr(Stdio::piped())
         .stdout(Stdio::null());

@@ -51,6 +51,8 @@ async fn a_run_triggered_during_recovery_executes_its_node_once() {
     let options = EngineOptions {
         workers: 4,
         secrets: Secrets::new(BTreeMap::from([("BASE_URL".to_owned(), mock.uri())])),
+        // The fake upstream listens on loopback.
+        egress: enrichflow_nodes::egress::Policy::allow_private_networks(),
         ..EngineOptions::default()
     };
     let engine = Engine::build(

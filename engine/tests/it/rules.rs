@@ -12,8 +12,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use enrichflow::oneshot;
 use enrichflow::store::RunStatus;
+use enrichflow::{EngineOptions, oneshot};
 use enrichflow_nodes::Secrets;
 use reqwest::{RequestBuilder, StatusCode};
 use serde_json::{Value, json};
@@ -50,7 +50,13 @@ fn base_url(mock: &MockServer) -> Secrets {
 /// Runs the fixture `name` once, as `enrichflow run` does; returns the run JSON and status.
 async fn run(name: &str, body: Value, secrets: Secrets) -> (Value, RunStatus) {
     install_crypto();
-    oneshot::run_file(&fixture(name), body, secrets)
+    let options = EngineOptions {
+        secrets,
+        // The wiremock server listens on loopback.
+        egress: enrichflow_nodes::egress::Policy::allow_private_networks(),
+        ..EngineOptions::default()
+    };
+    oneshot::run_file_with(&fixture(name), body, options)
         .await
         .unwrap_or_else(|error| panic!("the run of {name} could not happen: {error:?}"))
 }

@@ -12,7 +12,7 @@ use enrichflow::queue::MemoryQueue;
 use enrichflow::store::{SqliteStore, Store};
 use enrichflow::template::Templates;
 use enrichflow::{Engine, EngineOptions, telemetry};
-use enrichflow_nodes::Registry;
+use enrichflow_nodes::{Registry, egress};
 use tokio_util::sync::CancellationToken;
 
 /// The folder of one area's fixtures: `tests/fixtures/<area>`.
@@ -60,6 +60,8 @@ impl Default for TestOptions {
             engine: EngineOptions {
                 workers: 4,
                 shutdown_grace: Duration::from_secs(1),
+                // The fake upstreams of the tests listen on loopback.
+                egress: egress::Policy::allow_private_networks(),
                 ..EngineOptions::default()
             },
             metrics: true,

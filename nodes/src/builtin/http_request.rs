@@ -10,6 +10,8 @@ use reqwest::{Method, Response, StatusCode, Url};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
+use super::redirect::{Follow, Hop, MAX_REDIRECTS, Next};
+use crate::egress::{self, Refusal};
 use crate::{ConfigError, ErrorKind, Node, NodeContext, NodeError};
 
 /// Any HTTP call; its `with` block is described by [`Config`].
@@ -38,12 +40,15 @@ struct Config {
     body: Option<String>,
     /// The statuses that count as success; when absent, any 2xx status does.
     expect_status: Option<Vec<u16>>,
-    /// A limit on one exchange, from connecting to reading the whole body, such as `10s`.
+    /// A limit on the whole exchange, redirects included, from connecting to reading the last
+    /// body, such as `10s`; the engine's default (30 s) when absent.
     timeout: Option<String>,
+    /// Which redirects to follow: `none`, `same_origin` (the default) or `any`.
+    redirects: Option<String>,
 }
 
 /// Every key of [`Config`], for checking un-rendered blocks.
-const KEYS: [&str; 8] = [
+const KEYS: [&str; 9] = [
     "method",
     "url",
     "headers",
@@ -52,6 +57,7 @@ const KEYS: [&str; 8] = [
     "body",
     "expect_status",
     "timeout",
+    "redirects",
 ];
 
 /// Methods a workflow may use. CONNECT is left out: it opens a tunnel, not a request.
@@ -65,9 +71,6 @@ const METHODS: [Method; 8] = [
     Method::OPTIONS,
     Method::TRACE,
 ];
-
-/// A larger response body fails the attempt rather than exhausting the worker's memory.
-pub(super) const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
 
 /// How much of an unexpected response's body an error message quotes.
 const EXCERPT_CHARS: usize = 200;
@@ -135,6 +138,7 @@ fn check_value(key: &str, value: &Value) -> Result<(), ConfigError> {
         "url" => text(value).and_then(parse_url).map(drop).map_err(at),
         "body" => text(value).map(drop).map_err(at),
         "timeout" => text(value).and_then(parse_timeout).map(drop).map_err(at),
+        "redirects" => text(value).and_then(Follow::parse).map(drop).map_err(at),
         "headers" => {
             let headers = value
                 .as_object()
@@ -266,6 +270,7 @@ struct Exchange {
     /// `None` accepts any 2xx status.
     expect_status: Option<Vec<StatusCode>>,
     timeout: Option<Duration>,
+    redirects: Follow,
 }
 
 #[derive(Debug)]
@@ -328,6 +333,13 @@ impl TryFrom<Config> for Exchange {
             .map(parse_timeout)
             .transpose()
             .map_err(|message| ConfigError::new("timeout", message))?;
+        let redirects = config
+            .redirects
+            .as_deref()
+            .map(Follow::parse)
+            .transpose()
+            .map_err(|message| ConfigError::new("redirects", message))?
+            .unwrap_or_default();
         Ok(Self {
             method,
             url,
@@ -335,6 +347,7 @@ impl TryFrom<Config> for Exchange {
             body,
             expect_status,
             timeout,
+            redirects,
         })
     }
 }
@@ -352,7 +365,104 @@ impl Exchange {
         }
     }
 
+    /// The whole exchange, redirects included, within the node's `timeout` or the engine's
+    /// default.
     async fn send(self, ctx: &NodeContext, target: &str) -> Result<Value, NodeError> {
+        let limit = self.timeout.unwrap_or(ctx.egress.request_timeout);
+        match tokio::time::timeout(limit, self.exchange(ctx, target, limit)).await {
+            Ok(result) => result,
+            Err(_) => Err(NodeError::retryable(
+                ErrorKind::Timeout,
+                format!(
+                    "{target} timed out after {}",
+                    humantime::format_duration(limit)
+                ),
+            )),
+        }
+    }
+
+    async fn exchange(
+        &self,
+        ctx: &NodeContext,
+        target: &str,
+        limit: Duration,
+    ) -> Result<Value, NodeError> {
+        let mut response = self.follow(ctx, target, limit).await?;
+        let status = response.status();
+        let headers = headers_json(response.headers());
+        let max = ctx.egress.max_response_bytes;
+        if !self.accepts(status) {
+            let retry_after = retry_after_header(response.headers());
+            // The status decides the error; a body that cannot be read only shortens the message.
+            let body = read_body(&mut response, max).await.map(|body| body.bytes);
+            return Err(status_error(
+                target,
+                status,
+                &body.unwrap_or_default(),
+                retry_after,
+            ));
+        }
+        let body = read_body(&mut response, max)
+            .await
+            .map_err(|error| transport_error(target, error))?;
+        if body.truncated {
+            return Err(too_large(target, max));
+        }
+        Ok(json!({
+            "status": status.as_u16(),
+            "headers": headers,
+            "body": body_json(&body.bytes),
+        }))
+    }
+
+    /// Sends the request and the redirects it may follow; the last response.
+    async fn follow(
+        &self,
+        ctx: &NodeContext,
+        target: &str,
+        limit: Duration,
+    ) -> Result<Response, NodeError> {
+        let mut hop = Hop {
+            method: self.method.clone(),
+            url: self.url.clone(),
+            headers: self.headers_with_key(ctx)?,
+            with_body: true,
+        };
+        let mut redirects = 0;
+        loop {
+            let request = self.request(ctx, &hop, limit, target)?;
+            let response = ctx
+                .egress
+                .send(&ctx.http, request)
+                .await
+                .map_err(|error| send_error(&hop_target(target, redirects, &hop), error))?;
+            hop = match super::redirect::next(
+                self.redirects,
+                &hop,
+                response.status(),
+                response.headers(),
+            ) {
+                Next::Done => return Ok(response),
+                Next::Follow(_) if redirects >= MAX_REDIRECTS => {
+                    return Err(NodeError::permanent(
+                        ErrorKind::Http,
+                        format!("{target} redirected more than {MAX_REDIRECTS} times"),
+                    ));
+                }
+                Next::Follow(next) => next,
+                Next::Refuse(reason) => {
+                    return Err(NodeError::permanent(
+                        ErrorKind::Http,
+                        format!("{target} was not followed: {reason}"),
+                    ));
+                }
+            };
+            redirects += 1;
+        }
+    }
+
+    /// The request's headers with the attempt's `Idempotency-Key` unless one is set.
+    fn headers_with_key(&self, ctx: &NodeContext) -> Result<HeaderMap, NodeError> {
         let mut headers = self.headers.clone();
         let idempotency_key = HeaderName::from_static("idempotency-key");
         if !headers.contains_key(&idempotency_key) {
@@ -361,50 +471,50 @@ impl Exchange {
             })?;
             headers.insert(idempotency_key, value);
         }
+        Ok(headers)
+    }
+
+    fn request(
+        &self,
+        ctx: &NodeContext,
+        hop: &Hop,
+        limit: Duration,
+        target: &str,
+    ) -> Result<reqwest::Request, NodeError> {
         let mut request = ctx
             .http
-            .request(self.method.clone(), self.url.clone())
-            .headers(headers);
-        request = match &self.body {
-            Body::Empty => request,
-            Body::Json(json) => request.json(json),
-            Body::Raw(raw) => request.body(raw.clone()),
+            .request(hop.method.clone(), hop.url.clone())
+            .headers(hop.headers.clone())
+            .timeout(limit);
+        request = match (&self.body, hop.with_body) {
+            (Body::Json(json), true) => request.json(json),
+            (Body::Raw(raw), true) => request.body(raw.clone()),
+            (Body::Empty, _) | (_, false) => request,
         };
-        if let Some(timeout) = self.timeout {
-            request = request.timeout(timeout);
-        }
-        let mut response = request
-            .send()
-            .await
-            .map_err(|error| transport_error(target, error))?;
-        let status = response.status();
-        let headers = headers_json(response.headers());
-        if !self.accepts(status) {
-            let retry_after = retry_after_header(response.headers());
-            // The status decides the error; a body that cannot be read only shortens the message.
-            let body = read_body(&mut response).await.map(|body| body.bytes);
-            return Err(status_error(
-                target,
-                status,
-                &body.unwrap_or_default(),
-                retry_after,
-            ));
-        }
-        let body = read_body(&mut response)
-            .await
-            .map_err(|error| transport_error(target, error))?;
-        if body.truncated {
-            return Err(NodeError::permanent(
-                ErrorKind::Http,
-                format!("{target} returned a body larger than {MAX_BODY_BYTES} bytes"),
-            ));
-        }
-        Ok(json!({
-            "status": status.as_u16(),
-            "headers": headers,
-            "body": body_json(&body.bytes),
-        }))
+        request
+            .build()
+            .map_err(|error| transport_error(target, error))
     }
+}
+
+/// How a hop is named in messages: the request itself, or where its redirects led.
+fn hop_target(target: &str, redirects: usize, hop: &Hop) -> String {
+    match redirects {
+        0 => target.to_owned(),
+        _ => format!(
+            "{target}, redirected to {} {},",
+            hop.method,
+            url_for_messages(&hop.url)
+        ),
+    }
+}
+
+/// A body over the egress policy's limit.
+pub(super) fn too_large(target: &str, max: usize) -> NodeError {
+    NodeError::permanent(
+        ErrorKind::Http,
+        format!("{target} returned a body larger than {max} bytes"),
+    )
 }
 
 /// A URL for messages, without credentials, query or fragment, which may hold secrets.
@@ -426,16 +536,28 @@ pub(super) fn retry_after_header(headers: &HeaderMap) -> Option<Duration> {
         .and_then(|value| retry_after(value, SystemTime::now()))
 }
 
-/// A response body, cut at [`MAX_BODY_BYTES`].
+/// A response body, cut at the egress policy's `max_response_bytes`.
 pub(super) struct ReadBody {
     pub(super) bytes: Vec<u8>,
     pub(super) truncated: bool,
 }
 
-pub(super) async fn read_body(response: &mut Response) -> Result<ReadBody, reqwest::Error> {
+/// Reads at most `max` bytes of the body. A `Content-Length` above `max` is refused before
+/// anything is read; a body without one (chunked, endless) is cut once it passes `max`.
+pub(super) async fn read_body(
+    response: &mut Response,
+    max: usize,
+) -> Result<ReadBody, reqwest::Error> {
+    let announced = response.content_length().unwrap_or(0);
+    if usize::try_from(announced).map_or(true, |announced| announced > max) {
+        return Ok(ReadBody {
+            bytes: Vec::new(),
+            truncated: true,
+        });
+    }
     let mut bytes = Vec::new();
     while let Some(chunk) = response.chunk().await? {
-        if bytes.len() + chunk.len() > MAX_BODY_BYTES {
+        if bytes.len().saturating_add(chunk.len()) > max {
             return Ok(ReadBody {
                 bytes,
                 truncated: true,
@@ -509,6 +631,9 @@ pub(super) fn excerpt(body: &str) -> String {
 /// No usable response: timeouts and network failures may pass, a request that cannot be built or
 /// a redirect loop will not.
 pub(super) fn transport_error(target: &str, error: reqwest::Error) -> NodeError {
+    if let Some(refusal) = egress::refusal_in(&error) {
+        return refused(target, refusal);
+    }
     // reqwest's own message names the full URL, query string included.
     let error = error.without_url();
     let mut detail = error.to_string();
@@ -529,6 +654,19 @@ pub(super) fn transport_error(target: &str, error: reqwest::Error) -> NodeError 
     } else {
         NodeError::retryable(ErrorKind::Http, format!("{target} failed: {detail}"))
     }
+}
+
+/// A send that got no response: refused by the egress policy, or failed on the way.
+pub(super) fn send_error(target: &str, error: egress::SendError) -> NodeError {
+    match error {
+        egress::SendError::Refused(refusal) => refused(target, &refusal),
+        egress::SendError::Http(error) => transport_error(target, error),
+    }
+}
+
+/// The egress policy said no: no other attempt will change that.
+pub(super) fn refused(target: &str, refusal: &Refusal) -> NodeError {
+    NodeError::permanent(ErrorKind::Egress, format!("{target} refused: {refusal}"))
 }
 
 /// The delay a `Retry-After` value asks for: seconds, or an HTTP date (no delay once past).

@@ -12,6 +12,7 @@ mod notify_http;
 mod notify_slack;
 mod notify_webhook;
 mod provider;
+mod redirect;
 mod rules;
 mod score_rules;
 mod score_weighted;
@@ -58,6 +59,7 @@ mod testing {
             idempotency_key: NodeContext::idempotency_key_for("run", "node", 1),
             cancellation: CancellationToken::new(),
             http: reqwest::Client::new(),
+            egress: crate::egress::Policy::allow_private_networks(),
             secrets: Secrets::default(),
             services: crate::Services::local(),
         }

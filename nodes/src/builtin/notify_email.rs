@@ -7,6 +7,8 @@
 //! was recorded), both copies carry one Message-ID, which mail stores and receivers de-duplicate
 //! on. SMTP offers nothing closer to "exactly once".
 
+use std::net::SocketAddr;
+
 use async_trait::async_trait;
 use lettre::message::{MultiPart, SinglePart};
 use lettre::transport::smtp::authentication::Credentials;
@@ -16,7 +18,8 @@ use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use serde_json::{Value, json};
 
 use super::config::{Phase, rendered};
-use crate::{ConfigError, ErrorKind, Node, NodeContext, NodeError};
+use super::http_request::refused;
+use crate::{ConfigError, ErrorKind, Node, NodeContext, NodeError, egress};
 use with_block::{Letter, Server, read};
 
 mod smtp_error;
@@ -60,8 +63,14 @@ async fn deliver(
 ) -> Result<Response, NodeError> {
     let target = format!("the SMTP server {}:{}", server.host, server.port);
     let tls = tls::for_server(server, &target).await?;
-    let transport = transport(server, tls);
-    let send = tokio::time::timeout(server.timeout, transport.send(message));
+    let send = tokio::time::timeout(server.timeout, async {
+        let address = resolve(ctx, server, &target).await?;
+        let sent = transport(server, address, tls).send(message).await;
+        sent.map_err(|error| {
+            let password = server.login.as_ref().map(|login| login.password.as_str());
+            smtp_error::classify(&target, &error, password)
+        })
+    });
     let result = tokio::select! {
         // Biased, so that an already cancelled run sends nothing.
         biased;
@@ -73,11 +82,31 @@ async fn deliver(
         }
         result = send => result,
     };
-    let password = server.login.as_ref().map(|login| login.password.as_str());
     match result {
-        Ok(Ok(reply)) => Ok(reply),
-        Ok(Err(error)) => Err(smtp_error::classify(&target, &error, password)),
+        Ok(sent) => sent,
         Err(_) => Err(smtp_error::timed_out(&target, server.timeout)),
+    }
+}
+
+/// The address to connect to, checked by the egress policy. lettre is given this address, not
+/// the name, so a second lookup cannot lead elsewhere; TLS still verifies the name.
+async fn resolve(
+    ctx: &NodeContext,
+    server: &Server,
+    target: &str,
+) -> Result<SocketAddr, NodeError> {
+    let found = ctx.egress.resolve(&server.host, server.port).await;
+    match found.as_deref().map(<[SocketAddr]>::first) {
+        Ok(Some(address)) => Ok(*address),
+        Ok(None) => Err(NodeError::retryable(
+            ErrorKind::Node,
+            format!("sending to {target} failed: the name has no address"),
+        )),
+        Err(egress::Error::Refused(refusal)) => Err(refused(target, &refusal)),
+        Err(error @ egress::Error::Resolve { .. }) => Err(NodeError::retryable(
+            ErrorKind::Node,
+            format!("sending to {target} failed: {error}"),
+        )),
     }
 }
 
@@ -143,9 +172,10 @@ fn build_message(letter: Letter, message_id: &str) -> Result<Message, NodeError>
     })
 }
 
-fn transport(server: &Server, tls: Tls) -> AsyncSmtpTransport<Tokio1Executor> {
-    let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&server.host)
-        .port(server.port)
+fn transport(server: &Server, address: SocketAddr, tls: Tls) -> AsyncSmtpTransport<Tokio1Executor> {
+    let host = address.ip().to_string();
+    let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host)
+        .port(address.port())
         .tls(tls)
         .timeout(Some(server.timeout));
     if let Some(login) = &server.login {

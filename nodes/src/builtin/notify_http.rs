@@ -10,8 +10,8 @@ use serde_json::Value;
 
 use super::config::{Phase, Read, text};
 use super::http_request::{
-    MAX_BODY_BYTES, body_json, parse_header_value, parse_timeout, parse_url, read_body,
-    retry_after_header, status_error, transport_error,
+    body_json, parse_header_value, parse_timeout, parse_url, read_body, retry_after_header,
+    send_error, status_error, too_large, transport_error,
 };
 use crate::{ConfigError, ErrorKind, NodeContext, NodeError};
 
@@ -106,15 +106,20 @@ impl Post {
         if !headers.contains_key(CONTENT_TYPE) {
             headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         }
-        let mut response = ctx
+        let request = ctx
             .http
             .post(self.url)
             .headers(headers)
             .body(self.body)
             .timeout(self.timeout)
-            .send()
-            .await
+            .build()
             .map_err(|error| transport_error(&self.target, error))?;
+        let mut response = ctx
+            .egress
+            .send(&ctx.http, request)
+            .await
+            .map_err(|error| send_error(&self.target, error))?;
+        let max = ctx.egress.max_response_bytes;
         let status = response.status();
         let accepted = match &self.expect_status {
             Some(expected) => expected.contains(&status),
@@ -123,7 +128,7 @@ impl Post {
         if !accepted {
             let retry_after = retry_after_header(response.headers());
             // The status decides the error; a body that cannot be read only shortens the message.
-            let body = read_body(&mut response).await.map(|body| body.bytes);
+            let body = read_body(&mut response, max).await.map(|body| body.bytes);
             return Err(status_error(
                 &self.target,
                 status,
@@ -131,17 +136,11 @@ impl Post {
                 retry_after,
             ));
         }
-        let body = read_body(&mut response)
+        let body = read_body(&mut response, max)
             .await
             .map_err(|error| transport_error(&self.target, error))?;
         if body.truncated {
-            return Err(NodeError::permanent(
-                ErrorKind::Http,
-                format!(
-                    "{} returned a body larger than {MAX_BODY_BYTES} bytes",
-                    self.target
-                ),
-            ));
+            return Err(too_large(&self.target, max));
         }
         Ok(Delivered {
             status,

@@ -15,8 +15,10 @@ use reqwest::Url;
 use reqwest::header::ACCEPT;
 use serde_json::Value;
 
-use super::http_request::{read_body, retry_after_header, transport_error, url_for_messages};
-use crate::{ErrorKind, NodeContext, NodeError};
+use super::http_request::{
+    read_body, retry_after_header, send_error, transport_error, url_for_messages,
+};
+use crate::{ErrorKind, NodeContext, NodeError, egress};
 pub(super) use gate::Gates;
 use gate::Outcome;
 pub(super) use json::{count_at, country_code, linkedin_url, number_at, text_at, texts_at};
@@ -136,15 +138,25 @@ async fn send(
     if settings.style == Style::Clearbit {
         request = request.bearer_auth(&settings.api_key);
     }
-    let mut response = match request.send().await {
-        Ok(response) => response,
-        Err(error) => return (Outcome::Failed, Err(transport_error(target, error))),
+    let request = match request.build() {
+        Ok(request) => request,
+        Err(error) => return (Outcome::Answered, Err(transport_error(target, error))),
     };
+    let mut response = match ctx.egress.send(&ctx.http, request).await {
+        Ok(response) => response,
+        // A refused address says nothing about the provider's health: no mark on its circuit.
+        Err(error @ egress::SendError::Refused(_)) => {
+            return (Outcome::Answered, Err(send_error(target, error)));
+        }
+        Err(error) => return (Outcome::Failed, Err(send_error(target, error))),
+    };
+    let max = ctx.egress.max_response_bytes;
     let status = response.status();
     let retry_after = retry_after_header(response.headers());
-    let body = match read_body(&mut response).await {
+    let body = match read_body(&mut response, max).await {
         Ok(body) if body.truncated => {
-            let error = reply::malformed(target, "the body is too large");
+            let why = format!("the body is larger than {max} bytes");
+            let error = reply::malformed(target, &why);
             return (Outcome::Answered, Err(error));
         }
         Ok(body) => body.bytes,
