@@ -81,17 +81,23 @@ impl Problems {
         }
     }
 
-    pub fn duration(&mut self, node: &Node, path: &str) -> Option<Duration> {
+    /// A duration of at most `max` (see `duration`'s maxima).
+    pub fn duration(&mut self, node: &Node, path: &str, max: Duration) -> Option<Duration> {
         let text = self.duration_text(node, path)?;
-        duration::parse(text)
+        duration::parse(text, max)
             .map_err(|message| self.add(node.at, path, message))
             .ok()
     }
 
     /// For limits such as timeouts, where zero makes no sense.
-    pub fn positive_duration(&mut self, node: &Node, path: &str) -> Option<Duration> {
+    pub fn positive_duration(
+        &mut self,
+        node: &Node,
+        path: &str,
+        max: Duration,
+    ) -> Option<Duration> {
         let text = self.duration_text(node, path)?;
-        duration::parse_positive(text)
+        duration::parse_positive(text, max)
             .map_err(|message| self.add(node.at, path, message))
             .ok()
     }
@@ -270,7 +276,7 @@ mod tests {
         assert_eq!(problems.positive(value("c"), "c", 10), None);
         assert_eq!(problems.positive(value("d"), "d", 10), Some(7));
         assert_eq!(problems.positive(value("e"), "e", 10), None);
-        assert_eq!(problems.duration(value("f"), "f"), None);
+        assert_eq!(problems.duration(value("f"), "f", Duration::MAX), None);
         fields.only(&mut problems, &["a", "b", "c", "d", "e"]);
         assert_eq!(fields.require(&mut problems, "g").map(|_| ()), None);
         assert_eq!(

@@ -7,6 +7,7 @@ use enrichflow_nodes::Registry;
 
 use crate::template::Templates;
 
+use super::duration;
 use super::fields::{Fields, Problems, locate};
 use super::graph::Dag;
 use super::located::{Entry, Node, Position};
@@ -57,9 +58,9 @@ pub fn workflow(
         .get("triggers")
         .map(|entry| trigger::parse_all(problems, templates, &entry.value))
         .unwrap_or_default();
-    let timeout = fields
-        .get("timeout")
-        .and_then(|entry| problems.positive_duration(&entry.value, "timeout"));
+    let timeout = fields.get("timeout").and_then(|entry| {
+        problems.positive_duration(&entry.value, "timeout", duration::MAX_RUN_TIMEOUT)
+    });
     let concurrency = fields.get("concurrency").and_then(|entry| {
         let limit = problems.positive(&entry.value, "concurrency", u64::from(u32::MAX))?;
         u32::try_from(limit).ok()
