@@ -158,7 +158,10 @@ impl Dag {
         let mut sets = vec![0u64; words * self.graph.node_count()];
         for id in &self.order {
             let node = self.index[id].index();
-            for need in self.graph.neighbors_directed(self.index[id], Direction::Incoming) {
+            for need in self
+                .graph
+                .neighbors_directed(self.index[id], Direction::Incoming)
+            {
                 for word in 0..words {
                     sets[node * words + word] |= sets[need.index() * words + word];
                 }
@@ -224,8 +227,11 @@ impl Dag {
 
     /// One cycle per strongly connected component that has one: the shortest through its
     /// first node in file order, so the report is small and stable.
+    ///
+    /// Kosaraju's algorithm, not Tarjan's: petgraph's Tarjan recurses once per node of a path,
+    /// so a long `needs` chain overflowed the 2 MiB stack of a runtime or test thread.
     fn cycles(&self) -> Vec<Cycle> {
-        let mut cycles: Vec<(NodeIndex, Cycle)> = petgraph::algo::tarjan_scc(&self.graph)
+        let mut cycles: Vec<(NodeIndex, Cycle)> = petgraph::algo::kosaraju_scc(&self.graph)
             .into_iter()
             .filter(|component| {
                 component.len() > 1 || self.graph.contains_edge(component[0], component[0])
@@ -339,7 +345,11 @@ mod tests {
             ("ghost", "a", false),
         ];
         for (node, ancestor, expected) in cases {
-            assert_eq!(upstream.contains(node, ancestor), expected, "{ancestor} of {node}");
+            assert_eq!(
+                upstream.contains(node, ancestor),
+                expected,
+                "{ancestor} of {node}"
+            );
         }
         assert!(dag.contains("e") && !dag.contains("ghost"));
     }

@@ -74,7 +74,9 @@ pub fn load_file(
 /// [`load_str`] to refuse it), so a huge file or a device is never read whole.
 fn read_limited(path: &Path) -> std::io::Result<String> {
     use std::io::Read;
-    let limit = u64::try_from(MAX_FILE_BYTES).unwrap_or(u64::MAX).saturating_add(1);
+    let limit = u64::try_from(MAX_FILE_BYTES)
+        .unwrap_or(u64::MAX)
+        .saturating_add(1);
     let mut text = String::new();
     std::fs::File::open(path)?
         .take(limit)
@@ -88,7 +90,9 @@ fn too_large(path: &Path) -> LoadError {
         column: 1,
         ..LoadError::whole_file(
             path,
-            format!("the file is larger than {MAX_FILE_BYTES} bytes (10 MiB), the most a workflow may be"),
+            format!(
+                "the file is larger than {MAX_FILE_BYTES} bytes (10 MiB), the most a workflow may be"
+            ),
         )
     }
 }

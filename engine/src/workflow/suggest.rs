@@ -58,7 +58,10 @@ mod tests {
             Some("Europe/Berlin")
         );
         assert_eq!(closest(&"a".repeat(65), ["a".repeat(65).as_str()]), None);
-        assert_eq!(closest(&"a".repeat(64), ["a".repeat(63).as_str()]), Some("a".repeat(63).as_str()));
+        assert_eq!(
+            closest(&"a".repeat(64), ["a".repeat(63).as_str()]),
+            Some("a".repeat(63).as_str())
+        );
         assert_eq!(distance("kitten", "sitting"), 3);
         assert_eq!(distance("", "abc"), 3);
     }
