@@ -246,10 +246,10 @@ fn failed(error: NodeError, shared: &Shared) -> AttemptOutcome {
         Some(ErrorInfo::new(error.kind.as_str(), message)),
         error.is_retryable(),
     );
+    // Checked: a node (or plugin) may ask for any wait; `http.request` clamps Retry-After.
     outcome.not_before = error
         .retry_after
-        .and_then(|delay| chrono::Duration::from_std(delay).ok())
-        .map(|delay| outcome.finished_at + delay);
+        .map(|delay| crate::scheduler::later_by(outcome.finished_at, delay));
     outcome
 }
 

@@ -3,6 +3,7 @@
 //!
 //! Every replica fires every tick; the tick's idempotency key makes the first one create the
 //! run and the others get it back, so a tick runs exactly once however many replicas serve.
+#![warn(clippy::arithmetic_side_effects)]
 
 use std::sync::Arc;
 
@@ -27,7 +28,7 @@ pub async fn run(engine: Engine, shutdown: CancellationToken) {
         }
         checked_until = now;
         let next = next_tick(&catalog, now)
-            .and_then(|tick| (tick - Utc::now()).to_std().ok())
+            .and_then(|tick| tick.signed_duration_since(Utc::now()).to_std().ok())
             .unwrap_or(MAX_SLEEP)
             .min(MAX_SLEEP);
         tokio::select! {
@@ -90,7 +91,7 @@ fn tick_key(tick: DateTime<Utc>, ordinal: usize) -> String {
     let at = tick.to_rfc3339_opts(SecondsFormat::Secs, true);
     match ordinal {
         0 => format!("cron@{at}"),
-        n => format!("cron@{at}#{}", n + 1),
+        n => format!("cron@{at}#{}", n.saturating_add(1)),
     }
 }
 

@@ -6,11 +6,14 @@
 //! `serve` replica runs: queued attempts the broker never confirmed are published again, running
 //! attempts whose worker stopped renewing their lease are handed to another worker, and runs
 //! past their deadline are advanced whichever replica armed the timer.
+//!
+//! The lease comes from the command line: the time sums on it are checked.
+#![warn(clippy::arithmetic_side_effects)]
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use tokio::sync::mpsc;
 
 use crate::driver;
@@ -69,14 +72,16 @@ pub async fn sweep(shared: Arc<Shared>, interval: Duration) {
 async fn sweep_once(shared: &Arc<Shared>) -> Result<(), Error> {
     let store = &shared.store;
     let now = Utc::now();
-    let grace = chrono::Duration::from_std(OUTBOX_GRACE).unwrap_or_default();
-    for key in store.undispatched_attempts(now - grace).await? {
+    for key in store
+        .undispatched_attempts(earlier_by(now, OUTBOX_GRACE))
+        .await?
+    {
         tracing::info!(run = %key.run_id, node = %key.node_id, attempt = key.attempt,
             "publishing an attempt the broker never confirmed");
         dispatch(shared, key).await?;
     }
-    let lease = chrono::Duration::from_std(shared.options.lease).unwrap_or_default();
-    for key in store.claim_stale_attempts(now - lease, now).await? {
+    let lease_start = earlier_by(now, shared.options.lease);
+    for key in store.claim_stale_attempts(lease_start, now).await? {
         tracing::warn!(run = %key.run_id, node = %key.node_id, attempt = key.attempt,
             "the worker running this attempt stopped renewing its lease; dispatching it again");
         if let Err(error) = shared.queue.enqueue(key).await {
@@ -87,12 +92,20 @@ async fn sweep_once(shared: &Arc<Shared>) -> Result<(), Error> {
     for run_id in store.overdue_runs(now).await? {
         driver::advance(shared, &run_id).await?;
     }
-    let quiet = chrono::Duration::from_std(STALL_GRACE).unwrap_or_default();
-    for run_id in store.stalled_runs(now - quiet).await? {
+    for run_id in store.stalled_runs(earlier_by(now, STALL_GRACE)).await? {
         tracing::warn!(run = %run_id, "advancing a run nothing was left to advance");
         driver::advance(shared, &run_id).await?;
     }
     Ok(())
+}
+
+/// `time - span`, or the earliest time chrono knows when that is out of range (a lease of a
+/// million years claims nothing, rather than panicking the sweep).
+fn earlier_by(time: DateTime<Utc>, span: Duration) -> DateTime<Utc> {
+    chrono::TimeDelta::from_std(span)
+        .ok()
+        .and_then(|span| time.checked_sub_signed(span))
+        .unwrap_or(DateTime::<Utc>::MIN_UTC)
 }
 
 /// Renews the lease of the attempts this process is running, a few times per lease.

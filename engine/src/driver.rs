@@ -1,6 +1,9 @@
 //! The driver: performs what the scheduler decides. It loads a run from the store, asks
 //! [`scheduler::decide`], and carries out each action — every state change is written to the
 //! store before anything is enqueued, so a crash at any point leaves a state recovery can resume.
+//!
+//! Deadlines and waits come from workflow files and stored times: every sum on them is checked.
+#![warn(clippy::arithmetic_side_effects)]
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -50,12 +53,12 @@ pub async fn start(shared: &Arc<Shared>, workflow: &Workflow, run_id: &str) -> R
     Ok(())
 }
 
-/// When a run (re)started at `now` times out, if its workflow has a `timeout`.
+/// When a run (re)started at `now` times out, if its workflow has a `timeout` (at most 30 days,
+/// checked at load, so the sum cannot leave chrono's range).
 fn deadline(workflow: &Workflow, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
     workflow
         .timeout
-        .and_then(|timeout| chrono::Duration::from_std(timeout).ok())
-        .map(|timeout| now + timeout)
+        .map(|timeout| scheduler::later_by(now, timeout))
 }
 
 /// Reopens a failed or cancelled run for a manual retry (see `crate::reopen`) and advances it;
@@ -323,7 +326,7 @@ async fn after_finish(
 ) -> Result<(), Error> {
     let duration = run
         .started_at
-        .and_then(|started| (Utc::now() - started).to_std().ok());
+        .and_then(|started| Utc::now().signed_duration_since(started).to_std().ok());
     if run.status == RunStatus::Queued {
         telemetry::queued_run_finished(workflow.id.as_str(), status.as_str());
     } else {
@@ -360,13 +363,20 @@ pub fn watch_deadline(shared: &Arc<Shared>, run_id: &str, deadline: DateTime<Utc
     let run_id = run_id.to_owned();
     let finished = shared.run_token(&run_id);
     shared.tasks.clone().spawn(async move {
-        let wait = (deadline - Utc::now()).to_std().unwrap_or_default();
+        let wait = until(deadline);
         tokio::select! {
             _ = shared.shutdown.cancelled() => {}
             _ = finished.cancelled() => {}
             _ = tokio::time::sleep(wait) => advance_logged(&shared, &run_id).await,
         }
     });
+}
+
+/// How long from now until `time`; zero once it has passed.
+fn until(time: DateTime<Utc>) -> Duration {
+    time.signed_duration_since(Utc::now())
+        .to_std()
+        .unwrap_or_default()
 }
 
 /// Advances a run from a background task, logging failures (there is no caller to return to).
@@ -388,7 +398,7 @@ pub async fn retry_timer(shared: Arc<Shared>) {
     };
     loop {
         let wait = match due_retries(&shared).await {
-            Ok(Some(next)) => (next - Utc::now()).to_std().unwrap_or_default().min(idle),
+            Ok(Some(next)) => until(next).min(idle),
             Ok(None) => idle,
             Err(error) => {
                 tracing::error!(%error, "queueing due retries failed");

@@ -1,6 +1,10 @@
 //! The scheduler: a pure function from (workflow, run state, now) to the actions that advance
 //! the run. It does no IO and never awaits, so every rule of SPEC's "Rules" is a table test here.
 //! The driver (`crate::driver`) performs the actions.
+//!
+//! Times and durations here come from data (stored attempts, workflow files), so every sum is
+//! checked or saturating: a lint makes sure no plain `+` on them creeps back in.
+#![warn(clippy::arithmetic_side_effects)]
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -201,16 +205,26 @@ fn start_or_skip(node: &NodeDef, states: &HashMap<&str, NodeState>) -> Option<Ac
 fn retry(node: &NodeDef, failed: &AttemptRecord) -> Action {
     let finished = failed.finished_at.unwrap_or(failed.created_at);
     let delay = backoff(&node.retry, failed.key.attempt, &failed.key.run_id);
-    let mut not_before = finished + chrono::Duration::from_std(delay).unwrap_or_default();
+    let mut not_before = later_by(finished, delay);
     // A failed attempt's `not_before` carries the wait the remote side asked for (Retry-After).
     if let Some(asked) = failed.not_before {
         not_before = not_before.max(asked);
     }
     Action::Retry {
         node: node.id.clone(),
-        attempt: failed.key.attempt + 1,
+        // Cannot saturate: a retry is only due while the attempt is below `retry.attempts`.
+        attempt: failed.key.attempt.saturating_add(1),
         not_before,
     }
+}
+
+/// `time + delay`, or `time` itself when the sum is out of chrono's range (only a corrupt stored
+/// time can get there: delays are bounded at load). Retrying early beats panicking the driver.
+pub fn later_by(time: DateTime<Utc>, delay: Duration) -> DateTime<Utc> {
+    chrono::TimeDelta::from_std(delay)
+        .ok()
+        .and_then(|delay| time.checked_add_signed(delay))
+        .unwrap_or(time)
 }
 
 /// Exponential backoff with "equal jitter": half the delay is fixed, half is spread. The jitter
@@ -224,7 +238,8 @@ pub fn backoff(policy: &RetryPolicy, failed_attempt: u32, run_id: &str) -> Durat
         .min(policy.max_backoff);
     let half = full / 2;
     let spread = stable_fraction(run_id, failed_attempt);
-    half + half.mul_f64(spread)
+    // `spread` is in [0, 1), so the product is finite and below `half`.
+    half.saturating_add(half.mul_f64(spread))
 }
 
 /// A number in [0, 1) from a string and a counter (FNV-1a).

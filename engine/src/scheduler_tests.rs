@@ -269,3 +269,79 @@ fn a_cancelled_need_skips_its_dependents() {
         vec![skip("d")]
     );
 }
+
+/// The largest policy a file can hold: no exponent, attempt count or stored time overflows.
+#[test]
+fn backoff_never_overflows_and_stays_within_its_ceiling() {
+    let day = Duration::from_secs(24 * 60 * 60);
+    let policies = [
+        RetryPolicy {
+            attempts: u32::MAX,
+            backoff: day,
+            max_backoff: day,
+        },
+        // Not loadable from a file, but the arithmetic must hold for any value.
+        RetryPolicy {
+            attempts: u32::MAX,
+            backoff: Duration::MAX,
+            max_backoff: Duration::MAX,
+        },
+    ];
+    for policy in policies {
+        for failed in [1, 2, 31, 32, 33, 64, u32::MAX - 1, u32::MAX] {
+            let delay = backoff(&policy, failed, "run-1");
+            assert!(delay <= policy.max_backoff, "attempt {failed}: {delay:?}");
+            assert!(delay >= policy.max_backoff.min(policy.backoff) / 2);
+        }
+    }
+}
+
+#[test]
+fn time_sums_out_of_range_do_not_panic() {
+    let max = DateTime::<Utc>::MAX_UTC;
+    let day = Duration::from_secs(24 * 60 * 60);
+    let cases = [
+        (
+            now(),
+            Duration::from_secs(30),
+            now() + chrono::Duration::seconds(30),
+        ),
+        (now(), Duration::MAX, now()),
+        (max, day, max),
+        (max, Duration::ZERO, max),
+    ];
+    for (time, delay, expected) in cases {
+        assert_eq!(later_by(time, delay), expected, "{time} + {delay:?}");
+    }
+}
+
+#[test]
+fn a_retry_from_the_last_possible_attempt_or_time_is_still_decided() {
+    let text = "id: many\nnodes:\n  a: { type: transform, with: { value: 1 }, \
+        retry: { attempts: 4294967295, backoff: 24h, max_backoff: 24h } }\n";
+    let workflow = crate::workflow::load_str(
+        Path::new("many.yaml"),
+        text,
+        &Registry::with_builtins(),
+        &Templates::new(),
+    )
+    .expect("valid");
+    let mut failed = retryable(attempt("a", u32::MAX - 1, Failed));
+    failed.finished_at = Some(DateTime::<Utc>::MAX_UTC);
+    let actions = decide(&workflow, &running(), &[failed], now());
+    assert_eq!(
+        actions,
+        vec![Action::Retry {
+            node: NodeId::parse("a").expect("valid id"),
+            attempt: u32::MAX,
+            not_before: DateTime::<Utc>::MAX_UTC,
+        }]
+    );
+    // The last attempt allowed failed: the node is done and the run fails.
+    let last = retryable(attempt("a", u32::MAX, Failed));
+    let actions = decide(&workflow, &running(), &[last], now());
+    assert!(
+        matches!(actions.as_slice(), [Action::Fail { .. }]),
+        "{actions:?}"
+    );
+}

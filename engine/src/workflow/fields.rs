@@ -9,11 +9,22 @@ use crate::template::Templates;
 use super::duration;
 use super::error::LoadError;
 use super::located::{Entry, Node, Position, Yaml};
+use super::suggest;
+
+/// The most errors listed for one file; a generated or hostile file could have millions.
+pub const MAX_ERRORS: usize = 1000;
+
+/// Errors after which "did you mean" hints are no longer computed: each compares the word with
+/// every candidate, and a file with thousands of misspelt ids would multiply that.
+const MAX_SUGGESTIONS: usize = 100;
 
 /// The errors found so far in one file.
 pub struct Problems {
     file: PathBuf,
     errors: Vec<LoadError>,
+    /// How many errors were found beyond [`MAX_ERRORS`], and where the first of them was.
+    unlisted: usize,
+    first_unlisted: Position,
 }
 
 impl Problems {
@@ -21,10 +32,19 @@ impl Problems {
         Self {
             file: file.to_path_buf(),
             errors: Vec::new(),
+            unlisted: 0,
+            first_unlisted: Position::default(),
         }
     }
 
     pub fn add(&mut self, at: Position, path: &str, message: impl Into<String>) {
+        if self.errors.len() >= MAX_ERRORS {
+            if self.unlisted == 0 {
+                self.first_unlisted = at;
+            }
+            self.unlisted = self.unlisted.saturating_add(1);
+            return;
+        }
         self.errors.push(LoadError {
             file: self.file.clone(),
             line: at.line,
@@ -38,9 +58,35 @@ impl Problems {
         self.errors.is_empty()
     }
 
-    /// The errors in file order (stable for errors at the same place).
+    /// The candidate `word` was probably meant to be, while few errors have been found.
+    pub fn suggestion<'a>(
+        &self,
+        word: &str,
+        candidates: impl IntoIterator<Item = &'a str>,
+    ) -> Option<&'a str> {
+        if self.errors.len() >= MAX_SUGGESTIONS {
+            return None;
+        }
+        suggest::closest(word, candidates)
+    }
+
+    /// The errors in file order (stable for errors at the same place), then how many more
+    /// there were when there were too many to list.
     pub fn into_errors(mut self) -> Vec<LoadError> {
         self.errors.sort_by_key(|error| (error.line, error.column));
+        if self.unlisted > 0 {
+            let message = format!(
+                "{} more problems in this file are not listed (at most {MAX_ERRORS} are)",
+                self.unlisted
+            );
+            self.errors.push(LoadError {
+                file: self.file.clone(),
+                line: self.first_unlisted.line,
+                column: self.first_unlisted.column,
+                path: String::new(),
+                message,
+            });
+        }
         self.errors
     }
 
@@ -81,17 +127,23 @@ impl Problems {
         }
     }
 
-    pub fn duration(&mut self, node: &Node, path: &str) -> Option<Duration> {
+    /// A duration of at most `max` (see `duration`'s maxima).
+    pub fn duration(&mut self, node: &Node, path: &str, max: Duration) -> Option<Duration> {
         let text = self.duration_text(node, path)?;
-        duration::parse(text)
+        duration::parse(text, max)
             .map_err(|message| self.add(node.at, path, message))
             .ok()
     }
 
     /// For limits such as timeouts, where zero makes no sense.
-    pub fn positive_duration(&mut self, node: &Node, path: &str) -> Option<Duration> {
+    pub fn positive_duration(
+        &mut self,
+        node: &Node,
+        path: &str,
+        max: Duration,
+    ) -> Option<Duration> {
         let text = self.duration_text(node, path)?;
-        duration::parse_positive(text)
+        duration::parse_positive(text, max)
             .map_err(|message| self.add(node.at, path, message))
             .ok()
     }
@@ -270,7 +322,7 @@ mod tests {
         assert_eq!(problems.positive(value("c"), "c", 10), None);
         assert_eq!(problems.positive(value("d"), "d", 10), Some(7));
         assert_eq!(problems.positive(value("e"), "e", 10), None);
-        assert_eq!(problems.duration(value("f"), "f"), None);
+        assert_eq!(problems.duration(value("f"), "f", Duration::MAX), None);
         fields.only(&mut problems, &["a", "b", "c", "d", "e"]);
         assert_eq!(fields.require(&mut problems, "g").map(|_| ()), None);
         assert_eq!(
@@ -284,6 +336,25 @@ mod tests {
                 "6:1 f: unknown key `f` (expected one of: a, b, c, d, e)",
                 "6:4 f: invalid duration `5x`: unknown time unit \"x\", supported units: ns, us/µs, ms, sec, min, hours, days, weeks, months, years (and few variations) (write e.g. `250ms`, `10s`, `5m`)",
             ]
+        );
+    }
+
+    #[test]
+    fn errors_beyond_the_limit_are_counted_not_listed() {
+        let mut problems = Problems::new(Path::new("f.yaml"));
+        for line in 1..=MAX_ERRORS + 5 {
+            let at = Position {
+                line: line as u64,
+                column: 1,
+            };
+            problems.add(at, "x", "wrong");
+        }
+        assert_eq!(problems.suggestion("transfrom", ["transform"]), None);
+        let errors = problems.into_errors();
+        assert_eq!(errors.len(), MAX_ERRORS + 1);
+        assert_eq!(
+            errors[MAX_ERRORS].to_string(),
+            "f.yaml:1001:1: 5 more problems in this file are not listed (at most 1000 are)"
         );
     }
 

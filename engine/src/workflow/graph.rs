@@ -2,7 +2,7 @@
 
 use std::cmp::Reverse;
 use std::collections::hash_map::Entry;
-use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
 use std::fmt;
 
 use petgraph::Direction;
@@ -17,6 +17,31 @@ pub struct Dag {
     graph: DiGraph<NodeId, ()>,
     index: HashMap<NodeId, NodeIndex>,
     order: Vec<NodeId>,
+}
+
+/// The answer of [`Dag::upstream_of`]: whether a node needs one of the targets, transitively.
+#[derive(Debug)]
+pub struct Upstream {
+    index: HashMap<NodeId, NodeIndex>,
+    /// The bit of each target.
+    bits: HashMap<NodeIndex, usize>,
+    /// Words per node.
+    words: usize,
+    sets: Vec<u64>,
+}
+
+impl Upstream {
+    /// Whether `ancestor` (one of the targets) is upstream of `node`; false for anything else.
+    pub fn contains(&self, node: &str, ancestor: &str) -> bool {
+        let (Some(node), Some(ancestor)) = (self.index.get(node), self.index.get(ancestor)) else {
+            return false;
+        };
+        let Some(bit) = self.bits.get(ancestor) else {
+            return false;
+        };
+        let word = self.sets[node.index() * self.words + bit / 64];
+        word & (1 << (bit % 64)) != 0
+    }
 }
 
 /// A cycle in `needs`, in the direction of `needs`: `a -> b -> a` means `a` needs `b` and `b`
@@ -45,9 +70,15 @@ impl Dag {
         for (id, _) in &nodes {
             index.insert((*id).clone(), graph.add_node((*id).clone()));
         }
+        // A set rather than petgraph's `update_edge`, which scans the need's edges each time
+        // and so is quadratic for a node many others need.
+        let mut edges = HashSet::new();
         for (id, needs) in &nodes {
-            for need in needs.iter().filter_map(|need| index.get(need)) {
-                graph.update_edge(*need, index[*id], ());
+            let dependent = index[*id];
+            for &need in needs.iter().filter_map(|need| index.get(need)) {
+                if edges.insert((need, dependent)) {
+                    graph.add_edge(need, dependent, ());
+                }
             }
         }
         let mut dag = Dag {
@@ -107,6 +138,46 @@ impl Dag {
             .collect()
     }
 
+    /// Whether the workflow has a node `id`.
+    pub fn contains(&self, id: &str) -> bool {
+        self.index.contains_key(id)
+    }
+
+    /// Which of `targets` each node needs, directly or through other needs: one bitset per
+    /// node over `targets` only, filled in topological order, so the cost is
+    /// edges × targets / 64 rather than a walk of every node's ancestors.
+    pub fn upstream_of<'a>(&self, targets: impl IntoIterator<Item = &'a str>) -> Upstream {
+        let mut bits: HashMap<NodeIndex, usize> = HashMap::new();
+        for target in targets {
+            if let Some(&node) = self.index.get(target) {
+                let next = bits.len();
+                bits.entry(node).or_insert(next);
+            }
+        }
+        let words = bits.len().div_ceil(64);
+        let mut sets = vec![0u64; words * self.graph.node_count()];
+        for id in &self.order {
+            let node = self.index[id].index();
+            for need in self
+                .graph
+                .neighbors_directed(self.index[id], Direction::Incoming)
+            {
+                for word in 0..words {
+                    sets[node * words + word] |= sets[need.index() * words + word];
+                }
+                if let Some(bit) = bits.get(&need) {
+                    sets[node * words + bit / 64] |= 1 << (bit % 64);
+                }
+            }
+        }
+        Upstream {
+            index: self.index.clone(),
+            bits,
+            words,
+            sets,
+        }
+    }
+
     pub fn len(&self) -> usize {
         self.graph.node_count()
     }
@@ -156,8 +227,11 @@ impl Dag {
 
     /// One cycle per strongly connected component that has one: the shortest through its
     /// first node in file order, so the report is small and stable.
+    ///
+    /// Kosaraju's algorithm, not Tarjan's: petgraph's Tarjan recurses once per node of a path,
+    /// so a long `needs` chain overflowed the 2 MiB stack of a runtime or test thread.
     fn cycles(&self) -> Vec<Cycle> {
-        let mut cycles: Vec<(NodeIndex, Cycle)> = petgraph::algo::tarjan_scc(&self.graph)
+        let mut cycles: Vec<(NodeIndex, Cycle)> = petgraph::algo::kosaraju_scc(&self.graph)
             .into_iter()
             .filter(|component| {
                 component.len() > 1 || self.graph.contains_edge(component[0], component[0])
@@ -173,6 +247,7 @@ impl Dag {
 
     /// Breadth-first along `needs` (incoming edges) from `start` back to `start`.
     fn shortest_cycle(&self, start: NodeIndex, component: &[NodeIndex]) -> Cycle {
+        let component: HashSet<NodeIndex> = component.iter().copied().collect();
         let mut came_from: HashMap<NodeIndex, NodeIndex> = HashMap::new();
         let mut queue = VecDeque::from([start]);
         'search: while let Some(node) = queue.pop_front() {
@@ -251,6 +326,58 @@ mod tests {
         assert_eq!(edges, ["score->report", "mail->report", "enrich->score"]);
         assert!(dag.needs("nope").is_empty());
         assert_eq!(dag.len(), 4);
+    }
+
+    #[test]
+    fn upstream_is_transitive_and_limited_to_the_targets() {
+        let dag = build("a b:a c:b d:a e").unwrap();
+        let upstream = dag.upstream_of(["a", "b", "ghost"]);
+        let cases = [
+            ("c", "a", true),
+            ("c", "b", true),
+            ("d", "a", true),
+            ("d", "b", false),
+            ("e", "a", false),
+            ("a", "a", false),
+            // Not a target, so not answered.
+            ("c", "c", false),
+            ("d", "c", false),
+            ("ghost", "a", false),
+        ];
+        for (node, ancestor, expected) in cases {
+            assert_eq!(
+                upstream.contains(node, ancestor),
+                expected,
+                "{ancestor} of {node}"
+            );
+        }
+        assert!(dag.contains("e") && !dag.contains("ghost"));
+    }
+
+    #[test]
+    fn upstream_spans_more_than_one_word_of_targets() {
+        let spec: Vec<String> = (0..200)
+            .map(|i| match i {
+                0 => "n0".to_owned(),
+                _ => format!("n{i}:n{}", i - 1),
+            })
+            .collect();
+        let dag = build(&spec.join(" ")).unwrap();
+        let names: Vec<String> = (0..200).map(|i| format!("n{i}")).collect();
+        let upstream = dag.upstream_of(names.iter().map(String::as_str));
+        assert!(upstream.contains("n199", "n0"));
+        assert!(upstream.contains("n199", "n198"));
+        assert!(upstream.contains("n130", "n129"));
+        assert!(!upstream.contains("n129", "n130"));
+    }
+
+    #[test]
+    fn duplicate_needs_make_one_edge() {
+        let a = id("a");
+        let needs = [a.clone(), a.clone()];
+        let nodes = [(&a, &[][..]), (&id("b"), &needs[..])];
+        let dag = Dag::build(nodes.iter().map(|(node, needs)| (*node, *needs))).unwrap();
+        assert_eq!(dag.edges().len(), 1);
     }
 
     #[test]

@@ -14,6 +14,10 @@ use super::located::{self, Position};
 use super::model::{Source, Trigger, Workflow};
 use super::parse;
 
+/// The largest workflow file read: far beyond any hand-written workflow, small enough that
+/// parsing and checking it stay quick.
+pub const MAX_FILE_BYTES: usize = 10 * 1024 * 1024;
+
 /// One file given to [`load_paths`] and what became of it.
 #[derive(Debug)]
 pub struct FileLoad {
@@ -30,6 +34,9 @@ pub fn load_str(
     templates: &Templates,
 ) -> Result<Workflow, Vec<LoadError>> {
     let mut problems = Problems::new(path);
+    if text.len() > MAX_FILE_BYTES {
+        return Err(vec![too_large(path)]);
+    }
     let root = match located::parse(text) {
         Ok(root) => root,
         Err(error) => {
@@ -54,13 +61,40 @@ pub fn load_file(
     registry: &Registry,
     templates: &Templates,
 ) -> Result<Workflow, Vec<LoadError>> {
-    let text = std::fs::read_to_string(path).map_err(|error| {
+    let text = read_limited(path).map_err(|error| {
         vec![LoadError::whole_file(
             path,
             format!("cannot read the file: {error}"),
         )]
     })?;
     load_str(path, &text, registry, templates)
+}
+
+/// The file's text, reading at most one byte more than [`MAX_FILE_BYTES`] (enough for
+/// [`load_str`] to refuse it), so a huge file or a device is never read whole.
+fn read_limited(path: &Path) -> std::io::Result<String> {
+    use std::io::Read;
+    let limit = u64::try_from(MAX_FILE_BYTES)
+        .unwrap_or(u64::MAX)
+        .saturating_add(1);
+    let mut text = String::new();
+    std::fs::File::open(path)?
+        .take(limit)
+        .read_to_string(&mut text)?;
+    Ok(text)
+}
+
+fn too_large(path: &Path) -> LoadError {
+    LoadError {
+        line: 1,
+        column: 1,
+        ..LoadError::whole_file(
+            path,
+            format!(
+                "the file is larger than {MAX_FILE_BYTES} bytes (10 MiB), the most a workflow may be"
+            ),
+        )
+    }
 }
 
 /// Loads files and folders; a folder means its `*.yaml` and `*.yml` files, sorted by name,

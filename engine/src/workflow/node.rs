@@ -6,6 +6,7 @@ use serde_json::Value;
 
 use crate::template::Templates;
 
+use super::duration;
 use super::fields::{Fields, Problems, at_index, join, locate};
 use super::located::{Entry, Node, Position, Yaml};
 use super::model::{NodeDef, NodeId, OnError, RetryPolicy};
@@ -73,9 +74,10 @@ pub fn parse(
         .get("retry")
         .and_then(|found| retry(problems, found, &fields.path("retry")))
         .unwrap_or_default();
-    let timeout = fields
-        .get("timeout")
-        .and_then(|found| problems.positive_duration(&found.value, &fields.path("timeout")));
+    let timeout = fields.get("timeout").and_then(|found| {
+        let path = fields.path("timeout");
+        problems.positive_duration(&found.value, &path, duration::MAX_ATTEMPT_TIMEOUT)
+    });
     let on_error = fields
         .get("on_error")
         .and_then(|found| on_error(problems, found, &fields.path("on_error")))
@@ -227,11 +229,11 @@ fn retry(problems: &mut Problems, entry: &Entry, path: &str) -> Option<RetryPoli
     };
     let backoff = match read("backoff") {
         None => Some(defaults.backoff),
-        Some((found, path)) => problems.duration(&found.value, &path),
+        Some((found, path)) => problems.duration(&found.value, &path, duration::MAX_BACKOFF),
     };
     let max_backoff = match read("max_backoff") {
         None => Some(defaults.max_backoff.max(backoff.unwrap_or_default())),
-        Some((found, path)) => problems.duration(&found.value, &path),
+        Some((found, path)) => problems.duration(&found.value, &path, duration::MAX_BACKOFF),
     };
     let (attempts, backoff, max_backoff) = (attempts?, backoff?, max_backoff?);
     if max_backoff < backoff {

@@ -7,13 +7,14 @@ use enrichflow_nodes::Registry;
 
 use crate::template::Templates;
 
+use super::duration;
 use super::fields::{Fields, Problems, locate};
 use super::graph::Dag;
 use super::located::{Entry, Node, Position};
 use super::model::{NodeId, Source, Workflow, WorkflowId};
 use super::node::{self, ParsedNode};
 use super::references;
-use super::{suggest, trigger};
+use super::trigger;
 
 const KEYS: &[&str] = &[
     "id",
@@ -26,6 +27,9 @@ const KEYS: &[&str] = &[
     "nodes",
     "output",
 ];
+
+/// The most nodes a workflow may have.
+pub const MAX_NODES: usize = 10_000;
 
 /// The workflow, or `None` with the reasons in `problems`.
 pub fn workflow(
@@ -57,9 +61,9 @@ pub fn workflow(
         .get("triggers")
         .map(|entry| trigger::parse_all(problems, templates, &entry.value))
         .unwrap_or_default();
-    let timeout = fields
-        .get("timeout")
-        .and_then(|entry| problems.positive_duration(&entry.value, "timeout"));
+    let timeout = fields.get("timeout").and_then(|entry| {
+        problems.positive_duration(&entry.value, "timeout", duration::MAX_RUN_TIMEOUT)
+    });
     let concurrency = fields.get("concurrency").and_then(|entry| {
         let limit = problems.positive(&entry.value, "concurrency", u64::from(u32::MAX))?;
         u32::try_from(limit).ok()
@@ -76,10 +80,13 @@ pub fn workflow(
         .unwrap_or_default();
     let dag = graph(problems, &mut parsed);
     if let Some(dag) = &dag {
+        let read = parsed.iter().flat_map(|node| &node.references);
+        let upstream = dag.upstream_of(references::targets(read));
         for node in &parsed {
-            references::check(problems, dag, Some(node.def.id.as_str()), &node.references);
+            let id = Some(node.def.id.as_str());
+            references::check(problems, dag, &upstream, id, &node.references);
         }
-        references::check(problems, dag, None, &output_references);
+        references::check(problems, dag, &upstream, None, &output_references);
     }
 
     if !problems.is_empty() {
@@ -138,6 +145,14 @@ fn nodes(
     if fields.entries().is_empty() {
         problems.add(entry.key_at, "nodes", "a workflow needs at least one node");
     }
+    if fields.entries().len() > MAX_NODES {
+        let message = format!(
+            "a workflow may have at most {MAX_NODES} nodes, found {}",
+            fields.entries().len()
+        );
+        problems.add(entry.key_at, "nodes", message);
+        return Vec::new();
+    }
     let mut parsed: Vec<ParsedNode> = fields
         .entries()
         .iter()
@@ -149,15 +164,17 @@ fn nodes(
         .iter()
         .map(|node| node.key.as_str())
         .collect();
-    let valid: Vec<NodeId> = parsed.iter().map(|node| node.def.id.clone()).collect();
+    let valid: HashSet<NodeId> = parsed.iter().map(|node| node.def.id.clone()).collect();
     for node in &mut parsed {
+        let mut seen = HashSet::new();
         for (name, at, path) in &node.needs {
-            if let Some(need) = valid.iter().find(|id| id.as_str() == name) {
-                if !node.def.needs.contains(need) {
+            if let Some(need) = valid.get(name.as_str()) {
+                if seen.insert(need) {
                     node.def.needs.push(need.clone());
                 }
             } else if !written.contains(name.as_str()) {
-                let message = match suggest::closest(name, written.iter().copied()) {
+                let names = fields.entries().iter().map(|node| node.key.as_str());
+                let message = match problems.suggestion(name, names) {
                     Some(close) => format!("unknown node `{name}` (did you mean `{close}`?)"),
                     None => format!("unknown node `{name}`"),
                 };

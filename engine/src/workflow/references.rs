@@ -2,14 +2,11 @@
 //! node that does not exist, or that has not finished when the template renders, is a load error
 //! instead of a run-time `template` error.
 
-use std::collections::HashSet;
-
 use crate::template::Templates;
 
 use super::fields::{Problems, each_string};
-use super::graph::Dag;
+use super::graph::{Dag, Upstream};
 use super::located::{Node, Position};
-use super::suggest;
 
 /// One `nodes.<id>` read by a template.
 #[derive(Debug, Clone)]
@@ -32,18 +29,20 @@ pub fn collect(templates: &Templates, node: &Node, path: &str, found: &mut Vec<R
 }
 
 /// Every referenced node must exist; a node's own templates may only read nodes upstream of it
-/// (its needs, their needs, …), since no other node is guaranteed to have finished.
-pub fn check(problems: &mut Problems, dag: &Dag, node: Option<&str>, references: &[Reference]) {
-    let known: Vec<&str> = dag
-        .topological_order()
-        .iter()
-        .map(|id| id.as_str())
-        .collect();
-    let upstream = node.map(|id| ancestors(dag, id));
+/// (its needs, their needs, …), since no other node is guaranteed to have finished. `upstream`
+/// answers for every referenced node ([`targets`]).
+pub fn check(
+    problems: &mut Problems,
+    dag: &Dag,
+    upstream: &Upstream,
+    node: Option<&str>,
+    references: &[Reference],
+) {
     for reference in references {
         let name = reference.node.as_str();
-        if !known.contains(&name) {
-            let message = match suggest::closest(name, known.iter().copied()) {
+        if !dag.contains(name) {
+            let known = dag.topological_order().iter().map(|id| id.as_str());
+            let message = match problems.suggestion(name, known) {
                 Some(close) => {
                     format!("unknown node `{name}` in `nodes.{name}` (did you mean `{close}`?)")
                 }
@@ -53,8 +52,8 @@ pub fn check(problems: &mut Problems, dag: &Dag, node: Option<&str>, references:
         } else if node == Some(name) {
             let message = format!("a node cannot read its own `nodes.{name}`");
             problems.add(reference.at, &reference.path, message);
-        } else if let (Some(node), Some(upstream)) = (node, &upstream)
-            && !upstream.contains(name)
+        } else if let Some(node) = node
+            && !upstream.contains(node, name)
         {
             let message = format!(
                 "`nodes.{name}` is not upstream of `{node}`, so it may not have run yet: add `{name}` to `needs`"
@@ -64,18 +63,13 @@ pub fn check(problems: &mut Problems, dag: &Dag, node: Option<&str>, references:
     }
 }
 
-/// The nodes `id` needs, directly or through other needs.
-fn ancestors<'a>(dag: &'a Dag, id: &str) -> HashSet<&'a str> {
-    let mut seen = HashSet::new();
-    let mut pending: Vec<&str> = dag
-        .needs(id)
+/// The nodes read by any of `references`, for [`Dag::upstream_of`].
+pub fn targets<'a>(references: impl IntoIterator<Item = &'a Reference>) -> Vec<&'a str> {
+    let mut names: Vec<&str> = references
         .into_iter()
-        .map(|need| need.as_str())
+        .map(|reference| reference.node.as_str())
         .collect();
-    while let Some(next) = pending.pop() {
-        if seen.insert(next) {
-            pending.extend(dag.needs(next).into_iter().map(|need| need.as_str()));
-        }
-    }
-    seen
+    names.sort_unstable();
+    names.dedup();
+    names
 }

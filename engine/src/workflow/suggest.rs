@@ -1,11 +1,21 @@
 //! "Did you mean …?" for misspelt node types, node ids and timezones.
 
+/// The longest word a suggestion is looked for.
+const MAX_WORD: usize = 64;
+
 /// The candidate closest to `word` by edit distance, if it is close enough to be a likely typo
 /// (at most one edit per three characters, and at least one).
 pub fn closest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
-    let limit = (word.chars().count() / 3).max(1);
+    let length = word.chars().count();
+    // Nobody misspells a 100-character name; the distance would cost length².
+    if length > MAX_WORD {
+        return None;
+    }
+    let limit = (length / 3).max(1);
     candidates
         .into_iter()
+        // Lengths further apart than `limit` are further apart than `limit` edits.
+        .filter(|candidate| candidate.chars().count().abs_diff(length) <= limit)
         .map(|candidate| {
             (
                 distance(&word.to_lowercase(), &candidate.to_lowercase()),
@@ -46,6 +56,11 @@ mod tests {
         assert_eq!(
             closest("Europe/Berln", ["Europe/Berlin", "Europe/Bern"]),
             Some("Europe/Berlin")
+        );
+        assert_eq!(closest(&"a".repeat(65), ["a".repeat(65).as_str()]), None);
+        assert_eq!(
+            closest(&"a".repeat(64), ["a".repeat(63).as_str()]),
+            Some("a".repeat(63).as_str())
         );
         assert_eq!(distance("kitten", "sitting"), 3);
         assert_eq!(distance("", "abc"), 3);

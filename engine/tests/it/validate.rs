@@ -137,3 +137,113 @@ fn clashes_across_files_are_reported_in_the_later_file() {
         panic!("{mismatch}");
     }
 }
+
+/// A chain `n0 <- n1 <- … <- n{count-1}`, each node reading its need's output.
+fn chain(count: usize) -> String {
+    let mut text =
+        String::from("id: chain\nnodes:\n  n0: { type: transform, with: { value: 1 } }\n");
+    for index in 1..count {
+        let need = index - 1;
+        text.push_str(&format!(
+            "  n{index}: {{ type: transform, needs: [n{need}], with: {{ value: \"{{{{ nodes.n{need}.output }}}}\" }} }}\n"
+        ));
+    }
+    text
+}
+
+/// Loading used to be quadratic in the node count (15.7 s for this chain); it must complete
+/// (the time is measured in docs/behaviour.md, not asserted here).
+#[test]
+fn a_chain_of_the_most_nodes_allowed_loads() {
+    let text = chain(workflow::MAX_NODES);
+    let loaded = load(Path::new("chain.yaml"), &text).expect("a valid chain");
+    assert_eq!(loaded.dag.len(), workflow::MAX_NODES);
+    let order = loaded.dag.topological_order();
+    assert_eq!(
+        (order[0].as_str(), order[order.len() - 1].as_str()),
+        ("n0", "n9999")
+    );
+}
+
+#[test]
+fn a_reference_far_up_a_long_chain_is_still_checked() {
+    let mut text = chain(2000);
+    // `n0` is upstream of the last node; a new root is upstream of nothing.
+    text.push_str("  last: { type: transform, needs: [n1999], with: { value: [\"{{ nodes.n0.output }}\", \"{{ nodes.root.output }}\"] } }\n");
+    text.push_str("  root: { type: transform, with: { value: 1 } }\n");
+    let errors: Vec<String> = load(Path::new("chain.yaml"), &text)
+        .expect_err("`root` is not upstream of `last`")
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(
+        errors,
+        [
+            "chain.yaml:2003:85: nodes.last.with.value[1]: `nodes.root` is not upstream of `last`, so it may not have run yet: add `root` to `needs`"
+        ]
+    );
+}
+
+#[test]
+fn more_nodes_than_allowed_is_one_located_error() {
+    let mut text = String::from("id: many\nnodes:\n");
+    for index in 0..=workflow::MAX_NODES {
+        text.push_str(&format!(
+            "  n{index}: {{ type: transform, with: {{ value: 1 }} }}\n"
+        ));
+    }
+    let errors: Vec<String> = load(Path::new("many.yaml"), &text)
+        .expect_err("too many nodes")
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(
+        errors,
+        ["many.yaml:2:1: nodes: a workflow may have at most 10000 nodes, found 10001"]
+    );
+}
+
+#[test]
+fn a_file_larger_than_allowed_is_refused_without_reading_it_whole() {
+    let file = std::env::temp_dir().join(format!("enrichflow-large-{}.yaml", uuid::Uuid::now_v7()));
+    // Valid YAML (comments) past the limit: only the size is wrong.
+    let line = format!("#{}\n", "x".repeat(1023));
+    let text = format!(
+        "id: large\n{}",
+        line.repeat(workflow::MAX_FILE_BYTES / line.len() + 1)
+    );
+    std::fs::write(&file, &text).expect("a writable temp folder");
+    let result = workflow::load_file(&file, &Registry::with_builtins(), &Templates::new());
+    std::fs::remove_file(&file).expect("removable");
+    let errors = result.expect_err("too large");
+    assert_eq!(errors.len(), 1);
+    assert_eq!((errors[0].line, errors[0].column), (1, 1));
+    assert_eq!(
+        errors[0].message,
+        "the file is larger than 10485760 bytes (10 MiB), the most a workflow may be"
+    );
+}
+
+/// The cycle search used to recurse once per node and overflowed a thread's stack.
+#[test]
+fn a_cycle_through_every_node_is_reported_as_one_chain() {
+    let mut text = chain(workflow::MAX_NODES);
+    text = text.replacen(
+        "n0: { type: transform,",
+        &format!(
+            "n0: {{ type: transform, needs: [n{}],",
+            workflow::MAX_NODES - 1
+        ),
+        1,
+    );
+    let errors = load(Path::new("ring.yaml"), &text).expect_err("a cycle");
+    assert_eq!(errors.len(), 1, "{:?}", errors.first());
+    let message = &errors[0].message;
+    assert!(
+        message.starts_with("`needs` forms a cycle: n0 -> n9999 -> n9998 -> ")
+            && message.ends_with(" -> n1 -> n0"),
+        "{}",
+        &message[..200]
+    );
+    assert_eq!((errors[0].line, errors[0].column), (3, 34));
+}

@@ -669,14 +669,22 @@ pub(super) fn refused(target: &str, refusal: &Refusal) -> NodeError {
     NodeError::permanent(ErrorKind::Egress, format!("{target} refused: {refusal}"))
 }
 
-/// The delay a `Retry-After` value asks for: seconds, or an HTTP date (no delay once past).
+/// The longest wait a `Retry-After` may ask for. An upstream is not trusted to park an attempt
+/// for days (or to overflow the engine's time arithmetic with `Retry-After: 100000000000000`);
+/// after an hour the next attempt asks again.
+pub(super) const MAX_RETRY_AFTER: Duration = Duration::from_secs(60 * 60);
+
+/// The delay a `Retry-After` value asks for: seconds, or an HTTP date (no delay once past),
+/// at most [`MAX_RETRY_AFTER`].
 pub(super) fn retry_after(value: &str, now: SystemTime) -> Option<Duration> {
     let value = value.trim();
-    if let Ok(seconds) = value.parse::<u64>() {
-        return Some(Duration::from_secs(seconds));
-    }
-    let date = httpdate::parse_http_date(value).ok()?;
-    Some(date.duration_since(now).unwrap_or(Duration::ZERO))
+    let delay = if let Ok(seconds) = value.parse::<u64>() {
+        Duration::from_secs(seconds)
+    } else {
+        let date = httpdate::parse_http_date(value).ok()?;
+        date.duration_since(now).unwrap_or(Duration::ZERO)
+    };
+    Some(delay.min(MAX_RETRY_AFTER))
 }
 
 #[cfg(test)]
@@ -877,6 +885,28 @@ mod tests {
         assert_eq!(retry_after(earlier, now), Some(Duration::ZERO));
         assert_eq!(retry_after("soon", now), None);
         assert_eq!(retry_after("-1", now), None);
+    }
+
+    #[test]
+    fn retry_after_is_clamped_to_an_hour() {
+        let now = httpdate::parse_http_date("Wed, 21 Oct 2026 07:28:00 GMT").expect("a date");
+        let cases = [
+            ("3600", MAX_RETRY_AFTER),
+            ("3601", MAX_RETRY_AFTER),
+            ("100000000000000", MAX_RETRY_AFTER),
+            ("18446744073709551615", MAX_RETRY_AFTER),
+            ("Fri, 31 Dec 9999 23:59:59 GMT", MAX_RETRY_AFTER),
+            ("Wed, 21 Oct 2026 08:27:59 GMT", Duration::from_secs(3599)),
+        ];
+        for (value, expected) in cases {
+            assert_eq!(
+                retry_after(value, now),
+                Some(expected),
+                "Retry-After: {value}"
+            );
+        }
+        // Larger than u64: not a number of seconds nor a date, so no delay is asked for.
+        assert_eq!(retry_after("99999999999999999999999", now), None);
     }
 
     #[test]
