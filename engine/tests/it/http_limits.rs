@@ -164,6 +164,20 @@ async fn a_body_sent_too_slowly_is_answered_408() {
 }
 
 #[tokio::test]
+async fn request_headers_over_64_kib_are_431() {
+    let server = start_with(TestOptions::default()).await;
+    let answer = server
+        .client
+        .get(server.url("/healthz"))
+        .header("x-padding", "p".repeat(70 * 1024))
+        .send()
+        .await
+        .expect("the server answers");
+    assert_eq!(answer.status(), StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+    assert_eq!(healthz(&server).await, StatusCode::OK);
+}
+
+#[tokio::test]
 async fn a_client_sending_headers_slowly_is_dropped_while_healthz_answers() {
     let mut options = TestOptions::default();
     options.api.server.header_read_timeout = Duration::from_millis(300);
