@@ -9,6 +9,7 @@
 //! - A request head (request line and headers) over 64 KiB is answered 431.
 //! - On shutdown the listener closes, idle connections close, and requests in flight finish.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
@@ -55,7 +56,7 @@ pub async fn serve(
     options: ServerOptions,
     shutdown: CancellationToken,
 ) {
-    let open = std::sync::Arc::new(Semaphore::new(options.max_connections));
+    let open = Arc::new(Semaphore::new(options.max_connections));
     let graceful = GracefulShutdown::new();
     let mut builder = http1::Builder::new();
     builder
