@@ -82,6 +82,10 @@ pub async fn serve(
                 }
             },
         };
+        // Answers are written whole; waiting to coalesce them only adds latency.
+        if let Err(error) = stream.set_nodelay(true) {
+            tracing::debug!(%error, "cannot set TCP_NODELAY");
+        }
         let service = TowerToHyperService::new(router.clone());
         let connection = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
         tokio::spawn(async move {
