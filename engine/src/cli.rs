@@ -187,10 +187,10 @@ pub struct MigrateArgs {
 #[derive(Debug, clap::Args)]
 pub struct HttpLimitArgs {
     /// Time for a request's headers to arrive; also how long an idle keep-alive connection stays.
-    #[arg(long, env = "ENRICHFLOW_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "ENRICHFLOW_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = positive_duration)]
     pub header_read_timeout: std::time::Duration,
     /// Time for a whole request body to arrive (408 after it).
-    #[arg(long, env = "ENRICHFLOW_BODY_READ_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "ENRICHFLOW_BODY_READ_TIMEOUT", default_value = "30s", value_parser = positive_duration)]
     pub body_read_timeout: std::time::Duration,
     /// Open connections at most; more wait to be accepted.
     #[arg(long, env = "ENRICHFLOW_MAX_CONNECTIONS", default_value_t = 1024,
@@ -208,4 +208,13 @@ pub struct HttpLimitArgs {
     #[arg(long, env = "ENRICHFLOW_JSON_MAX_VALUES", default_value_t = 200_000,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub json_max_values: u32,
+}
+
+/// A duration above zero: a zero timeout would close every connection or refuse every body.
+fn positive_duration(text: &str) -> Result<std::time::Duration, String> {
+    match humantime::parse_duration(text) {
+        Ok(duration) if duration.is_zero() => Err("must be longer than zero".to_owned()),
+        Ok(duration) => Ok(duration),
+        Err(error) => Err(error.to_string()),
+    }
 }

@@ -6,8 +6,10 @@
 //!   connections wait in the kernel's listen backlog and are served once others close.
 //! - A request's headers must arrive within `header_read_timeout`. hyper starts that clock as soon
 //!   as a connection waits for its next request, so it is also the idle keep-alive timeout.
+//! - A request head (request line and headers) over 64 KiB is answered 431.
 //! - On shutdown the listener closes, idle connections close, and requests in flight finish.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
@@ -38,6 +40,10 @@ impl Default for ServerOptions {
     }
 }
 
+/// Largest request head (request line and headers); larger ones are answered 431. Bounds the
+/// memory a connection holds before its request is routed.
+const MAX_HEAD_BYTES: usize = 64 * 1024;
+
 /// How long accepting pauses after an error such as running out of file descriptors, so the loop
 /// does not spin while connections close.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
@@ -50,12 +56,13 @@ pub async fn serve(
     options: ServerOptions,
     shutdown: CancellationToken,
 ) {
-    let open = std::sync::Arc::new(Semaphore::new(options.max_connections));
+    let open = Arc::new(Semaphore::new(options.max_connections));
     let graceful = GracefulShutdown::new();
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())
-        .header_read_timeout(options.header_read_timeout);
+        .header_read_timeout(options.header_read_timeout)
+        .max_header_size(MAX_HEAD_BYTES);
     loop {
         // The permit is taken before accepting: over the cap, connections stay in the backlog.
         let permit = tokio::select! {
@@ -75,6 +82,10 @@ pub async fn serve(
                 }
             },
         };
+        // Answers are written whole; waiting to coalesce them only adds latency.
+        if let Err(error) = stream.set_nodelay(true) {
+            tracing::debug!(%error, "cannot set TCP_NODELAY");
+        }
         let service = TowerToHyperService::new(router.clone());
         let connection = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
         tokio::spawn(async move {

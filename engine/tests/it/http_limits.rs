@@ -164,6 +164,20 @@ async fn a_body_sent_too_slowly_is_answered_408() {
 }
 
 #[tokio::test]
+async fn request_headers_over_64_kib_are_431() {
+    let server = start_with(TestOptions::default()).await;
+    let answer = server
+        .client
+        .get(server.url("/healthz"))
+        .header("x-padding", "p".repeat(70 * 1024))
+        .send()
+        .await
+        .expect("the server answers");
+    assert_eq!(answer.status(), StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+    assert_eq!(healthz(&server).await, StatusCode::OK);
+}
+
+#[tokio::test]
 async fn a_client_sending_headers_slowly_is_dropped_while_healthz_answers() {
     let mut options = TestOptions::default();
     options.api.server.header_read_timeout = Duration::from_millis(300);
@@ -181,7 +195,9 @@ async fn a_client_sending_headers_slowly_is_dropped_while_healthz_answers() {
 #[tokio::test]
 async fn connections_over_the_cap_are_served_once_the_slow_ones_time_out() {
     let mut options = TestOptions::default();
-    options.api.server.header_read_timeout = Duration::from_millis(500);
+    // Long enough for the second request on the open connection to come before its idle
+    // timeout even on a loaded machine.
+    options.api.server.header_read_timeout = Duration::from_secs(1);
     options.api.server.max_connections = 3;
     let server = start_with(options).await;
 
@@ -207,6 +223,9 @@ async fn connections_over_the_cap_are_served_once_the_slow_ones_time_out() {
         let answer = read_until_closed(&mut stream).await;
         assert!(answer.is_empty(), "nothing was asked: {answer}");
     }
+    // The kept-alive connection is closed once idle for the header timeout.
+    let rest = read_until_closed(&mut open).await;
+    assert!(!rest.contains("HTTP/1.1"), "no further answer: {rest}");
 }
 
 /// Reads from a kept-alive connection until `received` holds `n` answers of 200.
