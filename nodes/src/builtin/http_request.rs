@@ -771,6 +771,8 @@ mod tests {
                 "query.q",
             ),
             (json!({"url": "http://x", "body": {"not": "text"}}), "body"),
+            (json!({"url": "http://x", "redirects": "all"}), "redirects"),
+            (json!({"url": "http://x", "redirects": true}), "redirects"),
         ];
         for (with, path) in cases {
             assert_eq!(error_path(with.clone()), path, "for {with}");

@@ -102,7 +102,7 @@ async fn resolve(
             ErrorKind::Node,
             format!("sending to {target} failed: the name has no address"),
         )),
-        Err(egress::Error::Refused(refusal)) => Err(refused(target, &refusal)),
+        Err(egress::Error::Refused(refusal)) => Err(refused(target, refusal)),
         Err(error @ egress::Error::Resolve { .. }) => Err(NodeError::retryable(
             ErrorKind::Node,
             format!("sending to {target} failed: {error}"),

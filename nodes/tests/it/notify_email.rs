@@ -3,10 +3,11 @@
 //! through `ca_file`, and how the server's refusals, an untrusted certificate and an absent
 //! server are classified.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::smtp::SmtpSink;
-use enrichflow_nodes::{ErrorKind, NodeContext, NodeError, Registry};
+use enrichflow_nodes::{ErrorKind, NodeContext, NodeError, Registry, egress};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 
@@ -426,4 +427,53 @@ fn bad_blocks_are_rejected_at_load_time_with_their_path() {
             .path,
         "ca_file"
     );
+}
+
+/// A policy refusing private networks except 127.0.0.1, where the sink listens.
+fn loopback_relay_allowed() -> egress::Policy {
+    egress::Policy {
+        allowed: Arc::from(vec![
+            "127.0.0.1".parse::<egress::Network>().expect("an address"),
+        ]),
+        ..egress::Policy::default()
+    }
+}
+
+#[tokio::test]
+async fn an_allowed_relay_named_by_host_is_reached_at_its_checked_address_with_tls_for_the_name() {
+    let Some(sink) = SmtpSink::start_starttls().await else {
+        return;
+    };
+    let mut with = tls_block(&sink, "starttls");
+    // The certificate names `localhost`: TLS checks the name while the connection goes to the
+    // address the policy checked.
+    with["host"] = json!("localhost");
+    let ctx = crate::support::context_with("mail", 1, loopback_relay_allowed());
+
+    let output = execute_in(&ctx, with)
+        .await
+        .expect("the message is accepted");
+
+    assert_eq!(output["accepted"], json!(["sales@example.com"]));
+    assert_encrypted(&sink.messages()[0]);
+}
+
+#[tokio::test]
+async fn a_relay_outside_the_allowed_networks_is_refused_before_connecting() {
+    let Some(sink) = SmtpSink::start().await else {
+        return;
+    };
+    let ctx = crate::support::context_with("mail", 1, egress::Policy::default());
+
+    let error = execute_in(&ctx, block(sink.port))
+        .await
+        .expect_err("loopback is refused");
+
+    assert_eq!(error.kind, ErrorKind::Egress);
+    assert!(!error.is_retryable());
+    assert!(
+        error.message.contains("the address 127.0.0.1 is loopback"),
+        "{error}"
+    );
+    assert!(sink.messages().is_empty());
 }
