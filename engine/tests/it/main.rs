@@ -21,3 +21,4 @@ mod rules;
 mod stats;
 mod support;
 mod validate;
+mod worker_errors;
