@@ -125,10 +125,13 @@ async fn decide_and_perform(
         let Some(run) = shared.store.run(run_id).await? else {
             return Ok(());
         };
-        let workflow = shared
-            .revisions
-            .for_run(&run, shared.store.as_ref())
-            .await?;
+        let workflow = match shared.revisions.for_run(&run, shared.store.as_ref()).await {
+            Ok(workflow) => workflow,
+            Err(error) if !error.is_retryable() && !run.status.is_finished() => {
+                return fail_unloadable(shared, &run, &error).await;
+            }
+            Err(error) => return Err(error),
+        };
         let attempts = shared.store.attempts(run_id).await?;
         let actions = scheduler::decide(&workflow, &run, &attempts, Utc::now());
         let mut decide_again = false;
@@ -270,6 +273,48 @@ async fn succeed(
         }
     }
 }
+
+/// A run whose workflow revision this process cannot load (damaged, or written by a version
+/// that knew node types this one does not) can never advance: it fails with the reason rather
+/// than staying `running`, holding a `concurrency` slot, for ever.
+async fn fail_unloadable(
+    shared: &Arc<Shared>,
+    run: &RunRecord,
+    error: &Error,
+) -> Result<(), Error> {
+    tracing::error!(%error, run = %run.id, workflow = %run.workflow_id,
+        "the run's workflow revision cannot be loaded; failing the run");
+    let store = &shared.store;
+    let now = Utc::now();
+    store.cancel_open_attempts(&run.id, now).await?;
+    shared.run_token(&run.id).cancel();
+    let message = scope::redact_text(&error.to_string(), &shared.secrets);
+    let error = ErrorInfo::new(UNLOADABLE, message);
+    if !store
+        .finish_run(&run.id, RunStatus::Failed, None, Some(&error), now)
+        .await?
+    {
+        return Ok(());
+    }
+    telemetry::run_finished(&run.workflow_id, RunStatus::Failed.as_str(), None);
+    shared.drop_run_token(&run.id);
+    shared.notify_finished(&run.id);
+    // The slot it held may admit the next queued run, by the folder's current version.
+    if let Some(workflow) = shared.catalog.current().get(&run.workflow_id)
+        && workflow.concurrency.is_some()
+    {
+        let shared = shared.clone();
+        shared.tasks.clone().spawn(async move {
+            if let Err(error) = admit(&shared, &workflow).await {
+                tracing::error!(%error, workflow = %workflow.id, "admitting queued runs failed");
+            }
+        });
+    }
+    Ok(())
+}
+
+/// The error kind of a run failed because its workflow revision cannot be loaded.
+pub const UNLOADABLE: &str = "revision";
 
 /// The error kind of the attempt that closes a node a failed or cancelled run never reached.
 pub const UNREACHED: &str = "unreached";

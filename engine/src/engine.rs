@@ -38,6 +38,19 @@ pub enum Error {
     KeyReused(String),
 }
 
+impl Error {
+    /// True when the same call may succeed later (the database or the broker is unreachable);
+    /// false when no retry helps: data that cannot be read, a revision this process cannot
+    /// parse. A worker queues the attempt again, or fails it.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Error::Store(error) => error.is_retryable(),
+            Error::Queue(_) => true,
+            Error::InvalidInput(_) | Error::Revision(..) => false,
+        }
+    }
+}
+
 /// What this process does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {

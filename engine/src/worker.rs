@@ -1,16 +1,30 @@
 //! A local worker: takes attempts off the queue, executes them, commits the result, acknowledges,
 //! and hands the run back to the driver.
+//!
+//! An attempt whose execution fails in the engine (not in the node) is sorted by
+//! [`Error::is_retryable`]: a passing failure (the database unreachable) queues it again after a
+//! pause that grows while the failures go on; anything else (a row that cannot be decoded, a
+//! revision this process cannot parse) fails the attempt, and the run goes on per its rules.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use chrono::Utc;
+
 use crate::attempt;
 use crate::driver;
-use crate::engine::Shared;
-use crate::store::AttemptKey;
+use crate::engine::{Error, Shared};
+use crate::scope;
+use crate::store::{AttemptKey, AttemptOutcome, AttemptStatus, ErrorInfo};
+
+/// The error kind of an attempt the engine could not execute.
+pub const ENGINE_ERROR: &str = "engine";
 
 /// Works until shutdown. An attempt already started is finished first; the queue is not drained.
 pub async fn work(shared: Arc<Shared>) {
+    // Consecutive passing failures seen by this worker: the pause before queueing again grows
+    // with them, so a database that is down is not hammered by every open attempt.
+    let mut failures: u32 = 0;
     loop {
         let delivery = tokio::select! {
             _ = shared.shutdown.cancelled() => return,
@@ -22,38 +36,122 @@ pub async fn work(shared: Arc<Shared>) {
         let key = delivery.attempt().clone();
         match attempt::execute(&shared, &key).await {
             Ok(()) => {
+                failures = 0;
                 delivery.ack().await;
-                // Advancing may wait on a full queue; doing it in a task keeps this worker
-                // draining the queue, so the engine cannot deadlock on its own backpressure.
-                let advance_shared = shared.clone();
-                shared.tasks.spawn(async move {
-                    driver::advance_logged(&advance_shared, &key.run_id).await;
-                });
+                advance_later(&shared, key);
+            }
+            Err(error) if error.is_retryable() => {
+                failures = failures.saturating_add(1);
+                let pause = requeue_pause(failures);
+                tracing::error!(%error, run = %key.run_id, node = %key.node_id, ?pause,
+                    "attempt could not be recorded; queueing it again after a pause");
+                delivery.ack().await;
+                requeue_later(&shared, key, pause);
             }
             Err(error) => {
                 tracing::error!(%error, run = %key.run_id, node = %key.node_id,
-                    "attempt could not be recorded; queueing it again shortly");
+                    "attempt cannot be executed; failing it");
                 delivery.ack().await;
-                requeue_later(&shared, key);
+                fail(&shared, key, &error).await;
             }
         }
     }
 }
 
-/// Puts an attempt whose outcome could not be written back on the queue after a pause. The
+/// Advancing may wait on a full queue; doing it in a task keeps this worker draining the
+/// queue, so the engine cannot deadlock on its own backpressure.
+fn advance_later(shared: &Arc<Shared>, key: AttemptKey) {
+    let advance_shared = shared.clone();
+    shared.tasks.spawn(async move {
+        driver::advance_logged(&advance_shared, &key.run_id).await;
+    });
+}
+
+/// 0.5 s after the first failure, doubling up to 30 s.
+pub fn requeue_pause(failures: u32) -> Duration {
+    const FIRST: Duration = Duration::from_millis(500);
+    const MOST: Duration = Duration::from_secs(30);
+    let exponent = failures.saturating_sub(1).min(16);
+    FIRST.saturating_mul(1 << exponent).min(MOST)
+}
+
+/// Records the attempt as failed for good, with the engine's error as its reason, and advances
+/// its run. If even that cannot be written, the attempt stays open for recovery or the sweep.
+async fn fail(shared: &Arc<Shared>, key: AttemptKey, error: &Error) {
+    let message = format!("the engine cannot execute this attempt: {error}");
+    let outcome = AttemptOutcome {
+        status: AttemptStatus::Failed,
+        output: None,
+        error: Some(ErrorInfo::new(
+            ENGINE_ERROR,
+            scope::redact_text(&message, &shared.secrets),
+        )),
+        retryable: false,
+        not_before: None,
+        finished_at: Utc::now(),
+    };
+    match shared.store.finish_attempt(&key, &outcome).await {
+        Ok(_) => advance_later(shared, key),
+        Err(write) if write.is_retryable() => {
+            tracing::error!(error = %write, run = %key.run_id, node = %key.node_id,
+                "recording the failure failed; queueing the attempt again");
+            requeue_later(shared, key, requeue_pause(1));
+        }
+        Err(write) => tracing::error!(error = %write, run = %key.run_id, node = %key.node_id,
+            "recording the failure failed; the attempt stays open"),
+    }
+}
+
+/// Puts an attempt whose outcome could not be written back on the queue after `pause`. The
 /// attempt is still open in the store, so executing it again is safe (at least once); without
 /// this, a passing database error would leave the run waiting until the next restart.
-fn requeue_later(shared: &Arc<Shared>, key: AttemptKey) {
-    const PAUSE: Duration = Duration::from_millis(500);
+fn requeue_later(shared: &Arc<Shared>, key: AttemptKey, pause: Duration) {
     let requeue_shared = shared.clone();
     shared.tasks.spawn(async move {
         tokio::select! {
             _ = requeue_shared.shutdown.cancelled() => {}
-            _ = tokio::time::sleep(PAUSE) => {
+            _ = tokio::time::sleep(pause) => {
                 if let Err(error) = requeue_shared.queue.enqueue(key).await {
                     tracing::error!(%error, "queueing an attempt again failed; it resumes on restart");
                 }
             }
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{queue, store};
+
+    #[test]
+    fn the_pause_grows_to_a_ceiling() {
+        let pauses: Vec<u64> = [1, 2, 3, 7, 8, 100, u32::MAX]
+            .into_iter()
+            .map(|failures| requeue_pause(failures).as_millis() as u64)
+            .collect();
+        assert_eq!(pauses, [500, 1000, 2000, 30_000, 30_000, 30_000, 30_000]);
+    }
+
+    #[test]
+    fn passing_failures_are_retried_and_the_rest_are_not() {
+        let cases = [
+            (Error::Store(sqlx::Error::PoolTimedOut.into()), true),
+            (Error::Store(sqlx::Error::PoolClosed.into()), true),
+            (Error::Store(sqlx::Error::WorkerCrashed.into()), true),
+            (Error::Store(store::Error::KeyContended("k".into())), true),
+            (Error::Queue(queue::Error::Disconnected), true),
+            (Error::Store(store::Error::Corrupt("bad row".into())), false),
+            (Error::Store(sqlx::Error::RowNotFound.into()), false),
+            (
+                Error::Store(sqlx::Error::ColumnNotFound("input".into()).into()),
+                false,
+            ),
+            (Error::Revision("abc".into(), "invalid YAML".into()), false),
+            (Error::InvalidInput(vec!["x".into()]), false),
+        ];
+        for (error, retryable) in cases {
+            assert_eq!(error.is_retryable(), retryable, "{error}");
+        }
+    }
 }

@@ -85,6 +85,46 @@ impl Error {
     }
 }
 
+impl Error {
+    /// True when the same call may succeed later: the database is unavailable, or it rolled back
+    /// a transaction that lost a race (deadlock, serialization, a busy SQLite file). False for
+    /// what no retry fixes: a row that cannot be decoded, a refused statement. Decides whether
+    /// a worker queues an attempt again or fails it.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Error::KeyContended(_) | Error::Database(sqlx::Error::WorkerCrashed) => true,
+            Error::Database(sqlx::Error::Database(database)) => {
+                let code = database.code().unwrap_or_default();
+                let transient = if database
+                    .try_downcast_ref::<sqlx::sqlite::SqliteError>()
+                    .is_some()
+                {
+                    sqlite_transient(&code)
+                } else {
+                    postgres_transient(&code)
+                };
+                transient || self.is_unavailable()
+            }
+            _ => self.is_unavailable(),
+        }
+    }
+}
+
+/// Serialization failure, deadlock, lock not available, connection exceptions, insufficient
+/// resources (too many connections, out of memory).
+fn postgres_transient(sqlstate: &str) -> bool {
+    matches!(sqlstate, "40001" | "40P01" | "55P03")
+        || sqlstate.starts_with("08")
+        || sqlstate.starts_with("53")
+}
+
+/// BUSY and LOCKED, with their extended codes (whose low byte is the primary code).
+fn sqlite_transient(extended: &str) -> bool {
+    extended
+        .parse::<u32>()
+        .is_ok_and(|code| matches!(code & 0xff, 5 | 6))
+}
+
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// How a finished attempt ended, written in one transition.

@@ -1,5 +1,6 @@
-//! The store failing under the engine: a failed write is retried rather than leaving the run
-//! stuck, and `/readyz` reports the database as down.
+//! The store failing under the engine: a write that fails because the database is unavailable
+//! is retried rather than leaving the run stuck, one that can never pass fails the attempt, and
+//! `/readyz` reports the database as down.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -18,14 +19,29 @@ use crate::support::{TestOptions, TestServer, fixtures};
 /// Delegates to a real store, failing on demand.
 struct FaultyStore {
     inner: Arc<dyn Store>,
-    /// How many `finish_attempt` calls still fail.
+    /// How many `finish_attempt` calls still fail as if the database were unreachable.
     failing_finishes: AtomicU32,
+    /// How many `finish_attempt` calls still fail in a way no retry fixes.
+    corrupt_finishes: AtomicU32,
     /// Every read of runs fails while set.
     down: AtomicBool,
 }
 
+/// A passing fault: the pool found no connection in time.
 fn injected() -> store::Error {
-    store::Error::Corrupt("injected fault".into())
+    store::Error::Database(sqlx::Error::PoolTimedOut)
+}
+
+/// A fault no retry fixes.
+fn corrupt() -> store::Error {
+    store::Error::Corrupt("injected corruption".into())
+}
+
+/// Takes one from `counter` if it is above zero.
+fn take_one(counter: &AtomicU32) -> bool {
+    counter
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+        .is_ok()
 }
 
 #[async_trait]
@@ -114,12 +130,11 @@ impl Store for FaultyStore {
         key: &AttemptKey,
         outcome: &AttemptOutcome,
     ) -> store::Result<bool> {
-        let failing = self
-            .failing_finishes
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-            .is_ok();
-        if failing {
+        if take_one(&self.failing_finishes) {
             return Err(injected());
+        }
+        if take_one(&self.corrupt_finishes) {
+            return Err(corrupt());
         }
         self.inner.finish_attempt(key, outcome).await
     }
@@ -197,12 +212,20 @@ impl Store for FaultyStore {
 }
 
 async fn server(failing_finishes: u32) -> (TestServer, Arc<FaultyStore>) {
+    server_with(failing_finishes, 0).await
+}
+
+async fn server_with(
+    failing_finishes: u32,
+    corrupt_finishes: u32,
+) -> (TestServer, Arc<FaultyStore>) {
     let mut faulty = None;
     let server =
         TestServer::start_with_store(&fixtures("faults"), TestOptions::default(), |inner| {
             let store = Arc::new(FaultyStore {
                 inner,
                 failing_finishes: AtomicU32::new(failing_finishes),
+                corrupt_finishes: AtomicU32::new(corrupt_finishes),
                 down: AtomicBool::new(false),
             });
             faulty = Some(store.clone());
@@ -229,6 +252,41 @@ async fn a_failed_write_of_an_outcome_is_retried_and_the_run_completes() {
         0,
         "both faults were hit"
     );
+}
+
+/// The first outcome cannot be written and never will be: the attempt fails with the engine's
+/// reason (once, not queued again), and the run fails per `on_error: fail`.
+#[tokio::test]
+async fn a_write_no_retry_fixes_fails_the_attempt_and_the_run() {
+    let (server, store) = server_with(0, 1).await;
+    let response = server
+        .client
+        .post(server.url("/hooks/two-steps"))
+        .json(&json!({}))
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    let body: Value = response.json().await.expect("JSON");
+    let run_id = body["run_id"].as_str().expect("a run id");
+    let run = server
+        .engine
+        .run_json(run_id)
+        .await
+        .expect("the store answers")
+        .expect("the run");
+    assert_eq!(run["status"], json!("failed"));
+    let first = &run["nodes"]["first"];
+    assert_eq!(first["status"], json!("failed"), "{run:#}");
+    assert_eq!(first["attempts"], json!(1), "{run:#}");
+    assert_eq!(first["error"]["kind"], json!("engine"));
+    assert_eq!(
+        first["error"]["message"],
+        json!(
+            "the engine cannot execute this attempt: stored data is unreadable: injected corruption"
+        )
+    );
+    assert_eq!(store.corrupt_finishes.load(Ordering::SeqCst), 0);
 }
 
 #[tokio::test]
