@@ -167,7 +167,8 @@ impl EgressArgs {
     }
 }
 
-/// A duration longer than zero (a zero timeout would fail every call at once).
+/// A duration longer than zero: a zero timeout would fail every call, close every connection
+/// or refuse every body at once.
 fn positive_duration(text: &str) -> Result<Duration, String> {
     match humantime::parse_duration(text) {
         Ok(duration) if duration.is_zero() => Err("must be longer than zero".to_owned()),
@@ -208,13 +209,4 @@ pub struct HttpLimitArgs {
     #[arg(long, env = "ENRICHFLOW_JSON_MAX_VALUES", default_value_t = 200_000,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub json_max_values: u32,
-}
-
-/// A duration above zero: a zero timeout would close every connection or refuse every body.
-fn positive_duration(text: &str) -> Result<std::time::Duration, String> {
-    match humantime::parse_duration(text) {
-        Ok(duration) if duration.is_zero() => Err("must be longer than zero".to_owned()),
-        Ok(duration) => Ok(duration),
-        Err(error) => Err(error.to_string()),
-    }
 }

@@ -46,7 +46,7 @@ impl Error {
         match self {
             Error::Store(error) => error.is_retryable(),
             Error::Queue(_) => true,
-            Error::InvalidInput(_) | Error::Revision(..) => false,
+            Error::InvalidInput(_) | Error::Revision(..) | Error::KeyReused(_) => false,
         }
     }
 }

@@ -40,6 +40,7 @@ async fn running_run_of(store: &dyn Store, revision: &str) -> (RunRecord, Attemp
         deadline_at: None,
         cancel_requested: false,
         idempotency_key: None,
+        idempotency_body_hash: None,
     };
     store.create_run(&run).await.expect("run created");
     let key = AttemptKey {
