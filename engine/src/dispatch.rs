@@ -110,7 +110,13 @@ fn earlier_by(time: DateTime<Utc>, span: Duration) -> DateTime<Utc> {
 
 /// Renews the lease of the attempts this process is running, a few times per lease.
 pub async fn heartbeat(shared: Arc<Shared>) {
-    let interval = shared.options.lease / 3;
+    // A floor, so that `--lease 0s` cannot turn this into a loop hammering the database.
+    let interval = shared
+        .options
+        .lease
+        .checked_div(3)
+        .unwrap_or_default()
+        .max(Duration::from_millis(100));
     loop {
         tokio::select! {
             _ = shared.shutdown.cancelled() => return,

@@ -236,7 +236,7 @@ pub fn backoff(policy: &RetryPolicy, failed_attempt: u32, run_id: &str) -> Durat
         .backoff
         .saturating_mul(1u32 << exponent)
         .min(policy.max_backoff);
-    let half = full / 2;
+    let half = full.checked_div(2).unwrap_or_default();
     let spread = stable_fraction(run_id, failed_attempt);
     // `spread` is in [0, 1), so the product is finite and below `half`.
     half.saturating_add(half.mul_f64(spread))

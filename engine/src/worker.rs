@@ -5,6 +5,7 @@
 //! [`Error::is_retryable`]: a passing failure (the database unreachable) queues it again after a
 //! pause that grows while the failures go on; anything else (a row that cannot be decoded, a
 //! revision this process cannot parse) fails the attempt, and the run goes on per its rules.
+#![warn(clippy::arithmetic_side_effects)]
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -84,9 +84,14 @@ impl Cache for MemoryCache {
         let mut entries = self.entries.lock().map_err(poisoned)?;
         let now = Instant::now();
         entries.retain(|_, (_, expires)| *expires > now);
+        // Checked: `Instant + Duration` panics past the clock's range; nodes bound their TTLs,
+        // and a TTL beyond the range is not worth keeping anything for.
+        let Some(expires) = now.checked_add(ttl) else {
+            return Ok(());
+        };
         entries.insert(
             (namespace.to_owned(), key.to_owned()),
-            (value.clone(), now + ttl),
+            (value.clone(), expires),
         );
         Ok(())
     }
@@ -120,5 +125,15 @@ mod tests {
         assert_eq!(cache.get("p", "k").await.unwrap(), Some(json!(1)));
         assert_eq!(cache.get("other", "k").await.unwrap(), None);
         assert_eq!(cache.get("p", "gone").await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn a_ttl_past_the_clock_is_not_a_panic() {
+        let cache = MemoryCache::default();
+        cache
+            .put("p", "k", &json!(1), Duration::MAX)
+            .await
+            .expect("no panic and no error");
+        assert_eq!(cache.get("p", "k").await.unwrap(), None);
     }
 }

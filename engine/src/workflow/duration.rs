@@ -41,9 +41,9 @@ pub fn parse_positive(text: &str, max: Duration) -> Result<Duration, String> {
 /// `30 days`, `24h`: maxima read better in whole days or hours than humantime's `1month 6days`.
 fn describe(max: Duration) -> String {
     let seconds = max.as_secs();
-    if max > DAY && seconds % DAY.as_secs() == 0 {
+    if max > DAY && seconds.is_multiple_of(DAY.as_secs()) {
         format!("{} days", seconds / DAY.as_secs())
-    } else if max >= HOUR && seconds % HOUR.as_secs() == 0 {
+    } else if max >= HOUR && seconds.is_multiple_of(HOUR.as_secs()) {
         format!("{}h", seconds / HOUR.as_secs())
     } else {
         humantime::format_duration(max).to_string()

@@ -213,6 +213,22 @@ mod tests {
         );
     }
 
+    /// The cron loop asks every schedule for its next tick each second: a schedule that never
+    /// fires, or only in the last years the cron crate knows, must answer (and not panic).
+    #[test]
+    fn schedules_that_never_or_rarely_fire_answer_at_once() {
+        let now = chrono::Utc::now().with_timezone(&chrono_tz::Pacific::Kiritimati);
+        for text in [
+            "0 0 30 2 *",
+            "0 0 31 4 *",
+            "0 0 0 29 2 * 2100",
+            "0 0 0 1 1 * 2099",
+        ] {
+            let schedule = schedule(text).expect("a valid schedule");
+            assert!(schedule.after(&now).take(3).count() <= 3, "{text}");
+        }
+    }
+
     #[test]
     fn webhook_paths_are_url_segments() {
         assert_eq!(webhook_path("leads"), Ok("leads".to_owned()));

@@ -177,11 +177,10 @@ fn token() -> impl Strategy<Value = &'static str> {
 fn mutation() -> impl Strategy<Value = Mutation> {
     let at = any::<usize>();
     prop_oneof![
-        (at.clone(), 1..40usize).prop_map(|(at, length)| Mutation::Delete { at, length }),
-        (at.clone(), token()).prop_map(|(at, token)| Mutation::Insert { at, token }),
-        (at.clone(), 1..200usize).prop_map(|(at, length)| Mutation::Duplicate { at, length }),
-        (at.clone(), any::<usize>())
-            .prop_map(|(first, second)| Mutation::SwapLines { first, second }),
+        (at, 1..40usize).prop_map(|(at, length)| Mutation::Delete { at, length }),
+        (at, token()).prop_map(|(at, token)| Mutation::Insert { at, token }),
+        (at, 1..200usize).prop_map(|(at, length)| Mutation::Duplicate { at, length }),
+        (at, any::<usize>()).prop_map(|(first, second)| Mutation::SwapLines { first, second }),
         (at, token()).prop_map(|(at, token)| Mutation::Replace { at, token }),
     ]
 }

@@ -20,6 +20,7 @@ mod process;
 mod recovery;
 mod restart;
 mod retry;
+mod retry_after;
 mod rules;
 mod stats;
 mod support;

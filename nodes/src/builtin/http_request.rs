@@ -236,9 +236,16 @@ pub(super) fn parse_url(text: &str) -> Result<Url, String> {
     }
 }
 
+/// The longest `timeout` of an outbound call, as long as the longest node `timeout`: a
+/// longer one could never take effect, and a huge one would overflow deadline arithmetic.
+pub(super) const MAX_TIMEOUT: Duration = Duration::from_secs(24 * 60 * 60);
+
 pub(super) fn parse_timeout(text: &str) -> Result<Duration, String> {
     match humantime::parse_duration(text) {
         Ok(duration) if duration.is_zero() => Err("the timeout must be longer than zero".into()),
+        Ok(duration) if duration > MAX_TIMEOUT => Err(format!(
+            "the timeout `{text}` is longer than the most allowed, 24h"
+        )),
         Ok(duration) => Ok(duration),
         Err(error) => Err(format!("`{text}` is not a duration such as `10s`: {error}")),
     }
@@ -887,6 +894,19 @@ mod tests {
         assert_eq!(retry_after(earlier, now), Some(Duration::ZERO));
         assert_eq!(retry_after("soon", now), None);
         assert_eq!(retry_after("-1", now), None);
+    }
+
+    #[test]
+    fn timeouts_are_bounded() {
+        assert_eq!(parse_timeout("24h"), Ok(MAX_TIMEOUT));
+        assert_eq!(
+            parse_timeout("10000000years").unwrap_err(),
+            "the timeout `10000000years` is longer than the most allowed, 24h"
+        );
+        assert_eq!(
+            error_path(json!({"url": "https://example.com", "timeout": "25h"})),
+            "timeout"
+        );
     }
 
     #[test]

@@ -168,9 +168,18 @@ fn parse_api_key(text: &str) -> Result<String, String> {
     Ok(text.trim().to_owned())
 }
 
+/// The longest `cache_ttl`: a year is already longer than any enrichment stays true.
+const MAX_CACHE_TTL: Duration = Duration::from_secs(365 * 24 * 60 * 60);
+
 fn parse_ttl(text: &str) -> Result<Duration, String> {
-    humantime::parse_duration(text)
-        .map_err(|error| format!("`{text}` is not a duration such as `7d`: {error}"))
+    let ttl = humantime::parse_duration(text)
+        .map_err(|error| format!("`{text}` is not a duration such as `7d`: {error}"))?;
+    if ttl > MAX_CACHE_TTL {
+        return Err(format!(
+            "`{text}` is longer than the most allowed, 365 days"
+        ));
+    }
+    Ok(ttl)
 }
 
 fn read_rate_limit(phase: Phase, value: &Value, path: &str) -> Read<f64> {
@@ -262,6 +271,14 @@ mod tests {
                 "base_url",
             ),
             (json!({"api_key": "k", "cache_ttl": "forever"}), "cache_ttl"),
+            (
+                json!({"api_key": "k", "cache_ttl": "10000000years"}),
+                "cache_ttl",
+            ),
+            (
+                json!({"api_key": "k", "timeout": "10000000years"}),
+                "timeout",
+            ),
             (json!({"api_key": "k", "timeout": "0s"}), "timeout"),
             (json!({"api_key": "k", "rate_limit": 0}), "rate_limit"),
             (json!({"api_key": "k", "rate_limit": "10"}), "rate_limit"),
