@@ -15,6 +15,7 @@ mod postgres;
 mod private_postgres;
 mod process;
 mod recovery;
+mod redaction;
 mod restart;
 mod retry;
 mod rules;
