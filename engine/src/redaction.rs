@@ -101,10 +101,16 @@ impl Redaction {
             Matcher::Whole => return Cow::Borrowed(REDACTED),
             Matcher::Automaton(automaton) => automaton,
         };
+        // `is_match` uses the automaton's fast prefilters; the overlapping search that finds
+        // every match, and the view that maps a match back to the text, only run after a hit.
         let mut ranges = Vec::new();
-        self.collect(automaton, text, None, used, &mut ranges);
+        if automaton.is_match(text) {
+            self.collect(automaton, text, None, used, &mut ranges);
+        }
         for decoding in Decoding::ALL {
-            if let Some(view) = views::view(text, decoding) {
+            let hit =
+                views::decoded(text, decoding).is_some_and(|bytes| automaton.is_match(&bytes));
+            if let Some(view) = views::view(text, decoding).filter(|_| hit) {
                 self.collect(automaton, text, Some(&view), used, &mut ranges);
             }
         }

@@ -68,37 +68,81 @@ impl View {
     }
 }
 
+/// Where [`walk`] writes a decoded text.
+trait Sink {
+    /// A run of text that is not an escape, starting at byte `at`.
+    fn literal(&mut self, bytes: &[u8], at: usize);
+    /// What the escape at `start..end` stands for.
+    fn escape(&mut self, bytes: &[u8], start: usize, end: usize);
+}
+
+impl Sink for Vec<u8> {
+    fn literal(&mut self, bytes: &[u8], _: usize) {
+        self.extend_from_slice(bytes);
+    }
+
+    fn escape(&mut self, bytes: &[u8], _: usize, _: usize) {
+        self.extend_from_slice(bytes);
+    }
+}
+
+impl Sink for View {
+    fn literal(&mut self, bytes: &[u8], at: usize) {
+        for (offset, byte) in bytes.iter().enumerate() {
+            self.push(&[*byte], at + offset, at + offset + 1);
+        }
+    }
+
+    fn escape(&mut self, bytes: &[u8], start: usize, end: usize) {
+        self.push(bytes, start, end);
+    }
+}
+
 /// `text` decoded, or `None` when it holds no escape of this kind (the common case, at the cost
-/// of one `memchr`-like scan).
+/// of one `memchr`-like scan). Only the bytes: see [`view`] for where each came from.
+pub fn decoded(text: &str, decoding: Decoding) -> Option<Vec<u8>> {
+    let mut bytes = Vec::with_capacity(text.len());
+    walk(text, decoding, &mut bytes).then_some(bytes)
+}
+
+/// `text` decoded with the origin of every byte, or `None` when there is nothing to decode.
 pub fn view(text: &str, decoding: Decoding) -> Option<View> {
-    let bytes = text.as_bytes();
-    if !bytes.contains(&decoding.marker()) {
-        return None;
-    }
     let mut view = View {
-        bytes: Vec::with_capacity(bytes.len()),
-        starts: Vec::with_capacity(bytes.len()),
-        ends: Vec::with_capacity(bytes.len()),
+        bytes: Vec::new(),
+        starts: Vec::new(),
+        ends: Vec::new(),
     };
-    let mut at = 0;
-    while at < bytes.len() {
-        let step = match decoding.decode(bytes, at) {
-            Some((Unit::Byte(byte), length)) => {
-                view.push(&[byte], at, at + length);
-                length
-            }
-            Some((Unit::Char(c), length)) => {
-                view.push(c.encode_utf8(&mut [0; 4]).as_bytes(), at, at + length);
-                length
-            }
-            None => {
-                view.push(&bytes[at..=at], at, at + 1);
-                1
-            }
-        };
-        at += step;
+    walk(text, decoding, &mut view).then_some(view)
+}
+
+/// Writes `text` decoded into `sink`; false (and nothing written) when it has no marker at all.
+fn walk(text: &str, decoding: Decoding, sink: &mut impl Sink) -> bool {
+    let bytes = text.as_bytes();
+    let marker = decoding.marker();
+    if !bytes.contains(&marker) {
+        return false;
     }
-    Some(view)
+    let mut copied = 0;
+    let mut at = 0;
+    while let Some(offset) = bytes[at..].iter().position(|b| *b == marker) {
+        at += offset;
+        match decoding.decode(bytes, at) {
+            Some((unit, length)) => {
+                sink.literal(&bytes[copied..at], copied);
+                match unit {
+                    Unit::Byte(byte) => sink.escape(&[byte], at, at + length),
+                    Unit::Char(c) => {
+                        sink.escape(c.encode_utf8(&mut [0; 4]).as_bytes(), at, at + length);
+                    }
+                }
+                at += length;
+                copied = at;
+            }
+            None => at += 1,
+        }
+    }
+    sink.literal(&bytes[copied..], copied);
+    true
 }
 
 fn hex_value(digits: &[u8]) -> Option<u32> {
