@@ -15,6 +15,35 @@ use serde_json::Value;
 use super::{MIN_SECRET_LENGTH, REDACTED, Redaction, SecretUse};
 use crate::template::Templates;
 
+/// The longest derived value recorded: filters of a secret are short, and a longer string (a
+/// body with a secret inside) would make the automaton large; the secret inside it is still
+/// found by the needles.
+pub const MAX_DERIVED_LENGTH: usize = 4096;
+
+/// The most bytes of derived values one attempt records (a `foreach` of many items).
+pub const MAX_DERIVED_TOTAL: usize = 256 * 1024;
+
+/// Derived values by value, with what the stored input shows for each, within the caps above.
+#[derive(Default)]
+struct Pairs {
+    shown_for: BTreeMap<String, String>,
+    bytes: usize,
+}
+
+impl Pairs {
+    fn insert(&mut self, real: &str, shown: &str) {
+        let length = real.len();
+        if !(MIN_SECRET_LENGTH..=MAX_DERIVED_LENGTH).contains(&length)
+            || self.bytes + length > MAX_DERIVED_TOTAL
+            || self.shown_for.contains_key(real)
+        {
+            return;
+        }
+        self.bytes += length;
+        self.shown_for.insert(real.to_owned(), shown.to_owned());
+    }
+}
+
 /// Redacts what one attempt produced: its output and error messages.
 #[derive(Debug)]
 pub struct Redactor<'r> {
@@ -70,11 +99,11 @@ impl<'r> Redactor<'r> {
         }
     }
 
-    fn with_derived(mut self, pairs: BTreeMap<String, String>) -> Self {
-        if pairs.is_empty() {
+    fn with_derived(mut self, pairs: Pairs) -> Self {
+        if pairs.shown_for.is_empty() {
             return self;
         }
-        let (values, shown): (Vec<String>, Vec<String>) = pairs.into_iter().unzip();
+        let (values, shown): (Vec<String>, Vec<String>) = pairs.shown_for.into_iter().unzip();
         self.derived = AhoCorasick::builder()
             .match_kind(MatchKind::LeftmostLongest)
             .build(&values)
@@ -99,7 +128,7 @@ pub fn shown<'r>(
     if used.is_none() {
         return (real, Redactor::new(redaction, used));
     }
-    let mut pairs = BTreeMap::new();
+    let mut pairs = Pairs::default();
     let shown = render_hidden(templates, template, real, hidden_scope, &mut pairs);
     (shown, Redactor::new(redaction, used).with_derived(pairs))
 }
@@ -116,7 +145,7 @@ pub fn compared<'r>(
         return (real, Redactor::new(redaction, used));
     }
     let shown = shown.unwrap_or_else(|| redaction.value(real.clone(), &used));
-    let mut pairs = BTreeMap::new();
+    let mut pairs = Pairs::default();
     derived_pairs(&real, &shown, &mut pairs);
     (shown, Redactor::new(redaction, used).with_derived(pairs))
 }
@@ -126,7 +155,7 @@ fn render_hidden(
     template: &Value,
     real: Value,
     hidden_scope: &Value,
-    pairs: &mut BTreeMap<String, String>,
+    pairs: &mut Pairs,
 ) -> Value {
     match (template, real) {
         (Value::String(text), real) if text.contains("secrets") => {
@@ -162,12 +191,13 @@ fn render_hidden(
 
 /// Records each string of `real` that differs from its place in `shown`, with what `shown`
 /// has there (`[redacted]` where the shapes part). Values shorter than [`MIN_SECRET_LENGTH`]
-/// are not recorded: replacing them would rewrite ordinary short strings.
-fn derived_pairs(real: &Value, shown: &Value, pairs: &mut BTreeMap<String, String>) {
+/// are not recorded: replacing them would rewrite ordinary short strings; nor are values over
+/// the caps above.
+fn derived_pairs(real: &Value, shown: &Value, pairs: &mut Pairs) {
     match (real, shown) {
         (Value::String(real), Value::String(shown)) => {
-            if real != shown && real.len() >= MIN_SECRET_LENGTH {
-                pairs.insert(real.clone(), shown.clone());
+            if real != shown {
+                pairs.insert(real, shown);
             }
         }
         (Value::Array(real), Value::Array(shown)) if real.len() == shown.len() => {
@@ -184,11 +214,9 @@ fn derived_pairs(real: &Value, shown: &Value, pairs: &mut BTreeMap<String, Strin
     }
 }
 
-fn every_string(real: &Value, pairs: &mut BTreeMap<String, String>) {
+fn every_string(real: &Value, pairs: &mut Pairs) {
     match real {
-        Value::String(text) if text.len() >= MIN_SECRET_LENGTH => {
-            pairs.insert(text.clone(), REDACTED.to_owned());
-        }
+        Value::String(text) => pairs.insert(text, REDACTED),
         Value::Array(items) => items.iter().for_each(|item| every_string(item, pairs)),
         Value::Object(map) => map.values().for_each(|item| every_string(item, pairs)),
         _ => {}
