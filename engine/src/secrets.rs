@@ -24,7 +24,8 @@ pub enum Error {
     #[error(
         "secret {name} is shorter than {MIN_SECRET_LENGTH} characters: a value that short cannot be \
          told apart from ordinary data, so it cannot be kept out of what the engine stores; \
-         use a longer value (an empty value is allowed and hides nothing)"
+         use a longer value, or write a value that is not secret (a port, a mode) in the workflow \
+         itself"
     )]
     TooShort { name: String },
 }
