@@ -165,3 +165,19 @@ fn long_derived_values_are_left_to_the_needles() {
         json!(format!("{body}{reversed}"))
     );
 }
+
+#[test]
+fn two_secrets_with_one_value_are_each_found() {
+    let redaction = Redaction::new(&Secrets::new(BTreeMap::from([
+        ("A".to_owned(), "same-value-1".to_owned()),
+        ("B".to_owned(), "same-value-1".to_owned()),
+    ])));
+    for text in ["{{ secrets.A }}", "{{ secrets.B }}"] {
+        let used = redaction.read_by(&[], &[text]);
+        assert_eq!(
+            redaction.text("x same-value-1", &used),
+            "x [redacted]",
+            "{text}"
+        );
+    }
+}
