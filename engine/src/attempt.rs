@@ -247,11 +247,7 @@ fn stored_input<'s>(
     scope: &mut Value,
     input: Value,
 ) -> (Value, Redactor<'s>) {
-    let templates: Vec<&Value> = [Some(&node.with), node.foreach.as_ref()]
-        .into_iter()
-        .flatten()
-        .collect();
-    let used = shared.redaction.read_by(&templates, &[]);
+    let used = shared.redaction.read_by(&input_templates(node), &[]);
     if used.is_none() {
         return (input, Redactor::new(&shared.redaction, used));
     }
@@ -269,13 +265,19 @@ fn stored_input<'s>(
 
 /// Redacts a template error of the node: the secrets any of its templates read.
 fn template_redactor<'s>(shared: &'s Shared, node: &NodeDef) -> Redactor<'s> {
-    let templates: Vec<&Value> = [Some(&node.with), node.foreach.as_ref()]
+    let condition = node.condition.as_deref();
+    let used = shared
+        .redaction
+        .read_by(&input_templates(node), condition.as_slice());
+    Redactor::new(&shared.redaction, used)
+}
+
+/// The templates whose renderings make the node's input: `with` and `foreach`.
+fn input_templates(node: &NodeDef) -> Vec<&Value> {
+    [Some(&node.with), node.foreach.as_ref()]
         .into_iter()
         .flatten()
-        .collect();
-    let condition = node.condition.as_deref();
-    let used = shared.redaction.read_by(&templates, condition.as_slice());
-    Redactor::new(&shared.redaction, used)
+        .collect()
 }
 
 fn failed(error: NodeError, redactor: &Redactor) -> AttemptOutcome {

@@ -164,6 +164,12 @@ async fn filters_applied_to_a_secret_are_not_stored_in_clear() {
         run["output"],
         json!({ "node": node_output, "direct": "[redacted]" })
     );
+    let each = ["first: [REDACTED]", "second: [REDACTED]"];
+    assert_eq!(
+        run["nodes"]["each"]["history"][0]["input"],
+        json!([{ "value": each[0] }, { "value": each[1] }])
+    );
+    assert_eq!(run["nodes"]["each"]["output"], json!(each));
     let reversed: String = TOKEN.chars().rev().collect();
     assert_absent(
         &run,
