@@ -10,6 +10,7 @@ use futures::{StreamExt, TryStreamExt};
 use serde_json::Value;
 
 use crate::engine::{Error, Shared};
+use crate::redaction::{self, Redactor, SecretUse};
 use crate::store::{AttemptKey, AttemptOutcome, AttemptStatus, ErrorInfo};
 use crate::template::TemplateError;
 use crate::workflow::{NodeDef, Workflow};
@@ -41,9 +42,10 @@ pub async fn execute(shared: &Arc<Shared>, key: &AttemptKey) -> Result<(), Error
     }
     let Some(node) = workflow.node(&key.node_id) else {
         let error = NodeError::permanent(ErrorKind::Node, "the node is not in the workflow");
-        return finish(shared, &workflow, key, "unknown", failed(error, shared)).await;
+        let redactor = Redactor::new(&shared.redaction, SecretUse::none());
+        return finish(shared, &workflow, key, "unknown", failed(error, &redactor)).await;
     };
-    let scope = scope::for_run(
+    let mut scope = scope::for_run(
         &run.trigger,
         &attempts,
         &shared.secrets,
@@ -60,7 +62,7 @@ pub async fn execute(shared: &Arc<Shared>, key: &AttemptKey) -> Result<(), Error
             {
                 return Ok(());
             }
-            failed(error, shared)
+            failed(error, &template_redactor(shared, node))
         }
         Ok(Prepared::Skip) => outcome(AttemptStatus::Skipped, None, None, false),
         Ok(prepared) => {
@@ -69,7 +71,7 @@ pub async fn execute(shared: &Arc<Shared>, key: &AttemptKey) -> Result<(), Error
                 Prepared::Single(input) => input.clone(),
                 Prepared::Skip => Value::Null,
             };
-            let input = scope::redact(input, &shared.secrets);
+            let (input, redactor) = stored_input(shared, node, &mut scope, input);
             if !store
                 .start_attempt(key, Some(&input), &shared.worker_id, Utc::now())
                 .await?
@@ -79,10 +81,10 @@ pub async fn execute(shared: &Arc<Shared>, key: &AttemptKey) -> Result<(), Error
             let ctx = context(shared, &workflow, key, &run.id);
             match run_prepared(shared, node, &ctx, prepared).await {
                 Ok(output) => {
-                    let output = scope::redact(output, &shared.secrets);
+                    let output = redactor.value(output);
                     outcome(AttemptStatus::Succeeded, Some(output), None, false)
                 }
-                Err(error) => failed(error, shared),
+                Err(error) => failed(error, &redactor),
             }
         }
     };
@@ -238,8 +240,49 @@ fn template_error(error: TemplateError) -> NodeError {
     NodeError::permanent(ErrorKind::Template, error.to_string())
 }
 
-fn failed(error: NodeError, shared: &Shared) -> AttemptOutcome {
-    let message = scope::redact_text(&error.message, &shared.secrets);
+/// What is stored of the attempt's input, and the redactor of its output and errors (see
+/// [`crate::redaction`]). Hides the secrets in `scope`, which nothing reads afterwards.
+fn stored_input<'s>(
+    shared: &'s Shared,
+    node: &NodeDef,
+    scope: &mut Value,
+    input: Value,
+) -> (Value, Redactor<'s>) {
+    let used = shared.redaction.read_by(&input_templates(node), &[]);
+    if used.is_none() {
+        return (input, Redactor::new(&shared.redaction, used));
+    }
+    scope::hide_secrets(scope);
+    if node.foreach.is_none() {
+        let templates = &shared.templates;
+        return redaction::shown(&shared.redaction, used, templates, &node.with, input, scope);
+    }
+    let shown = match prepare(shared, node, scope) {
+        Ok(Prepared::Each(inputs)) => Some(Value::Array(inputs)),
+        _ => None,
+    };
+    redaction::compared(&shared.redaction, used, input, shown)
+}
+
+/// Redacts a template error of the node: the secrets any of its templates read.
+fn template_redactor<'s>(shared: &'s Shared, node: &NodeDef) -> Redactor<'s> {
+    let condition = node.condition.as_deref();
+    let used = shared
+        .redaction
+        .read_by(&input_templates(node), condition.as_slice());
+    Redactor::new(&shared.redaction, used)
+}
+
+/// The templates whose renderings make the node's input: `with` and `foreach`.
+fn input_templates(node: &NodeDef) -> Vec<&Value> {
+    [Some(&node.with), node.foreach.as_ref()]
+        .into_iter()
+        .flatten()
+        .collect()
+}
+
+fn failed(error: NodeError, redactor: &Redactor) -> AttemptOutcome {
+    let message = redactor.text(&error.message);
     let mut outcome = outcome(
         AttemptStatus::Failed,
         None,

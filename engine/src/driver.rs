@@ -11,10 +11,13 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use futures::FutureExt;
 use futures::future::BoxFuture;
+use serde_json::Value;
 
 use crate::engine::{Error, Shared};
+use crate::redaction::{self, Redactor};
 use crate::scheduler::{self, Action};
 use crate::store::{AttemptKey, AttemptRecord, AttemptStatus, ErrorInfo, RunRecord, RunStatus};
+use crate::template::TemplateError;
 use crate::workflow::{NodeId, Workflow};
 use crate::{dispatch, reopen, scope, telemetry};
 
@@ -235,19 +238,7 @@ async fn succeed(
 ) -> Result<(), Error> {
     let output = match &workflow.output {
         None => Ok(None),
-        Some(template) => {
-            let scope = scope::for_run(
-                &run.trigger,
-                attempts,
-                &shared.secrets,
-                &run.id,
-                workflow.id.as_str(),
-            );
-            shared
-                .templates
-                .render_value(template, &scope)
-                .map(|value| Some(scope::redact(value, &shared.secrets)))
-        }
+        Some(template) => render_output(shared, workflow, template, run, attempts),
     };
     match output {
         Ok(output) => {
@@ -267,7 +258,12 @@ async fn succeed(
             Ok(())
         }
         Err(error) => {
-            let message = scope::redact_text(&format!("run output: {error}"), &shared.secrets);
+            let template = workflow.output.as_ref().unwrap_or(&Value::Null);
+            let redactor = Redactor::new(
+                &shared.redaction,
+                shared.redaction.read_by(&[template], &[]),
+            );
+            let message = redactor.text(&format!("run output: {error}"));
             let error = ErrorInfo::new("template", message);
             end_run(shared, workflow, run, attempts, RunStatus::Failed, error).await
         }
@@ -288,7 +284,7 @@ async fn fail_unloadable(
     let now = Utc::now();
     store.cancel_open_attempts(&run.id, now).await?;
     shared.run_token(&run.id).cancel();
-    let message = scope::redact_text(&error.to_string(), &shared.secrets);
+    let message = shared.redaction.engine_text(&error.to_string());
     let error = ErrorInfo::new(UNLOADABLE, message);
     if !store
         .finish_run(&run.id, RunStatus::Failed, None, Some(&error), now)
@@ -315,6 +311,36 @@ async fn fail_unloadable(
 
 /// The error kind of a run failed because its workflow revision cannot be loaded.
 pub const UNLOADABLE: &str = "revision";
+
+/// The run's `output`, as it is stored: with `[redacted]` where it used a secret (see
+/// [`crate::redaction`]).
+fn render_output(
+    shared: &Shared,
+    workflow: &Workflow,
+    template: &Value,
+    run: &RunRecord,
+    attempts: &[AttemptRecord],
+) -> Result<Option<Value>, TemplateError> {
+    let mut scope = scope::for_run(
+        &run.trigger,
+        attempts,
+        &shared.secrets,
+        &run.id,
+        workflow.id.as_str(),
+    );
+    let output = shared.templates.render_value(template, &scope)?;
+    let used = shared.redaction.read_by(&[template], &[]);
+    scope::hide_secrets(&mut scope);
+    let (output, _) = redaction::shown(
+        &shared.redaction,
+        used,
+        &shared.templates,
+        template,
+        output,
+        &scope,
+    );
+    Ok(Some(output))
+}
 
 /// The error kind of the attempt that closes a node a failed or cancelled run never reached.
 pub const UNREACHED: &str = "unreached";

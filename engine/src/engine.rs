@@ -165,6 +165,8 @@ pub(crate) struct Shared {
     pub registry: Registry,
     pub templates: Templates,
     pub secrets: Secrets,
+    /// The needles of `secrets`, built once.
+    pub redaction: crate::redaction::Redaction,
     pub http: reqwest::Client,
     /// The cache and lead store nodes use.
     pub services: Services,
@@ -265,6 +267,7 @@ impl Engine {
             registry,
             templates,
             secrets: options.secrets.clone(),
+            redaction: crate::redaction::Redaction::new(&options.secrets),
             http,
             services,
             revisions,
@@ -368,7 +371,9 @@ impl Engine {
             workflow_id: workflow.id.to_string(),
             revision: workflow.source.hash.clone(),
             status: RunStatus::Queued,
-            trigger: crate::scope::redact(request.trigger, &shared.secrets),
+            // Client data is stored as sent: rewriting it would tell the client which of its
+            // values equal a secret.
+            trigger: request.trigger,
             output: None,
             error: None,
             created_at: Utc::now(),

@@ -13,6 +13,7 @@ mod inputs;
 pub mod oneshot;
 pub mod queue;
 mod recovery;
+pub mod redaction;
 mod reopen;
 mod revisions;
 pub mod scheduler;

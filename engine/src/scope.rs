@@ -1,13 +1,13 @@
 //! What templates can see (`trigger`, `nodes`, `secrets`, `run`, `workflow`, `item`, `index`),
-//! and the redaction that keeps secret values out of everything the engine stores or prints.
+//! and the same scope with secrets hidden, whose renderings are what gets stored (see
+//! [`crate::redaction`]).
 
 use enrichflow_nodes::Secrets;
 use serde_json::{Map, Value, json};
 
 use crate::store::{AttemptRecord, AttemptStatus};
 
-/// What replaces a secret value in stored data, logs and API responses.
-pub const REDACTED: &str = "[redacted]";
+use crate::redaction::REDACTED;
 
 /// The scope of a node attempt: the run's trigger and the latest state of every node that has
 /// one. Nodes never reached are absent, so referring to them is an undefined-name error.
@@ -70,35 +70,14 @@ fn secrets_object(secrets: &Secrets) -> Value {
     )
 }
 
-/// Replaces every occurrence of a secret value inside the strings of `value`.
-pub fn redact(value: Value, secrets: &Secrets) -> Value {
-    if secrets.is_empty() {
-        return value;
-    }
-    match value {
-        Value::String(text) => Value::String(redact_text(&text, secrets)),
-        Value::Array(items) => {
-            Value::Array(items.into_iter().map(|v| redact(v, secrets)).collect())
-        }
-        Value::Object(map) => Value::Object(
-            map.into_iter()
-                .map(|(key, v)| (redact_text(&key, secrets), redact(v, secrets)))
-                .collect(),
-        ),
-        other => other,
-    }
-}
-
-/// Replaces every occurrence of a secret value inside `text`. Empty values are ignored, since
-/// replacing them would mangle every string.
-pub fn redact_text(text: &str, secrets: &Secrets) -> String {
-    let mut text = text.to_owned();
-    for (_, secret) in secrets.iter() {
-        if !secret.is_empty() && text.contains(secret) {
-            text = text.replace(secret, REDACTED);
+/// Replaces the value of every secret in `scope` by [`REDACTED`]: a template rendered again
+/// with it shows `[redacted]` exactly where, and only where, it used a secret.
+pub fn hide_secrets(scope: &mut Value) {
+    if let Some(Value::Object(secrets)) = scope.get_mut("secrets") {
+        for value in secrets.values_mut() {
+            *value = Value::String(REDACTED.to_owned());
         }
     }
-    text
 }
 
 #[cfg(test)]
@@ -106,26 +85,15 @@ mod tests {
     use super::*;
     use std::collections::BTreeMap;
 
-    fn secrets() -> Secrets {
-        Secrets::new(BTreeMap::from([
-            ("TOKEN".to_owned(), "s3cr3t".to_owned()),
-            ("EMPTY".to_owned(), String::new()),
-        ]))
-    }
-
     #[test]
-    fn redacts_nested_strings_and_keys() {
-        let value = json!({"s3cr3t": ["Bearer s3cr3t", 1, {"x": "s3cr3t"}], "n": null});
-        let redacted = redact(value, &secrets());
-        assert_eq!(
-            redacted,
-            json!({"[redacted]": ["Bearer [redacted]", 1, {"x": "[redacted]"}], "n": null})
-        );
-    }
-
-    #[test]
-    fn empty_secrets_change_nothing() {
-        assert_eq!(redact_text("abc", &secrets()), "abc");
+    fn hidden_secrets_keep_their_names_and_lose_their_values() {
+        let secrets = Secrets::new(BTreeMap::from([(
+            "TOKEN".to_owned(),
+            "s3cr3t-value".to_owned(),
+        )]));
+        let mut scope = secrets_only(&secrets);
+        hide_secrets(&mut scope);
+        assert_eq!(scope, json!({ "secrets": { "TOKEN": "[redacted]" } }));
     }
 
     #[test]

@@ -1,10 +1,13 @@
 //! Where secrets come from: `ENRICHFLOW_SECRET_<NAME>` environment variables and, optionally, a
-//! file of `NAME=value` lines. The environment wins over the file.
+//! file of `NAME=value` lines. The environment wins over the file. Values shorter than
+//! [`MIN_SECRET_LENGTH`] are refused.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
 use enrichflow_nodes::Secrets;
+
+use crate::redaction::MIN_SECRET_LENGTH;
 
 const PREFIX: &str = "ENRICHFLOW_SECRET_";
 
@@ -18,6 +21,13 @@ pub enum Error {
     },
     #[error("{path}:{line}: expected NAME=value")]
     Malformed { path: String, line: usize },
+    #[error(
+        "secret {name} is shorter than {MIN_SECRET_LENGTH} characters: a value that short cannot be \
+         told apart from ordinary data, so it cannot be kept out of what the engine stores; \
+         use a longer value, or write a value that is not secret (a port, a mode) in the workflow \
+         itself"
+    )]
+    TooShort { name: String },
 }
 
 /// Secrets from the process environment and an optional file.
@@ -27,7 +37,21 @@ pub fn load(file: Option<&Path>) -> Result<Secrets, Error> {
         None => BTreeMap::new(),
     };
     values.extend(from_vars(std::env::vars()));
+    check_lengths(&values)?;
     Ok(Secrets::new(values))
+}
+
+/// Refuses values of 1 to 7 characters. Characters, not bytes: the redaction matches bytes,
+/// but a short value of multi-byte characters is as easy to guess and as common in text.
+fn check_lengths(values: &BTreeMap<String, String>) -> Result<(), Error> {
+    let short = values.iter().find(|(_, value)| {
+        let length = value.chars().count();
+        length > 0 && length < MIN_SECRET_LENGTH
+    });
+    match short {
+        Some((name, _)) => Err(Error::TooShort { name: name.clone() }),
+        None => Ok(()),
+    }
 }
 
 /// Picks `ENRICHFLOW_SECRET_<NAME>` out of environment-style pairs.
@@ -85,6 +109,19 @@ mod tests {
         let values = from_vars(vars.into_iter());
         assert_eq!(values.len(), 1);
         assert_eq!(values["TOKEN"], "abc");
+    }
+
+    #[test]
+    fn short_values_are_refused_by_name_and_empty_ones_allowed() {
+        let values = parse("LONG=long-enough\nEMPTY=\nPIN=1234567\n", "s").expect("valid");
+        let error = check_lengths(&values).unwrap_err().to_string();
+        assert!(
+            error.starts_with("secret PIN is shorter than 8 characters"),
+            "{error}"
+        );
+        assert!(!error.contains("1234567"), "{error}");
+        let values = parse("LONG=12345678\nEMPTY=\n", "s").expect("valid");
+        assert!(check_lengths(&values).is_ok());
     }
 
     #[test]

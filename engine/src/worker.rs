@@ -15,7 +15,6 @@ use chrono::Utc;
 use crate::attempt;
 use crate::driver;
 use crate::engine::{Error, Shared};
-use crate::scope;
 use crate::store::{AttemptKey, AttemptOutcome, AttemptStatus, ErrorInfo};
 
 /// The error kind of an attempt the engine could not execute.
@@ -85,7 +84,7 @@ async fn fail(shared: &Arc<Shared>, key: AttemptKey, error: &Error) {
         output: None,
         error: Some(ErrorInfo::new(
             ENGINE_ERROR,
-            scope::redact_text(&message, &shared.secrets),
+            shared.redaction.engine_text(&message),
         )),
         retryable: false,
         not_before: None,

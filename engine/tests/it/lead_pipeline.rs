@@ -42,8 +42,8 @@ impl SecretsFile {
         ));
         let uri = mocks.uri();
         let text = format!(
-            "CLEARBIT_API_KEY=ck_test\nCLEARBIT_BASE_URL={uri}\n\
-             HUNTER_API_KEY=hk_test\nHUNTER_BASE_URL={uri}\n\
+            "CLEARBIT_API_KEY=ck_test_key\nCLEARBIT_BASE_URL={uri}\n\
+             HUNTER_API_KEY=hk_test_key\nHUNTER_BASE_URL={uri}\n\
              SLACK_WEBHOOK={uri}/slack/T000/B000/secret\n"
         );
         std::fs::write(&file, text).expect("write the secrets file");
@@ -66,7 +66,7 @@ async fn mount_providers(mocks: &MockServer) {
     Mock::given(method("GET"))
         .and(path("/v2/companies/find"))
         .and(query_param("domain", "analytical-engines.com"))
-        .and(header("authorization", "Bearer ck_test"))
+        .and(header("authorization", "Bearer ck_test_key"))
         .respond_with(ResponseTemplate::new(200).set_body_json(fixture("clearbit_company.json")))
         .expect(1)
         .mount(mocks)

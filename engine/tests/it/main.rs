@@ -18,6 +18,7 @@ mod postgres;
 mod private_postgres;
 mod process;
 mod recovery;
+mod redaction;
 mod restart;
 mod retry;
 mod retry_after;
