@@ -4,6 +4,15 @@
 //! A string that is exactly one `{{ expr }}` keeps the JSON type of what `expr` evaluates to;
 //! any other string with `{{`/`{%` renders to a string; a string without either is returned as
 //! it is without touching minijinja. Undefined names and attributes are errors (strict mode).
+//!
+//! Every render runs under [`Limits`]: a fuel budget, a cap on its output, safe versions of
+//! the builtins an argument can make expensive, and a check at load of the constants minijinja
+//! folds while compiling (see `analysis`).
+
+mod analysis;
+mod limits;
+
+pub use limits::Limits;
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -11,6 +20,8 @@ use std::sync::{Arc, RwLock};
 use minijinja::value::Serde;
 use minijinja::{AutoEscape, Environment, Template, UndefinedBehavior};
 use serde_json::Value;
+
+use self::limits::CappedWriter;
 
 /// A template or expression that does not parse or does not evaluate.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -38,6 +49,7 @@ pub struct Templates {
 
 struct Shared {
     environment: Environment<'static>,
+    limits: Limits,
     /// What each template source reads from the scope, worked out once per source.
     reads: RwLock<HashMap<String, Arc<Reads>>>,
 }
@@ -67,7 +79,12 @@ fn json_spelling(
 }
 
 impl Templates {
+    /// Templates under the default [`Limits`].
     pub fn new() -> Self {
+        Self::with_limits(Limits::default())
+    }
+
+    pub fn with_limits(limits: Limits) -> Self {
         let mut environment = Environment::new();
         environment.set_undefined_behavior(UndefinedBehavior::Strict);
         // Names are source texts, so a text ending in `.html` must not switch on HTML escaping.
@@ -80,10 +97,18 @@ impl Templates {
         }
         // `include`/`import` are compiled out (no `multi_template` feature), so the loader is
         // only ever asked for texts this module passes to `get_template`.
-        environment.set_loader(|name| Ok(Some(name.to_owned())));
+        // Checked here rather than in `check_template` alone, because a run also compiles
+        // texts its revision was loaded with long ago, and the `if:` wrappers.
+        let max_constant_bytes = limits.max_constant_bytes;
+        environment.set_loader(move |name| match analysis::template(name, max_constant_bytes) {
+            Ok(_) => Ok(Some(name.to_owned())),
+            Err(too_large) => Err(constant_too_large(&too_large)),
+        });
+        limits::install(&mut environment, limits);
         Self {
             shared: Arc::new(Shared {
                 environment,
+                limits,
                 reads: RwLock::new(HashMap::new()),
             }),
         }
@@ -128,8 +153,7 @@ impl Templates {
         let Ok(template) = self.shared.environment.get_template(source) else {
             return Vec::new();
         };
-        let mut ids: Vec<String> = template
-            .undeclared_variables(true)
+        let mut ids: Vec<String> = read_paths(&template, self.shared.limits)
             .into_iter()
             .filter_map(|path| {
                 let mut names = path.split('.');
@@ -176,10 +200,44 @@ impl Templates {
             });
         }
         let template = self.template(text, text)?;
-        template
-            .render(self.context(text, &template, scope))
+        let mut output = CappedWriter::new(self.shared.limits.max_output_bytes);
+        let rendered = template.render_captured_to(self.context(text, &template, scope), &mut output);
+        if output.exceeded {
+            return Err(self.output_too_large(text));
+        }
+        rendered.map_err(|error| self.error(text, &error))?;
+        String::from_utf8(output.bytes)
             .map(Value::String)
-            .map_err(|error| template_error(text, &error))
+            .map_err(|_| TemplateError {
+                expression: text.to_owned(),
+                message: "the output is not UTF-8".to_owned(),
+            })
+    }
+
+    fn output_too_large(&self, text: &str) -> TemplateError {
+        TemplateError {
+            expression: text.to_owned(),
+            message: format!(
+                "the output is larger than the template output limit of {} bytes",
+                self.shared.limits.max_output_bytes
+            ),
+        }
+    }
+
+    /// The error without minijinja's `(in <name>:<line>)` suffix (the name is the source text,
+    /// which [`TemplateError::expression`] already carries), and running out of fuel said in
+    /// the engine's words.
+    fn error(&self, text: &str, error: &minijinja::Error) -> TemplateError {
+        if error.kind() == minijinja::ErrorKind::OutOfFuel {
+            return TemplateError {
+                expression: text.to_owned(),
+                message: format!(
+                    "the template exhausted its budget of {} instructions (template fuel)",
+                    self.shared.limits.fuel
+                ),
+            };
+        }
+        template_error(text, error)
     }
 
     /// Evaluates `expression`; errors name `text` (what the user wrote).
@@ -200,8 +258,12 @@ impl Templates {
         };
         let captured = template
             .render_captured(self.context(&source, &template, scope))
-            .map_err(|error| template_error(text, &error))?;
+            .map_err(|error| self.error(text, &error))?;
+        let max = self.shared.limits.max_output_bytes;
         match captured.state().lookup(RESULT) {
+            Some(value) if limits::approximate_size(&value, max) > max => {
+                Err(self.output_too_large(text))
+            }
             Some(value) if !value.is_undefined() => Ok(value),
             // Strict mode lets a bare undefined through an assignment; it is still an error.
             _ => Err(TemplateError {
@@ -233,7 +295,7 @@ impl Templates {
             .get(source)
             .cloned();
         let reads = cached.unwrap_or_else(|| {
-            let reads = Arc::new(Reads::of(template));
+            let reads = Arc::new(Reads::of(template, self.shared.limits));
             let mut all = self.shared.reads.write().unwrap_or_else(|e| e.into_inner());
             all.entry(source.to_owned()).or_insert(reads).clone()
         });
@@ -241,6 +303,9 @@ impl Templates {
     }
 
     fn compile_expression(&self, text: &str, expression: &str) -> Result<(), TemplateError> {
+        // `compile_expression` folds constants without going through the loader's check.
+        analysis::expression(expression, self.shared.limits.max_constant_bytes)
+            .map_err(|too_large| template_error(text, &constant_too_large(&too_large)))?;
         self.shared
             .environment
             .compile_expression(expression)
@@ -272,9 +337,8 @@ struct Reads {
 }
 
 impl Reads {
-    fn of(template: &Template<'_, '_>) -> Self {
-        let paths = template
-            .undeclared_variables(true)
+    fn of(template: &Template<'_, '_>, limits: Limits) -> Self {
+        let paths = read_paths(template, limits)
             .into_iter()
             .map(|path| {
                 let mut names: Vec<String> = path.split('.').map(str::to_owned).collect();
@@ -291,6 +355,27 @@ impl Reads {
         let paths: Vec<&[String]> = self.paths.iter().map(Vec::as_slice).collect();
         part(scope, &paths)
     }
+}
+
+/// The dotted scope paths a template reads: minijinja's analysis, plus what it misses, the
+/// values that are sliced (`trigger.body.name[1:]`).
+fn read_paths(template: &Template<'_, '_>, limits: Limits) -> Vec<String> {
+    let mut paths: Vec<String> = template.undeclared_variables(true).into_iter().collect();
+    if let Ok(findings) = analysis::template(template.source(), limits.max_constant_bytes) {
+        paths.extend(findings.slice_paths);
+    }
+    paths
+}
+
+/// The load error of a constant expression too large to fold.
+fn constant_too_large(too_large: &analysis::TooLarge) -> minijinja::Error {
+    minijinja::Error::new(
+        minijinja::ErrorKind::InvalidOperation,
+        format!(
+            "a constant expression would build {} bytes when compiled, more than the limit of {} bytes",
+            too_large.bytes, too_large.limit
+        ),
+    )
 }
 
 /// `value` narrowed to `paths` (relative to it); whole when a path ends here.
@@ -625,5 +710,136 @@ mod tests {
             json!("6 and r1")
         );
         assert!(Arc::ptr_eq(&templates.shared, &clone.shared));
+    }
+    fn small_limits() -> Limits {
+        Limits {
+            fuel: 10_000,
+            max_output_bytes: 1_000,
+            ..Limits::default()
+        }
+    }
+
+    fn render_with(limits: Limits, text: &str) -> Result<Value, TemplateError> {
+        Templates::with_limits(limits).render_value(&json!(text), &scope())
+    }
+
+    #[test]
+    fn slices_of_scope_values_work_like_slices_of_literals() {
+        let scope = json!({"trigger": {"body": {"name": "abcdef", "list": [1, 2, 3]}},
+            "nodes": {"a": {"output": {"items": [4, 5, 6]}}}});
+        let templates = Templates::new();
+        let cases = [
+            ("{{ 'abc'[1:] }}", json!("bc")),
+            ("{{ trigger.body.name[1:] }}", json!("bcdef")),
+            ("{{ trigger.body.name[:-2] }}", json!("abcd")),
+            ("name={{ trigger.body.name[::2] }}", json!("name=ace")),
+            ("{{ trigger.body.list[1:] }}", json!([2, 3])),
+            ("{{ nodes.a.output.items[-1:] }}", json!([6])),
+        ];
+        for (text, expected) in cases {
+            let rendered = templates.render_value(&json!(text), &scope);
+            assert_eq!(rendered.unwrap(), expected, "{text}");
+        }
+        assert!(templates.eval_condition("trigger.body.name[:1] == 'a'", &scope).unwrap());
+        assert_eq!(templates.node_references("{{ nodes.a.output.items[1:] }}"), ["a"]);
+    }
+
+    #[test]
+    fn running_out_of_fuel_is_an_error_that_names_the_budget() {
+        let text = "{% for a in range(1000) %}{% for b in range(1000) %}{% endfor %}{% endfor %}";
+        let error = render_with(small_limits(), text).unwrap_err();
+        assert_eq!(
+            error.message,
+            "the template exhausted its budget of 10000 instructions (template fuel)"
+        );
+        let tight = Limits {
+            fuel: 10,
+            ..Limits::default()
+        };
+        let sum = vec!["trigger.body.n"; 20].join(" + ");
+        let error = Templates::with_limits(tight)
+            .eval_condition(&sum, &scope())
+            .unwrap_err();
+        assert!(error.message.contains("budget of 10 instructions"), "{error}");
+        // The default budget leaves room for ordinary loops.
+        let text = "{% for c in range(1000) %}{{ c }}{% endfor %}";
+        assert!(render_with(Limits::default(), text).is_ok());
+    }
+
+    #[test]
+    fn output_over_the_limit_is_an_error_for_text_and_values() {
+        let too_large = "the output is larger than the template output limit of 1000 bytes";
+        for text in [
+            "{% for c in range(100) %}0123456789-{% endfor %}",
+            "{{ '-' * 5000 }}",
+            "{{ trigger.body.email * 100 }}",
+            "x{{ trigger.body.email * 100 }}",
+            "{{ [trigger.body.email] * 100 }}",
+        ] {
+            let error = render_with(small_limits(), text).unwrap_err();
+            assert_eq!(error.message, too_large, "{text}");
+        }
+        assert!(render_with(small_limits(), "{{ '-' * 1000 }}").is_ok());
+    }
+
+    #[test]
+    fn builtins_that_an_argument_makes_huge_are_refused() {
+        let cases = [
+            ("{{ 'a' | indent(18446744073709551615) }}", "`indent` would produce more"),
+            ("{{ 'a\nb' | indent(width=18446744073709551615) }}", "`indent` would produce more"),
+            ("{{ 'a\nb' | indent(2000) }}", "`indent` would produce more"),
+            ("{{ '%99999999999s' | format('a') }}", "`format` width 99999999999"),
+            ("{{ '%.5000f' | format(1.5) }}", "`format` width 5000"),
+            ("{{ '%*s' | format(5, 'a') }}", "`format` does not accept `*`"),
+            ("{{ (['0123456789'] * 200) | join }}", "`join` would produce more"),
+            ("{{ ('a' * 500) | replace('', 'bcd') }}", "`replace` would produce more"),
+            ("{{ ('ab' * 400) | replace('a', 'xyz') }}", "`replace` would produce more"),
+            ("{{ (['0123456789'] * 200) | string }}", "`string` would produce more"),
+            ("{{ (['0123456789'] * 200) | pprint }}", "`pprint` would produce more"),
+            ("{{ [1] | batch(18446744073709551615, 0) }}", "`batch` count 18446744073709551615"),
+            ("{{ [1] | slice(1000000000000) }}", "`slice` count 1000000000000"),
+            ("{% set ns = namespace(x='a') %}{{ ns.x }}", "namespace is unknown"),
+        ];
+        for (text, message) in cases {
+            let error = render_with(small_limits(), text).unwrap_err();
+            assert!(error.message.contains(message), "{text}: {}", error.message);
+        }
+        // Ordinary uses still work.
+        let cases = [
+            ("{{ 'a\nb' | indent(2) }}", "a\n  b"),
+            ("{{ '%5s|%-3d|%.2f' | format('x', 7, 1.234) }}", "    x|7  |1.23"),
+            ("{{ ['a', 'b'] | join(', ') }}", "a, b"),
+            ("{{ 'a-b' | replace('-', '+') }}", "a+b"),
+            ("{{ [1, 2, 3] | batch(2, 0) | list }}", "[[1, 2], [3, 0]]"),
+            ("{{ [1, 2, 3] | slice(2) | list }}", "[[1, 2], [3]]"),
+            ("{{ 12 | string }}", "12"),
+        ];
+        for (text, expected) in cases {
+            let rendered = render_with(small_limits(), &format!("={text}")).unwrap();
+            assert_eq!(rendered, json!(format!("={expected}")), "{text}");
+        }
+    }
+
+    #[test]
+    fn constants_folded_at_load_are_bounded() {
+        let templates = Templates::new();
+        let text = "{{ ('a' * 100000000) ~ ('a' * 100000000) ~ ('a' * 100000000) }}";
+        let error = templates.check_template(text).unwrap_err();
+        assert_eq!(
+            error.message,
+            "invalid operation: a constant expression would build 100000000 bytes when compiled, \
+             more than the limit of 65536 bytes"
+        );
+        let error = templates.check_template(&format!("x {text}")).unwrap_err();
+        assert!(error.message.contains("constant expression"), "{error}");
+        let error = templates.check_expression("('a' * 100000000) == x").unwrap_err();
+        assert!(error.message.contains("constant expression"), "{error}");
+        // Rendering goes through the same check (a revision re-read from the store).
+        let error = render(json!(format!("y {text}"))).unwrap_err();
+        assert!(error.message.contains("constant expression"), "{error}");
+        let error = templates
+            .eval_condition("'a' * 100000000", &scope())
+            .unwrap_err();
+        assert!(error.message.contains("constant expression"), "{error}");
     }
 }
