@@ -20,6 +20,8 @@ pub enum ErrorKind {
     Config,
     /// Anything else a node reports.
     Node,
+    /// A fault of the engine or a node's code (a panic), not of the data or the service.
+    Internal,
 }
 
 impl ErrorKind {
@@ -33,6 +35,7 @@ impl ErrorKind {
             ErrorKind::Cancelled => "cancelled",
             ErrorKind::Config => "config",
             ErrorKind::Node => "node",
+            ErrorKind::Internal => "internal",
         }
     }
 }

@@ -180,7 +180,10 @@ impl Walker {
             Expr::Slice(slice) => {
                 attribute_paths(&slice.expr, &mut self.findings.slice_paths);
                 self.expression(&slice.expr)?;
-                for part in [&slice.start, &slice.stop, &slice.step].into_iter().flatten() {
+                for part in [&slice.start, &slice.stop, &slice.step]
+                    .into_iter()
+                    .flatten()
+                {
                     self.expression(part)?;
                 }
                 None
@@ -378,7 +381,11 @@ fn children<'e, 'a>(expr: &'e Expr<'a>) -> Vec<&'e Expr<'a>> {
     match expr {
         Expr::Var(_) | Expr::Const(_) => Vec::new(),
         Expr::Slice(slice) => std::iter::once(&slice.expr)
-            .chain([&slice.start, &slice.stop, &slice.step].into_iter().flatten())
+            .chain(
+                [&slice.start, &slice.stop, &slice.step]
+                    .into_iter()
+                    .flatten(),
+            )
             .collect(),
         Expr::UnaryOp(unary) => vec![&unary.expr],
         Expr::BinOp(binop) => vec![&binop.left, &binop.right],
@@ -390,10 +397,14 @@ fn children<'e, 'a>(expr: &'e Expr<'a>) -> Vec<&'e Expr<'a>> {
             .chain(if_expr.false_expr.as_ref())
             .collect(),
         Expr::Filter(filter) => filter.expr.iter().chain(args(&filter.args)).collect(),
-        Expr::Test(test) => std::iter::once(&test.expr).chain(args(&test.args)).collect(),
+        Expr::Test(test) => std::iter::once(&test.expr)
+            .chain(args(&test.args))
+            .collect(),
         Expr::GetAttr(get) => vec![&get.expr],
         Expr::GetItem(get) => vec![&get.expr, &get.subscript_expr],
-        Expr::Call(call) => std::iter::once(&call.expr).chain(args(&call.args)).collect(),
+        Expr::Call(call) => std::iter::once(&call.expr)
+            .chain(args(&call.args))
+            .collect(),
         Expr::List(list) => list.items.iter().collect(),
         Expr::Tuple(tuple) => tuple.items.iter().collect(),
         Expr::Map(map) => map.keys.iter().chain(map.values.iter()).collect(),
@@ -424,7 +435,13 @@ mod tests {
             assert!(error.bytes > LIMIT, "{source}: {error:?}");
         }
         let error = expression("'a' * 10000000 == x", LIMIT).unwrap_err();
-        assert_eq!(error, TooLarge { bytes: 10_000_000, limit: LIMIT });
+        assert_eq!(
+            error,
+            TooLarge {
+                bytes: 10_000_000,
+                limit: LIMIT
+            }
+        );
     }
 
     #[test]
@@ -445,9 +462,15 @@ mod tests {
 
     #[test]
     fn slices_report_the_paths_they_read() {
-        let findings = template("{{ trigger.body.name[1:] }} {{ (nodes.a.output | list)[:2] }}", LIMIT)
-            .unwrap();
-        assert_eq!(findings.slice_paths, ["trigger.body.name", "nodes.a.output"]);
+        let findings = template(
+            "{{ trigger.body.name[1:] }} {{ (nodes.a.output | list)[:2] }}",
+            LIMIT,
+        )
+        .unwrap();
+        assert_eq!(
+            findings.slice_paths,
+            ["trigger.body.name", "nodes.a.output"]
+        );
         let findings = expression("nodes.b.output.items[-1:] == []", LIMIT).unwrap();
         assert_eq!(findings.slice_paths, ["nodes.b.output.items"]);
     }

@@ -81,9 +81,7 @@ pub fn install(environment: &mut Environment<'static>, limits: Limits) {
               kwargs: Kwargs| {
             let joiner_bytes = match &joiner {
                 Some(joiner) => joiner.as_str().len(),
-                None => kwargs
-                    .peek::<Option<&str>>("d")?
-                    .map_or(0, str::len),
+                None => kwargs.peek::<Option<&str>>("d")?.map_or(0, str::len),
             };
             let items = value.try_iter().map(|items| items.collect::<Vec<_>>());
             if let Ok(items) = items {
@@ -191,7 +189,9 @@ fn check_format_widths(format: &str, max: usize) -> Result<(), Error> {
             if too_wide {
                 return Err(Error::new(
                     ErrorKind::InvalidOperation,
-                    format!("`format` width {digits} is over the template output limit of {max} bytes"),
+                    format!(
+                        "`format` width {digits} is over the template output limit of {max} bytes"
+                    ),
                 ));
             }
         }

@@ -100,10 +100,12 @@ impl Templates {
         // Checked here rather than in `check_template` alone, because a run also compiles
         // texts its revision was loaded with long ago, and the `if:` wrappers.
         let max_constant_bytes = limits.max_constant_bytes;
-        environment.set_loader(move |name| match analysis::template(name, max_constant_bytes) {
-            Ok(_) => Ok(Some(name.to_owned())),
-            Err(too_large) => Err(constant_too_large(&too_large)),
-        });
+        environment.set_loader(
+            move |name| match analysis::template(name, max_constant_bytes) {
+                Ok(_) => Ok(Some(name.to_owned())),
+                Err(too_large) => Err(constant_too_large(&too_large)),
+            },
+        );
         limits::install(&mut environment, limits);
         Self {
             shared: Arc::new(Shared {
@@ -112,6 +114,11 @@ impl Templates {
                 reads: RwLock::new(HashMap::new()),
             }),
         }
+    }
+
+    /// The limits every render runs under.
+    pub fn limits(&self) -> Limits {
+        self.shared.limits
     }
 
     /// Checks the syntax of a string that may contain template syntax.
@@ -201,7 +208,8 @@ impl Templates {
         }
         let template = self.template(text, text)?;
         let mut output = CappedWriter::new(self.shared.limits.max_output_bytes);
-        let rendered = template.render_captured_to(self.context(text, &template, scope), &mut output);
+        let rendered =
+            template.render_captured_to(self.context(text, &template, scope), &mut output);
         if output.exceeded {
             return Err(self.output_too_large(text));
         }
@@ -740,8 +748,15 @@ mod tests {
             let rendered = templates.render_value(&json!(text), &scope);
             assert_eq!(rendered.unwrap(), expected, "{text}");
         }
-        assert!(templates.eval_condition("trigger.body.name[:1] == 'a'", &scope).unwrap());
-        assert_eq!(templates.node_references("{{ nodes.a.output.items[1:] }}"), ["a"]);
+        assert!(
+            templates
+                .eval_condition("trigger.body.name[:1] == 'a'", &scope)
+                .unwrap()
+        );
+        assert_eq!(
+            templates.node_references("{{ nodes.a.output.items[1:] }}"),
+            ["a"]
+        );
     }
 
     #[test]
@@ -760,7 +775,10 @@ mod tests {
         let error = Templates::with_limits(tight)
             .eval_condition(&sum, &scope())
             .unwrap_err();
-        assert!(error.message.contains("budget of 10 instructions"), "{error}");
+        assert!(
+            error.message.contains("budget of 10 instructions"),
+            "{error}"
+        );
         // The default budget leaves room for ordinary loops.
         let text = "{% for c in range(1000) %}{{ c }}{% endfor %}";
         assert!(render_with(Limits::default(), text).is_ok());
@@ -785,20 +803,56 @@ mod tests {
     #[test]
     fn builtins_that_an_argument_makes_huge_are_refused() {
         let cases = [
-            ("{{ 'a' | indent(18446744073709551615) }}", "`indent` would produce more"),
-            ("{{ 'a\nb' | indent(width=18446744073709551615) }}", "`indent` would produce more"),
+            (
+                "{{ 'a' | indent(18446744073709551615) }}",
+                "`indent` would produce more",
+            ),
+            (
+                "{{ 'a\nb' | indent(width=18446744073709551615) }}",
+                "`indent` would produce more",
+            ),
             ("{{ 'a\nb' | indent(2000) }}", "`indent` would produce more"),
-            ("{{ '%99999999999s' | format('a') }}", "`format` width 99999999999"),
+            (
+                "{{ '%99999999999s' | format('a') }}",
+                "`format` width 99999999999",
+            ),
             ("{{ '%.5000f' | format(1.5) }}", "`format` width 5000"),
-            ("{{ '%*s' | format(5, 'a') }}", "`format` does not accept `*`"),
-            ("{{ (['0123456789'] * 200) | join }}", "`join` would produce more"),
-            ("{{ ('a' * 500) | replace('', 'bcd') }}", "`replace` would produce more"),
-            ("{{ ('ab' * 400) | replace('a', 'xyz') }}", "`replace` would produce more"),
-            ("{{ (['0123456789'] * 200) | string }}", "`string` would produce more"),
-            ("{{ (['0123456789'] * 200) | pprint }}", "`pprint` would produce more"),
-            ("{{ [1] | batch(18446744073709551615, 0) }}", "`batch` count 18446744073709551615"),
-            ("{{ [1] | slice(1000000000000) }}", "`slice` count 1000000000000"),
-            ("{% set ns = namespace(x='a') %}{{ ns.x }}", "namespace is unknown"),
+            (
+                "{{ '%*s' | format(5, 'a') }}",
+                "`format` does not accept `*`",
+            ),
+            (
+                "{{ (['0123456789'] * 200) | join }}",
+                "`join` would produce more",
+            ),
+            (
+                "{{ ('a' * 500) | replace('', 'bcd') }}",
+                "`replace` would produce more",
+            ),
+            (
+                "{{ ('ab' * 400) | replace('a', 'xyz') }}",
+                "`replace` would produce more",
+            ),
+            (
+                "{{ (['0123456789'] * 200) | string }}",
+                "`string` would produce more",
+            ),
+            (
+                "{{ (['0123456789'] * 200) | pprint }}",
+                "`pprint` would produce more",
+            ),
+            (
+                "{{ [1] | batch(18446744073709551615, 0) }}",
+                "`batch` count 18446744073709551615",
+            ),
+            (
+                "{{ [1] | slice(1000000000000) }}",
+                "`slice` count 1000000000000",
+            ),
+            (
+                "{% set ns = namespace(x='a') %}{{ ns.x }}",
+                "namespace is unknown",
+            ),
         ];
         for (text, message) in cases {
             let error = render_with(small_limits(), text).unwrap_err();
@@ -807,7 +861,10 @@ mod tests {
         // Ordinary uses still work.
         let cases = [
             ("{{ 'a\nb' | indent(2) }}", "a\n  b"),
-            ("{{ '%5s|%-3d|%.2f' | format('x', 7, 1.234) }}", "    x|7  |1.23"),
+            (
+                "{{ '%5s|%-3d|%.2f' | format('x', 7, 1.234) }}",
+                "    x|7  |1.23",
+            ),
             ("{{ ['a', 'b'] | join(', ') }}", "a, b"),
             ("{{ 'a-b' | replace('-', '+') }}", "a+b"),
             ("{{ [1, 2, 3] | batch(2, 0) | list }}", "[[1, 2], [3, 0]]"),
@@ -832,7 +889,9 @@ mod tests {
         );
         let error = templates.check_template(&format!("x {text}")).unwrap_err();
         assert!(error.message.contains("constant expression"), "{error}");
-        let error = templates.check_expression("('a' * 100000000) == x").unwrap_err();
+        let error = templates
+            .check_expression("('a' * 100000000) == x")
+            .unwrap_err();
         assert!(error.message.contains("constant expression"), "{error}");
         // Rendering goes through the same check (a revision re-read from the store).
         let error = render(json!(format!("y {text}"))).unwrap_err();

@@ -7,6 +7,7 @@ mod cron;
 mod distributed;
 mod examples;
 mod faults;
+mod hostile_templates;
 mod idempotency;
 mod lead_nodes;
 mod lead_pipeline;
