@@ -16,6 +16,39 @@ use minijinja::value::ValueKind;
 pub struct Findings {
     /// Dotted scope paths (`trigger.body.name`) read by the sliced part of `x[a:b]`.
     pub slice_paths: Vec<String>,
+    /// Every `*` and `~`, children before parents.
+    pub operators: Vec<Operation>,
+}
+
+/// A byte range of the source.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Extent {
+    pub start: u32,
+    pub end: u32,
+}
+
+/// An operator whose result can be far larger than its operands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Operator {
+    /// `*`: repeats a string or list.
+    Repeat,
+    /// `~`: joins two values as text.
+    Concat,
+}
+
+/// One use of an [`Operator`]: the whole expression and its two operands.
+#[derive(Debug, Clone, Copy)]
+pub struct Operation {
+    pub operator: Operator,
+    pub extent: Extent,
+    pub left: Extent,
+    pub right: Extent,
+}
+
+/// A visited expression: what it folds into when constant, and the source it covers.
+struct Visited {
+    folded: Option<Folded>,
+    extent: Extent,
 }
 
 /// A constant expression that would fold into more than the limit.
@@ -155,41 +188,38 @@ impl Walker {
                 self.statements(&block.body)
             }
             Stmt::Do(call) => {
-                self.expression(&call.call.expr)?;
-                self.arguments(&call.call.args)
+                let mut extent = Extent::default();
+                self.child(&call.call.expr, &mut extent)?;
+                self.child_arguments(&call.call.args, &mut extent)
             }
             _ => Ok(()),
         }
     }
 
-    fn arguments(&mut self, args: &[CallArg<'_>]) -> Result<(), TooLarge> {
-        args.iter().try_for_each(|arg| match arg {
-            CallArg::Pos(expr)
-            | CallArg::Kwarg(_, expr)
-            | CallArg::PosSplat(expr)
-            | CallArg::KwargSplat(expr) => self.expression(expr).map(drop),
-        })
-    }
-
-    /// Visits every node of `expr` once, bottom-up, and returns what it folds into when it is
-    /// constant; fails as soon as a folded value would be larger than the limit.
-    fn expression(&mut self, expr: &Expr<'_>) -> Result<Option<Folded>, TooLarge> {
+    /// Visits every node of `expr` once, bottom-up: what it folds into when it is constant
+    /// (failing as soon as a folded value would be larger than the limit), and its extent.
+    fn expression(&mut self, expr: &Expr<'_>) -> Result<Visited, TooLarge> {
+        let span = expr.span();
+        let mut extent = Extent {
+            start: span.start_offset,
+            end: span.end_offset,
+        };
         let folded = match expr {
             Expr::Var(_) => None,
             Expr::Const(constant) => Some(constant_value(&constant.value)),
             Expr::Slice(slice) => {
                 attribute_paths(&slice.expr, &mut self.findings.slice_paths);
-                self.expression(&slice.expr)?;
+                self.child(&slice.expr, &mut extent)?;
                 for part in [&slice.start, &slice.stop, &slice.step]
                     .into_iter()
                     .flatten()
                 {
-                    self.expression(part)?;
+                    self.child(part, &mut extent)?;
                 }
                 None
             }
             Expr::UnaryOp(unary) => {
-                let operand = self.expression(&unary.expr)?;
+                let operand = self.child(&unary.expr, &mut extent)?.folded;
                 match unary.op {
                     UnaryOpKind::Not => operand.map(|_| Folded::scalar(SCALAR)),
                     UnaryOpKind::Neg => operand.map(|folded| match folded.integer {
@@ -199,59 +229,72 @@ impl Walker {
                 }
             }
             Expr::BinOp(binop) => {
-                let left = self.expression(&binop.left)?;
-                let right = self.expression(&binop.right)?;
-                match (left, right) {
+                let left = self.child(&binop.left, &mut extent)?;
+                let right = self.child(&binop.right, &mut extent)?;
+                let operator = match binop.op {
+                    BinOpKind::Mul => Some(Operator::Repeat),
+                    BinOpKind::Concat => Some(Operator::Concat),
+                    _ => None,
+                };
+                if let Some(operator) = operator {
+                    self.findings.operators.push(Operation {
+                        operator,
+                        extent,
+                        left: left.extent,
+                        right: right.extent,
+                    });
+                }
+                match (left.folded, right.folded) {
                     (Some(left), Some(right)) => binary(binop.op, left, right),
                     _ => None,
                 }
             }
             Expr::Compare(compare) => {
-                let mut constant = self.expression(&compare.expr)?.is_some();
+                let mut constant = self.child(&compare.expr, &mut extent)?.folded.is_some();
                 for op in &compare.ops {
-                    constant &= self.expression(&op.expr)?.is_some();
+                    constant &= self.child(&op.expr, &mut extent)?.folded.is_some();
                 }
                 constant.then(|| Folded::scalar(SCALAR))
             }
             Expr::IfExpr(if_expr) => {
-                self.expression(&if_expr.test_expr)?;
-                self.expression(&if_expr.true_expr)?;
+                self.child(&if_expr.test_expr, &mut extent)?;
+                self.child(&if_expr.true_expr, &mut extent)?;
                 if let Some(false_expr) = &if_expr.false_expr {
-                    self.expression(false_expr)?;
+                    self.child(false_expr, &mut extent)?;
                 }
                 None
             }
             Expr::Filter(filter) => {
                 if let Some(operand) = &filter.expr {
-                    self.expression(operand)?;
+                    self.child(operand, &mut extent)?;
                 }
-                self.arguments(&filter.args)?;
+                self.child_arguments(&filter.args, &mut extent)?;
                 None
             }
             Expr::Test(test) => {
-                self.expression(&test.expr)?;
-                self.arguments(&test.args)?;
+                self.child(&test.expr, &mut extent)?;
+                self.child_arguments(&test.args, &mut extent)?;
                 None
             }
             Expr::GetAttr(get) => {
-                self.expression(&get.expr)?;
+                self.child(&get.expr, &mut extent)?;
                 None
             }
             Expr::GetItem(get) => {
-                self.expression(&get.expr)?;
-                self.expression(&get.subscript_expr)?;
+                self.child(&get.expr, &mut extent)?;
+                self.child(&get.subscript_expr, &mut extent)?;
                 None
             }
             Expr::Call(call) => {
-                self.expression(&call.expr)?;
-                self.arguments(&call.args)?;
+                self.child(&call.expr, &mut extent)?;
+                self.child_arguments(&call.args, &mut extent)?;
                 None
             }
-            Expr::List(list) => self.sequence(&list.items)?,
-            Expr::Tuple(tuple) => self.sequence(&tuple.items)?,
+            Expr::List(list) => self.sequence(&list.items, &mut extent)?,
+            Expr::Tuple(tuple) => self.sequence(&tuple.items, &mut extent)?,
             Expr::Map(map) => {
-                let keys = self.sequence(&map.keys)?;
-                let values = self.sequence(&map.values)?;
+                let keys = self.sequence(&map.keys, &mut extent)?;
+                let values = self.sequence(&map.values, &mut extent)?;
                 keys.zip(values)
                     .map(|(keys, values)| Folded::scalar(keys.bytes.saturating_add(values.bytes)))
             }
@@ -261,15 +304,41 @@ impl Walker {
                 bytes: folded.bytes,
                 limit: self.limit,
             }),
-            _ => Ok(folded),
+            _ => Ok(Visited { folded, extent }),
         }
     }
 
+    /// Visits a sub-expression and widens its parent's extent to cover it: minijinja's spans
+    /// leave out parts of some expressions (the operand of a filter, the base of `a.b`).
+    fn child(&mut self, expr: &Expr<'_>, extent: &mut Extent) -> Result<Visited, TooLarge> {
+        let visited = self.expression(expr)?;
+        extent.start = extent.start.min(visited.extent.start);
+        extent.end = extent.end.max(visited.extent.end);
+        Ok(visited)
+    }
+
+    fn child_arguments(
+        &mut self,
+        args: &[CallArg<'_>],
+        extent: &mut Extent,
+    ) -> Result<(), TooLarge> {
+        args.iter().try_for_each(|arg| match arg {
+            CallArg::Pos(expr)
+            | CallArg::Kwarg(_, expr)
+            | CallArg::PosSplat(expr)
+            | CallArg::KwargSplat(expr) => self.child(expr, extent).map(drop),
+        })
+    }
+
     /// A list literal: constant when every item is.
-    fn sequence(&mut self, items: &[Expr<'_>]) -> Result<Option<Folded>, TooLarge> {
+    fn sequence(
+        &mut self,
+        items: &[Expr<'_>],
+        extent: &mut Extent,
+    ) -> Result<Option<Folded>, TooLarge> {
         let mut bytes: Option<u64> = Some(0);
         for item in items {
-            let folded = self.expression(item)?;
+            let folded = self.child(item, extent)?.folded;
             bytes = bytes
                 .zip(folded)
                 .map(|(sum, item)| sum.saturating_add(item.bytes).saturating_add(SCALAR));

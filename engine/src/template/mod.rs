@@ -11,6 +11,7 @@
 
 mod analysis;
 mod limits;
+mod operators;
 
 pub use limits::Limits;
 
@@ -100,13 +101,9 @@ impl Templates {
         // Checked here rather than in `check_template` alone, because a run also compiles
         // texts its revision was loaded with long ago, and the `if:` wrappers.
         let max_constant_bytes = limits.max_constant_bytes;
-        environment.set_loader(
-            move |name| match analysis::template(name, max_constant_bytes) {
-                Ok(_) => Ok(Some(name.to_owned())),
-                Err(too_large) => Err(constant_too_large(&too_large)),
-            },
-        );
+        environment.set_loader(move |name| compilable(name, max_constant_bytes).map(Some));
         limits::install(&mut environment, limits);
+        operators::install(&mut environment, limits.max_output_bytes);
         Self {
             shared: Arc::new(Shared {
                 environment,
@@ -375,6 +372,24 @@ fn read_paths(template: &Template<'_, '_>, limits: Limits) -> Vec<String> {
     paths
 }
 
+/// What minijinja compiles for the text `source`: refused when a constant would fold into
+/// too much, with `*` and `~` turned into their checked calls.
+fn compilable(source: &str, max_constant_bytes: u64) -> Result<String, minijinja::Error> {
+    let findings = analysis::template(source, max_constant_bytes)
+        .map_err(|too_large| constant_too_large(&too_large))?;
+    if findings.operators.len() > operators::MAX_OPERATORS {
+        return Err(minijinja::Error::new(
+            minijinja::ErrorKind::InvalidOperation,
+            format!(
+                "the template uses `*` and `~` {} times, more than the limit of {}",
+                findings.operators.len(),
+                operators::MAX_OPERATORS
+            ),
+        ));
+    }
+    Ok(operators::rewrite(source, &findings.operators))
+}
+
 /// The load error of a constant expression too large to fold.
 fn constant_too_large(too_large: &analysis::TooLarge) -> minijinja::Error {
     minijinja::Error::new(
@@ -559,6 +574,15 @@ mod tests {
     fn undefined_names_and_attributes_are_errors_naming_the_template() {
         let cases = [
             ("{{ nope }}", "undefined value: `nope` is undefined"),
+            ("{{ nope ~ 'x' }}", "undefined value: `nope` is undefined"),
+            (
+                "{{ 'x' ~ trigger.body.missing }}",
+                "undefined value: `trigger.body.missing` is undefined",
+            ),
+            (
+                "{{ trigger.body.missing * 2 }}",
+                "undefined value: `trigger.body.missing` is undefined",
+            ),
             (
                 "{{ trigger.body.missing }}",
                 "undefined value: `trigger.body.missing` is undefined",
@@ -789,15 +813,50 @@ mod tests {
         let too_large = "the output is larger than the template output limit of 1000 bytes";
         for text in [
             "{% for c in range(100) %}0123456789-{% endfor %}",
-            "{{ '-' * 5000 }}",
-            "{{ trigger.body.email * 100 }}",
-            "x{{ trigger.body.email * 100 }}",
-            "{{ [trigger.body.email] * 100 }}",
+            "{% for c in range(100) %}{{ trigger.body.email }}{% endfor %}",
+            "{{ range(1000) | list }}",
+            "x{{ range(1000) | list }}",
         ] {
             let error = render_with(small_limits(), text).unwrap_err();
             assert_eq!(error.message, too_large, "{text}");
         }
         assert!(render_with(small_limits(), "{{ '-' * 1000 }}").is_ok());
+    }
+
+    /// `*` and `~` are checked before they build anything: one instruction could otherwise
+    /// allocate 100 MB (minijinja's own cap on `*`) or double a string.
+    #[test]
+    fn repetition_and_concatenation_over_the_limit_are_refused() {
+        let cases = [
+            ("{{ '-' * 5000 }}", "`*`"),
+            ("{{ trigger.body.email * 100 }}", "`*`"),
+            ("x{{ 100 * trigger.body.email }}", "`*`"),
+            ("{{ [trigger.body.email] * 100 }}", "`*`"),
+            ("{{ trigger.body.n * 100000000 }}", ""),
+            ("{% set x = '-' * 600 %}{{ x ~ x }}", "`~`"),
+            (
+                "{% set x = '-' * 300 %}{% set x = x ~ x %}{{ (x ~ x) | length }}",
+                "`~`",
+            ),
+            ("{% if ('-' * 600) ~ ('-' * 600) %}{% endif %}", "`~`"),
+        ];
+        for (text, operator) in cases {
+            match render_with(small_limits(), text) {
+                Err(error) if !operator.is_empty() => assert_eq!(
+                    error.message,
+                    format!(
+                        "invalid operation: {operator} would produce more than the template output limit of 1000 bytes"
+                    ),
+                    "{text}"
+                ),
+                Ok(number) if operator.is_empty() => assert_eq!(number, json!(300000000)),
+                other => panic!("{text}: {other:?}"),
+            }
+        }
+        let error = Templates::with_limits(small_limits())
+            .eval_condition("trigger.body.email * 1000 == ''", &scope())
+            .unwrap_err();
+        assert!(error.message.contains("`*` would produce more"), "{error}");
     }
 
     #[test]
@@ -821,10 +880,7 @@ mod tests {
                 "{{ '%*s' | format(5, 'a') }}",
                 "`format` does not accept `*`",
             ),
-            (
-                "{{ (['0123456789'] * 200) | join }}",
-                "`join` would produce more",
-            ),
+            ("{{ range(400) | join(',') }}", "`join` would produce more"),
             (
                 "{{ ('a' * 500) | replace('', 'bcd') }}",
                 "`replace` would produce more",
@@ -834,11 +890,11 @@ mod tests {
                 "`replace` would produce more",
             ),
             (
-                "{{ (['0123456789'] * 200) | string }}",
+                "{{ range(400) | list | string }}",
                 "`string` would produce more",
             ),
             (
-                "{{ (['0123456789'] * 200) | pprint }}",
+                "{{ range(400) | list | pprint }}",
                 "`pprint` would produce more",
             ),
             (
