@@ -256,14 +256,21 @@ async fn run_prepared(
     match prepared {
         Prepared::Skip => Ok(Value::Null),
         Prepared::Single(input) => {
-            let left = node.timeout.map(|limit| limit.saturating_sub(render_time));
-            call(implementation.as_ref(), ctx, input, left).await
+            let limit = node.timeout.map(|timeout| Limit {
+                timeout,
+                left: timeout.saturating_sub(render_time),
+            });
+            call(implementation.as_ref(), ctx, input, limit).await
         }
         Prepared::Each(inputs) => {
             let calls = inputs.into_iter().enumerate().map(|(index, input)| {
                 let implementation = implementation.clone();
                 async move {
-                    call(implementation.as_ref(), ctx, input, node.timeout)
+                    let limit = node.timeout.map(|timeout| Limit {
+                        timeout,
+                        left: timeout,
+                    });
+                    call(implementation.as_ref(), ctx, input, limit)
                         .await
                         .map_err(|mut error| {
                             error.message = format!("item {index}: {}", error.message);
@@ -281,26 +288,33 @@ async fn run_prepared(
 }
 
 /// One call of a node under the attempt timeout and the run's cancellation.
+/// A node's `timeout` and what is left of it for the call.
+#[derive(Debug, Clone, Copy)]
+struct Limit {
+    timeout: Duration,
+    left: Duration,
+}
+
 async fn call(
     node: &dyn Node,
     ctx: &NodeContext,
     input: Value,
-    timeout: Option<Duration>,
+    limit: Option<Limit>,
 ) -> Result<Value, NodeError> {
     // Created inside the future, so a node that panics before its first `.await` is caught
     // by the caller's `catch_unwind` too.
     let execution = async move { node.execute(ctx, input).await };
     let limited = async {
-        match timeout {
+        match limit {
             None => execution.await,
-            Some(limit) => tokio::time::timeout(limit, execution)
+            Some(limit) => tokio::time::timeout(limit.left, execution)
                 .await
                 .unwrap_or_else(|_| {
                     Err(NodeError::retryable(
                         ErrorKind::Timeout,
                         format!(
                             "the attempt exceeded its timeout of {}",
-                            humantime::format_duration(limit)
+                            humantime::format_duration(limit.timeout)
                         ),
                     ))
                 }),
