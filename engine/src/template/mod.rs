@@ -957,4 +957,41 @@ mod tests {
             .unwrap_err();
         assert!(error.message.contains("constant expression"), "{error}");
     }
+    /// The rewritten `*` and `~` give what minijinja's own operators give, errors included.
+    #[test]
+    fn checked_operators_render_like_minijinja() {
+        let mut plain = Environment::new();
+        plain.set_undefined_behavior(UndefinedBehavior::Strict);
+        plain.set_formatter(json_spelling);
+        let templates = Templates::new();
+        let whole = minijinja::Value::from(Serde(scope()));
+        let cases = [
+            "{{ 'a' ~ 1 ~ none ~ true ~ 1.5 }}",
+            "{{ 2 * 3 }} {{ 2.5 * 2 }} {{ 'ab' * 2 }} {{ 2 * 'ab' }} {{ [1] * 3 }} {{ (1, 2) * 2 }}",
+            "{{ (trigger.body.n * 2) ~ '/' ~ nodes.score.output.tier }}",
+            "{% for c in trigger.body.contacts %}{{ loop.index ~ ':' ~ c.email }}{% endfor %}",
+            "{{ trigger.body.email | upper ~ '!' }} {{ 'x' ~ trigger.body.n is even }}",
+            "{% set s = 'ab' ~ 'cd' %}{{ s * 2 }} {{ -trigger.body.n * 2 }} {{ trigger.body.n * -1 }}",
+            "{{ 10 // 3 * 2 }} {{ 2 ** 3 * 2 }} {{ 'a' if trigger.body.n > 2 else 'b' ~ 'c' }}",
+            "{{ [1, 2] ~ {'a': 1} }} {{ range(3) | list * 2 }} {{ nodes.score.output.total * 2 }}",
+            "{{ 9223372036854775807 * 9223372036854775807 * 100000 }}",
+            "{{ 'a' * 'b' }}",
+            "{{ 'a' * 1.5 }}",
+            "{{ {'a': 1} * 2 }}",
+            "{{ none * 2 }}",
+        ];
+        for text in cases {
+            let ours = templates.template(text, text).and_then(|template| {
+                template
+                    .render(whole.clone())
+                    .map_err(|error| template_error(text, &error))
+            });
+            let theirs = plain.render_str(text, whole.clone());
+            match (ours, theirs) {
+                (Ok(ours), Ok(theirs)) => assert_eq!(ours, theirs, "{text}"),
+                (Err(_), Err(_)) => {}
+                (ours, theirs) => panic!("{text}: {ours:?} but minijinja gives {theirs:?}"),
+            }
+        }
+    }
 }
