@@ -994,4 +994,38 @@ mod tests {
             }
         }
     }
+    /// Arguments at the edges of their types give errors or values, never a panic.
+    #[test]
+    fn extreme_arguments_do_not_panic() {
+        let cases = [
+            "{{ 'a' | indent(18446744073709551615, true, true) }}",
+            "{{ 1.5 | round(2147483647) }} {{ 1.5 | round(-2147483648) }}",
+            "{{ 'abc'[9223372036854775807:] }} {{ 'abc'[::-9223372036854775807] }}",
+            "{{ [1][-9223372036854775807] }} {{ 'abc'[-9223372036854775807:9223372036854775807] }}",
+            "{{ range(-9223372036854775807, 9223372036854775807, 9223372036854775807) | list }}",
+            "{{ -9223372036854775807 // -1 }} {{ 1 / 0 }} {{ 5 % 0 }} {{ 5 // 0 }}",
+            "{{ '%c' | format(1114112) }}",
+            "{{ '%c' | format(-1) }}",
+            "{{ '%.2147483647f' | format(1.5) }}",
+            "{{ (2 ** 62) * (2 ** 62) * (2 ** 62) }} {{ 10 ** 1000 }} {{ 0 ** -1 }}",
+            "{{ 1e308 * 10 }} {{ (1e308 * 10) | int }}",
+            "{{ ('1e400' | float) | int }}",
+            "{{ [1, 2] | slice(3, 0) }} {{ [] | max }} {{ [1, 2, 3] | batch(0) }}",
+            "{{ 'x' | replace('', '') }} {{ 'a' * 18446744073709551615 }}",
+            "{{ [1] * 18446744073709551615 }} {{ range(18446744073709551615) }}",
+            "{{ 'abc' | truncate(18446744073709551615) }}",
+            "{{ [3, 1] | sort(attribute='x') }} {{ {'a': 1} | dictsort(by='x') }}",
+        ];
+        let templates = Templates::new();
+        // One expression per render, so an early error does not hide a later panic.
+        for text in cases.iter().flat_map(|case| case.split(" {{")) {
+            let text = if text.starts_with("{{") {
+                text.to_owned()
+            } else {
+                format!("{{{{{text}")
+            };
+            // An error is fine; a panic fails the test.
+            let _ = templates.render_value(&json!(text), &scope());
+        }
+    }
 }
