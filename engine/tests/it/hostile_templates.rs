@@ -151,6 +151,26 @@ async fn a_runaway_template_does_not_freeze_the_server() {
     assert_eq!(run["output"], "da");
 }
 
+/// The run's deadline ends a render that the node's own limits would let go on: the run fails
+/// with kind `timeout` long before the render could have spent its fuel.
+#[tokio::test]
+async fn the_run_deadline_stops_a_render() {
+    let server = start(
+        Templates::with_limits(Limits {
+            fuel: 10_000_000,
+            ..Limits::default()
+        }),
+        4,
+    )
+    .await;
+    let items: Vec<String> = (0..150_000).map(|n| (n % 10).to_string()).collect();
+    let run_id = post(&server, "run-deadline", &json!({ "items": items })).await;
+    let run = run_json(&server, &run_id).await;
+    assert_eq!(run["status"], "failed", "{run:#}");
+    assert_eq!(run["error"]["kind"], "timeout", "{run:#}");
+    assert_eq!(run["nodes"]["pairs"]["status"], "cancelled", "{run:#}");
+}
+
 /// A panic inside a node is that attempt's permanent `internal` failure: the run follows
 /// `on_error: continue`, and the single worker (a worker lost to the panic would stop every
 /// later run) goes on to serve the next runs.
