@@ -61,6 +61,7 @@ async fn main() -> anyhow::Result<()> {
             queue_prefix: distributed.prefix.clone(),
             ..AmqpOptions::new(distributed.amqp_url.clone())
         }),
+        templates: enrichflow::template::Limits::default(),
     };
     let server = serve::start(options, shutdown.clone()).await?;
     let mut workers = match &distributed {

@@ -1,13 +1,22 @@
 //! Executes one node attempt: evaluate `if`, render `with` (once per item for `foreach`), run the
 //! node under its timeout and the run's cancellation, and commit the outcome.
+//!
+//! Rendering runs on a blocking thread, under the node's timeout and the run's cancellation: a
+//! template over a large body may take its whole fuel budget, which must not stall the async
+//! workers that serve HTTP. A panic while rendering or inside a node is caught and recorded as
+//! that attempt's permanent failure, so the run follows its `on_error` and the worker goes on.
 
+use std::any::Any;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use enrichflow_nodes::{ErrorKind, Node, NodeContext, NodeError};
-use futures::{StreamExt, TryStreamExt};
+use futures::{FutureExt, StreamExt, TryStreamExt};
 use serde_json::Value;
+use tokio_util::sync::CancellationToken;
 
 use crate::engine::{Error, Shared};
 use crate::redaction::{self, Redactor, SecretUse};
@@ -45,7 +54,7 @@ pub async fn execute(shared: &Arc<Shared>, key: &AttemptKey) -> Result<(), Error
         let redactor = Redactor::new(&shared.redaction, SecretUse::none());
         return finish(shared, &workflow, key, "unknown", failed(error, &redactor)).await;
     };
-    let mut scope = scope::for_run(
+    let scope = scope::for_run(
         &run.trigger,
         &attempts,
         &shared.secrets,
@@ -53,7 +62,10 @@ pub async fn execute(shared: &Arc<Shared>, key: &AttemptKey) -> Result<(), Error
         workflow.id.as_str(),
     );
     let started = Instant::now();
-    let outcome = match prepare(shared, node, &scope) {
+    let cancellation = shared.run_token(&run.id);
+    let (rendered, scope) = prepare_off_thread(shared, &workflow, node, scope, &cancellation).await;
+    let render_time = started.elapsed();
+    let outcome = match rendered {
         Err(error) => {
             // The attempt did start: it failed while rendering, which the run JSON must show.
             if !store
@@ -71,6 +83,8 @@ pub async fn execute(shared: &Arc<Shared>, key: &AttemptKey) -> Result<(), Error
                 Prepared::Single(input) => input.clone(),
                 Prepared::Skip => Value::Null,
             };
+            // Rendering succeeded, so its thread handed the scope back.
+            let mut scope = scope.unwrap_or(Value::Null);
             let (input, redactor) = stored_input(shared, node, &mut scope, input);
             if !store
                 .start_attempt(key, Some(&input), &shared.worker_id, Utc::now())
@@ -79,7 +93,12 @@ pub async fn execute(shared: &Arc<Shared>, key: &AttemptKey) -> Result<(), Error
                 return Ok(());
             }
             let ctx = context(shared, &workflow, key, &run.id);
-            match run_prepared(shared, node, &ctx, prepared).await {
+            let running = run_prepared(shared, node, &ctx, prepared, render_time);
+            let caught = AssertUnwindSafe(running)
+                .catch_unwind()
+                .await
+                .unwrap_or_else(|panic| Err(panicked("the node", panic.as_ref())));
+            match caught {
                 Ok(output) => {
                     let output = redactor.value(output);
                     outcome(AttemptStatus::Succeeded, Some(output), None, false)
@@ -112,8 +131,79 @@ async fn finish(
     Ok(())
 }
 
+/// [`prepare`] on a blocking thread, under the node's timeout (the render timeout for a node
+/// without one) and the run's cancellation. A render that outlives them is abandoned: it stops
+/// at the next `foreach` item, and fuel bounds the one in progress. The scope comes back when
+/// rendering finished (the stored input is rendered from it again, see [`stored_input`]).
+async fn prepare_off_thread(
+    shared: &Arc<Shared>,
+    workflow: &Arc<Workflow>,
+    node: &NodeDef,
+    scope: Value,
+    cancellation: &CancellationToken,
+) -> (Result<Prepared, NodeError>, Option<Value>) {
+    let limit = node
+        .timeout
+        .unwrap_or(shared.templates.limits().render_timeout);
+    let abandoned = Arc::new(AtomicBool::new(false));
+    let rendering = tokio::task::spawn_blocking({
+        let (shared, workflow, abandoned) = (shared.clone(), workflow.clone(), abandoned.clone());
+        let node_id = node.id.clone();
+        move || {
+            let prepared = match workflow.node(node_id.as_str()) {
+                Some(node) => prepare(&shared, node, &scope, &abandoned),
+                None => Err(NodeError::permanent(
+                    ErrorKind::Node,
+                    "the node is not in the workflow",
+                )),
+            };
+            (prepared, scope)
+        }
+    });
+    let mut returned = None;
+    let result = tokio::select! {
+        joined = tokio::time::timeout(limit, rendering) => match joined {
+            Ok(Ok((prepared, scope))) => {
+                returned = Some(scope);
+                prepared
+            }
+            Ok(Err(join_error)) => match join_error.try_into_panic() {
+                Ok(panic) => Err(panicked("rendering", panic.as_ref())),
+                Err(_) => Err(NodeError::permanent(ErrorKind::Internal, "rendering was stopped")),
+            },
+            // The same data would take as long again: not worth a retry.
+            Err(_) => Err(NodeError::permanent(
+                ErrorKind::Timeout,
+                format!(
+                    "rendering the inputs took longer than {}",
+                    humantime::format_duration(limit)
+                ),
+            )),
+        },
+        _ = cancellation.cancelled() => Err(NodeError::permanent(ErrorKind::Cancelled, "the run was cancelled")),
+    };
+    abandoned.store(true, Ordering::Relaxed);
+    (result, returned)
+}
+
+/// The permanent failure recorded for a panic, with its message when it has one.
+fn panicked(what: &str, panic: &(dyn Any + Send)) -> NodeError {
+    let detail = panic
+        .downcast_ref::<&str>()
+        .map(|text| (*text).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "no message".to_owned());
+    tracing::error!(what, detail, "caught a panic in a node attempt");
+    NodeError::permanent(ErrorKind::Internal, format!("{what} panicked: {detail}"))
+}
+
 /// Evaluates `if` and renders the inputs. Template failures are permanent node errors.
-fn prepare(shared: &Shared, node: &NodeDef, scope: &Value) -> Result<Prepared, NodeError> {
+fn prepare(
+    shared: &Shared,
+    node: &NodeDef,
+    scope: &Value,
+    abandoned: &AtomicBool,
+) -> Result<Prepared, NodeError> {
     let templates = &shared.templates;
     if let Some(condition) = &node.condition
         && !templates
@@ -144,6 +234,12 @@ fn prepare(shared: &Shared, node: &NodeDef, scope: &Value) -> Result<Prepared, N
         .iter()
         .enumerate()
         .map(|(index, item)| {
+            if abandoned.load(Ordering::Relaxed) {
+                return Err(NodeError::permanent(
+                    ErrorKind::Timeout,
+                    "rendering was abandoned",
+                ));
+            }
             let scope = scope::with_item(scope, item, index);
             templates
                 .render_value(&node.with, &scope)
@@ -154,12 +250,14 @@ fn prepare(shared: &Shared, node: &NodeDef, scope: &Value) -> Result<Prepared, N
 }
 
 /// Runs the node once, or once per item with at most `parallelism` in flight; a `foreach`
-/// output is the list of item outputs in item order.
+/// output is the list of item outputs in item order. A single call has what rendering left of
+/// the node's timeout; each `foreach` item has the whole timeout.
 async fn run_prepared(
     shared: &Shared,
     node: &NodeDef,
     ctx: &NodeContext,
     prepared: Prepared,
+    render_time: Duration,
 ) -> Result<Value, NodeError> {
     let implementation = shared.registry.get(&node.kind).ok_or_else(|| {
         NodeError::permanent(
@@ -169,12 +267,22 @@ async fn run_prepared(
     })?;
     match prepared {
         Prepared::Skip => Ok(Value::Null),
-        Prepared::Single(input) => call(implementation.as_ref(), ctx, input, node.timeout).await,
+        Prepared::Single(input) => {
+            let limit = node.timeout.map(|timeout| Limit {
+                timeout,
+                left: timeout.saturating_sub(render_time),
+            });
+            call(implementation.as_ref(), ctx, input, limit).await
+        }
         Prepared::Each(inputs) => {
             let calls = inputs.into_iter().enumerate().map(|(index, input)| {
                 let implementation = implementation.clone();
                 async move {
-                    call(implementation.as_ref(), ctx, input, node.timeout)
+                    let limit = node.timeout.map(|timeout| Limit {
+                        timeout,
+                        left: timeout,
+                    });
+                    call(implementation.as_ref(), ctx, input, limit)
                         .await
                         .map_err(|mut error| {
                             error.message = format!("item {index}: {}", error.message);
@@ -192,24 +300,33 @@ async fn run_prepared(
 }
 
 /// One call of a node under the attempt timeout and the run's cancellation.
+/// A node's `timeout` and what is left of it for the call.
+#[derive(Debug, Clone, Copy)]
+struct Limit {
+    timeout: Duration,
+    left: Duration,
+}
+
 async fn call(
     node: &dyn Node,
     ctx: &NodeContext,
     input: Value,
-    timeout: Option<Duration>,
+    limit: Option<Limit>,
 ) -> Result<Value, NodeError> {
-    let execution = node.execute(ctx, input);
+    // Created inside the future, so a node that panics before its first `.await` is caught
+    // by the caller's `catch_unwind` too.
+    let execution = async move { node.execute(ctx, input).await };
     let limited = async {
-        match timeout {
+        match limit {
             None => execution.await,
-            Some(limit) => tokio::time::timeout(limit, execution)
+            Some(limit) => tokio::time::timeout(limit.left, execution)
                 .await
                 .unwrap_or_else(|_| {
                     Err(NodeError::retryable(
                         ErrorKind::Timeout,
                         format!(
                             "the attempt exceeded its timeout of {}",
-                            humantime::format_duration(limit)
+                            humantime::format_duration(limit.timeout)
                         ),
                     ))
                 }),
@@ -257,7 +374,7 @@ fn stored_input<'s>(
         let templates = &shared.templates;
         return redaction::shown(&shared.redaction, used, templates, &node.with, input, scope);
     }
-    let shown = match prepare(shared, node, scope) {
+    let shown = match prepare(shared, node, scope, &AtomicBool::new(false)) {
         Ok(Prepared::Each(inputs)) => Some(Value::Array(inputs)),
         _ => None,
     };

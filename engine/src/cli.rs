@@ -7,6 +7,8 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use enrichflow_nodes::egress;
 
+use crate::template::Limits;
+
 /// enrichflow: workflows for customer-data pipelines.
 #[derive(Debug, Parser)]
 #[command(name = "enrichflow", version, about)]
@@ -66,6 +68,33 @@ pub struct ServeArgs {
     pub http: HttpLimitArgs,
     #[command(flatten)]
     pub egress: EgressArgs,
+    #[command(flatten)]
+    pub templates: TemplateArgs,
+}
+
+/// The limits every template render runs under (docs/behaviour.md, "Limits: templates").
+#[derive(Debug, clap::Args)]
+pub struct TemplateArgs {
+    /// Instructions one template render may execute (minijinja fuel).
+    #[arg(long, env = "ENRICHFLOW_TEMPLATE_FUEL", default_value_t = Limits::default().fuel)]
+    pub template_fuel: u64,
+    /// Bytes one template may produce.
+    #[arg(long, env = "ENRICHFLOW_TEMPLATE_MAX_OUTPUT", default_value_t = Limits::default().max_output_bytes)]
+    pub template_max_output: usize,
+    /// How long rendering the inputs of a node without its own `timeout` may take.
+    #[arg(long, env = "ENRICHFLOW_TEMPLATE_RENDER_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub template_render_timeout: std::time::Duration,
+}
+
+impl TemplateArgs {
+    pub fn limits(&self) -> Limits {
+        Limits {
+            fuel: self.template_fuel,
+            max_output_bytes: self.template_max_output,
+            render_timeout: self.template_render_timeout,
+            ..Limits::default()
+        }
+    }
 }
 
 #[derive(Debug, clap::Args)]
@@ -89,6 +118,8 @@ pub struct WorkerArgs {
     pub distributed: DistributedArgs,
     #[command(flatten)]
     pub egress: EgressArgs,
+    #[command(flatten)]
+    pub templates: TemplateArgs,
 }
 
 /// Settings every process of one distributed deployment must share.

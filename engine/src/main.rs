@@ -81,6 +81,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<u8> {
         },
         queue_capacity: 10_000,
         amqp,
+        templates: args.templates.limits(),
     };
     let shutdown = CancellationToken::new();
     let server = serve::start(options, shutdown.clone()).await?;
@@ -106,6 +107,7 @@ async fn worker(args: WorkerArgs) -> anyhow::Result<u8> {
         lease: args.distributed.lease,
         shutdown_grace: args.shutdown_grace,
         egress: args.egress.policy(),
+        templates: args.templates.limits(),
     };
     let shutdown = CancellationToken::new();
     let signal = shutdown.clone();

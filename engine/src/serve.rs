@@ -14,7 +14,7 @@ use crate::catalog::{Catalog, CatalogHandle};
 use crate::engine::{Engine, EngineOptions, Role};
 use crate::queue::{AmqpOptions, Broker, MemoryQueue, Queue};
 use crate::store;
-use crate::template::Templates;
+use crate::template::{Limits, Templates};
 use crate::workflow::LoadError;
 use crate::{cron, telemetry};
 
@@ -31,6 +31,7 @@ pub struct ServeOptions {
     pub queue_capacity: usize,
     /// RabbitMQ (distributed mode); `None` for the in-process queue.
     pub amqp: Option<AmqpOptions>,
+    pub templates: Limits,
 }
 
 /// Why `serve` could not start.
@@ -79,7 +80,7 @@ pub async fn start(options: ServeOptions, shutdown: CancellationToken) -> Result
     }
     let store = store::connect_with(&options.database_url, options.pool).await?;
     let registry = Registry::with_builtins();
-    let templates = Templates::new();
+    let templates = Templates::with_limits(options.templates);
     if !options.workflows.is_dir() {
         let error = std::io::Error::new(std::io::ErrorKind::NotFound, "not a directory");
         return Err(Error::Workflows(options.workflows.clone(), error));

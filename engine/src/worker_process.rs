@@ -12,7 +12,7 @@ use crate::catalog::{Catalog, CatalogHandle};
 use crate::engine::{Engine, EngineOptions, Role};
 use crate::queue::{AmqpOptions, Broker, Queue};
 use crate::store;
-use crate::template::Templates;
+use crate::template::{Limits, Templates};
 
 /// Everything `worker` needs.
 #[derive(Debug, Clone)]
@@ -25,6 +25,7 @@ pub struct WorkerOptions {
     pub lease: Duration,
     pub shutdown_grace: Duration,
     pub egress: enrichflow_nodes::egress::Policy,
+    pub templates: Limits,
 }
 
 /// Why `worker` could not start.
@@ -70,7 +71,7 @@ pub async fn run(options: WorkerOptions, shutdown: CancellationToken) -> Result<
         broker.clone() as Arc<dyn Queue>,
         CatalogHandle::new(Catalog::from_workflows(Vec::new())),
         Registry::with_builtins(),
-        Templates::new(),
+        Templates::with_limits(options.templates),
     );
     tracing::info!(concurrency, "worker started");
     let result = engine.run(shutdown).await;

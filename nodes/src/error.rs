@@ -22,6 +22,8 @@ pub enum ErrorKind {
     Node,
     /// The egress policy refused the destination (a private address, see `egress::Policy`).
     Egress,
+    /// A fault of the engine or a node's code (a panic), not of the data or the service.
+    Internal,
 }
 
 impl ErrorKind {
@@ -36,6 +38,7 @@ impl ErrorKind {
             ErrorKind::Config => "config",
             ErrorKind::Node => "node",
             ErrorKind::Egress => "egress",
+            ErrorKind::Internal => "internal",
         }
     }
 }

@@ -8,6 +8,7 @@ mod distributed;
 mod egress;
 mod examples;
 mod faults;
+mod hostile_templates;
 mod http_limits;
 mod idempotency;
 mod lead_nodes;

@@ -100,6 +100,25 @@ impl TestServer {
         options: TestOptions,
         wrap: impl FnOnce(Arc<dyn Store>) -> Arc<dyn Store>,
     ) -> TestServer {
+        Self::start_with_parts(
+            workflows_dir,
+            options,
+            Registry::with_builtins(),
+            Templates::new(),
+            wrap,
+        )
+        .await
+    }
+
+    /// Like [`TestServer::start_with_store`], with node types and template limits of the
+    /// test's own (a node that panics, a tighter fuel budget).
+    pub async fn start_with_parts(
+        workflows_dir: &Path,
+        options: TestOptions,
+        registry: Registry,
+        templates: Templates,
+        wrap: impl FnOnce(Arc<dyn Store>) -> Arc<dyn Store>,
+    ) -> TestServer {
         install_crypto();
         // Installed before the engine records anything, so every series is exported.
         let metrics = telemetry::prometheus().filter(|_| options.metrics);
@@ -111,8 +130,6 @@ impl TestServer {
         let store = SqliteStore::connect(&format!("sqlite://{}", database.display()))
             .await
             .expect("the test database opens");
-        let registry = Registry::with_builtins();
-        let templates = Templates::new();
         let (catalog, errors) = Catalog::load(workflows_dir, &registry, &templates);
         assert!(errors.is_empty(), "fixtures must load: {errors:#?}");
         let engine = Engine::build(

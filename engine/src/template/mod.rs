@@ -4,6 +4,16 @@
 //! A string that is exactly one `{{ expr }}` keeps the JSON type of what `expr` evaluates to;
 //! any other string with `{{`/`{%` renders to a string; a string without either is returned as
 //! it is without touching minijinja. Undefined names and attributes are errors (strict mode).
+//!
+//! Every render runs under [`Limits`]: a fuel budget, a cap on its output, safe versions of
+//! the builtins an argument can make expensive, and a check at load of the constants minijinja
+//! folds while compiling (see `analysis`).
+
+mod analysis;
+mod limits;
+mod operators;
+
+pub use limits::Limits;
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -11,6 +21,8 @@ use std::sync::{Arc, RwLock};
 use minijinja::value::Serde;
 use minijinja::{AutoEscape, Environment, Template, UndefinedBehavior};
 use serde_json::Value;
+
+use self::limits::CappedWriter;
 
 /// A template or expression that does not parse or does not evaluate.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -38,6 +50,7 @@ pub struct Templates {
 
 struct Shared {
     environment: Environment<'static>,
+    limits: Limits,
     /// What each template source reads from the scope, worked out once per source.
     reads: RwLock<HashMap<String, Arc<Reads>>>,
 }
@@ -67,7 +80,12 @@ fn json_spelling(
 }
 
 impl Templates {
+    /// Templates under the default [`Limits`].
     pub fn new() -> Self {
+        Self::with_limits(Limits::default())
+    }
+
+    pub fn with_limits(limits: Limits) -> Self {
         let mut environment = Environment::new();
         environment.set_undefined_behavior(UndefinedBehavior::Strict);
         // Names are source texts, so a text ending in `.html` must not switch on HTML escaping.
@@ -80,13 +98,24 @@ impl Templates {
         }
         // `include`/`import` are compiled out (no `multi_template` feature), so the loader is
         // only ever asked for texts this module passes to `get_template`.
-        environment.set_loader(|name| Ok(Some(name.to_owned())));
+        // Checked here rather than in `check_template` alone, because a run also compiles
+        // texts its revision was loaded with long ago, and the `if:` wrappers.
+        let max_constant_bytes = limits.max_constant_bytes;
+        environment.set_loader(move |name| compilable(name, max_constant_bytes).map(Some));
+        limits::install(&mut environment, limits);
+        operators::install(&mut environment, limits.max_output_bytes);
         Self {
             shared: Arc::new(Shared {
                 environment,
+                limits,
                 reads: RwLock::new(HashMap::new()),
             }),
         }
+    }
+
+    /// The limits every render runs under.
+    pub fn limits(&self) -> Limits {
+        self.shared.limits
     }
 
     /// Checks the syntax of a string that may contain template syntax.
@@ -128,8 +157,7 @@ impl Templates {
         let Ok(template) = self.shared.environment.get_template(source) else {
             return Vec::new();
         };
-        let mut ids: Vec<String> = template
-            .undeclared_variables(true)
+        let mut ids: Vec<String> = read_paths(&template, self.shared.limits)
             .into_iter()
             .filter_map(|path| {
                 let mut names = path.split('.');
@@ -176,10 +204,45 @@ impl Templates {
             });
         }
         let template = self.template(text, text)?;
-        template
-            .render(self.context(text, &template, scope))
+        let mut output = CappedWriter::new(self.shared.limits.max_output_bytes);
+        let rendered =
+            template.render_captured_to(self.context(text, &template, scope), &mut output);
+        if output.exceeded {
+            return Err(self.output_too_large(text));
+        }
+        rendered.map_err(|error| self.error(text, &error))?;
+        String::from_utf8(output.bytes)
             .map(Value::String)
-            .map_err(|error| template_error(text, &error))
+            .map_err(|_| TemplateError {
+                expression: text.to_owned(),
+                message: "the output is not UTF-8".to_owned(),
+            })
+    }
+
+    fn output_too_large(&self, text: &str) -> TemplateError {
+        TemplateError {
+            expression: text.to_owned(),
+            message: format!(
+                "the output is larger than the template output limit of {} bytes",
+                self.shared.limits.max_output_bytes
+            ),
+        }
+    }
+
+    /// The error without minijinja's `(in <name>:<line>)` suffix (the name is the source text,
+    /// which [`TemplateError::expression`] already carries), and running out of fuel said in
+    /// the engine's words.
+    fn error(&self, text: &str, error: &minijinja::Error) -> TemplateError {
+        if error.kind() == minijinja::ErrorKind::OutOfFuel {
+            return TemplateError {
+                expression: text.to_owned(),
+                message: format!(
+                    "the template exhausted its budget of {} instructions (template fuel)",
+                    self.shared.limits.fuel
+                ),
+            };
+        }
+        template_error(text, error)
     }
 
     /// Evaluates `expression`; errors name `text` (what the user wrote).
@@ -200,8 +263,12 @@ impl Templates {
         };
         let captured = template
             .render_captured(self.context(&source, &template, scope))
-            .map_err(|error| template_error(text, &error))?;
+            .map_err(|error| self.error(text, &error))?;
+        let max = self.shared.limits.max_output_bytes;
         match captured.state().lookup(RESULT) {
+            Some(value) if limits::approximate_size(&value, max) > max => {
+                Err(self.output_too_large(text))
+            }
             Some(value) if !value.is_undefined() => Ok(value),
             // Strict mode lets a bare undefined through an assignment; it is still an error.
             _ => Err(TemplateError {
@@ -233,7 +300,7 @@ impl Templates {
             .get(source)
             .cloned();
         let reads = cached.unwrap_or_else(|| {
-            let reads = Arc::new(Reads::of(template));
+            let reads = Arc::new(Reads::of(template, self.shared.limits));
             let mut all = self.shared.reads.write().unwrap_or_else(|e| e.into_inner());
             all.entry(source.to_owned()).or_insert(reads).clone()
         });
@@ -241,6 +308,9 @@ impl Templates {
     }
 
     fn compile_expression(&self, text: &str, expression: &str) -> Result<(), TemplateError> {
+        // `compile_expression` folds constants without going through the loader's check.
+        analysis::expression(expression, self.shared.limits.max_constant_bytes)
+            .map_err(|too_large| template_error(text, &constant_too_large(&too_large)))?;
         self.shared
             .environment
             .compile_expression(expression)
@@ -272,9 +342,8 @@ struct Reads {
 }
 
 impl Reads {
-    fn of(template: &Template<'_, '_>) -> Self {
-        let paths = template
-            .undeclared_variables(true)
+    fn of(template: &Template<'_, '_>, limits: Limits) -> Self {
+        let paths = read_paths(template, limits)
             .into_iter()
             .map(|path| {
                 let mut names: Vec<String> = path.split('.').map(str::to_owned).collect();
@@ -291,6 +360,45 @@ impl Reads {
         let paths: Vec<&[String]> = self.paths.iter().map(Vec::as_slice).collect();
         part(scope, &paths)
     }
+}
+
+/// The dotted scope paths a template reads: minijinja's analysis, plus what it misses, the
+/// values that are sliced (`trigger.body.name[1:]`).
+fn read_paths(template: &Template<'_, '_>, limits: Limits) -> Vec<String> {
+    let mut paths: Vec<String> = template.undeclared_variables(true).into_iter().collect();
+    if let Ok(findings) = analysis::template(template.source(), limits.max_constant_bytes) {
+        paths.extend(findings.slice_paths);
+    }
+    paths
+}
+
+/// What minijinja compiles for the text `source`: refused when a constant would fold into
+/// too much, with `*` and `~` turned into their checked calls.
+fn compilable(source: &str, max_constant_bytes: u64) -> Result<String, minijinja::Error> {
+    let findings = analysis::template(source, max_constant_bytes)
+        .map_err(|too_large| constant_too_large(&too_large))?;
+    if findings.operators.len() > operators::MAX_OPERATORS {
+        return Err(minijinja::Error::new(
+            minijinja::ErrorKind::InvalidOperation,
+            format!(
+                "the template uses `*` and `~` {} times, more than the limit of {}",
+                findings.operators.len(),
+                operators::MAX_OPERATORS
+            ),
+        ));
+    }
+    Ok(operators::rewrite(source, &findings.operators))
+}
+
+/// The load error of a constant expression too large to fold.
+fn constant_too_large(too_large: &analysis::TooLarge) -> minijinja::Error {
+    minijinja::Error::new(
+        minijinja::ErrorKind::InvalidOperation,
+        format!(
+            "a constant expression would build {} bytes when compiled, more than the limit of {} bytes",
+            too_large.bytes, too_large.limit
+        ),
+    )
 }
 
 /// `value` narrowed to `paths` (relative to it); whole when a path ends here.
@@ -345,285 +453,4 @@ fn template_error(text: &str, error: &minijinja::Error) -> TemplateError {
 }
 
 #[cfg(test)]
-mod tests {
-    use serde_json::json;
-
-    use super::*;
-
-    fn scope() -> Value {
-        json!({
-            "trigger": {"body": {"email": "ada@example.com", "n": 3, "contacts": [{"email": "a@b.c"}]}},
-            "nodes": {
-                "score": {"status": "succeeded", "output": {"tier": "hot", "total": 87.5}, "error": null},
-                "skipped": {"status": "skipped", "output": null, "error": null}
-            },
-            "secrets": {"TOKEN": "s3cret"},
-            "run": {"id": "r1"},
-            "workflow": {"id": "wf"},
-        })
-    }
-
-    fn render(value: Value) -> Result<Value, TemplateError> {
-        Templates::new().render_value(&value, &scope())
-    }
-
-    #[test]
-    fn node_references_are_found_statically() {
-        let templates = Templates::new();
-        let text = "{{ nodes.a.output.x }} and {% if nodes.b.status == 'ok' %}{{ nodes.a.error }}{% endif %}";
-        assert_eq!(templates.node_references(text), ["a", "b"]);
-        assert_eq!(templates.node_references("{{ nodes.c.output }}"), ["c"]);
-        assert_eq!(
-            templates.expression_node_references("nodes.d.output.tier == 'hot'"),
-            ["d"]
-        );
-        assert!(
-            templates
-                .node_references("{{ trigger.body }} plain")
-                .is_empty()
-        );
-        assert!(templates.node_references("no templates").is_empty());
-        assert!(templates.node_references("{{ broken").is_empty());
-    }
-
-    #[test]
-    fn booleans_and_null_in_text_are_spelled_as_json() {
-        let rendered = render(json!(
-            "vip={{ trigger.body.n > 2 }} none={{ nodes.skipped.output }}"
-        ));
-        assert_eq!(rendered.expect("renders"), json!("vip=true none=null"));
-        let rendered = render(json!(
-            "n={{ trigger.body.n }} tier={{ nodes.score.output.tier }}"
-        ));
-        assert_eq!(rendered.expect("renders"), json!("n=3 tier=hot"));
-    }
-
-    #[test]
-    fn a_single_expression_keeps_its_json_type() {
-        let templates = Templates::new();
-        let cases = [
-            (
-                "{{ nodes.score.output }}",
-                json!({"tier": "hot", "total": 87.5}),
-            ),
-            ("{{ trigger.body.contacts }}", json!([{"email": "a@b.c"}])),
-            ("{{ trigger.body.n }}", json!(3)),
-            ("{{ nodes.score.output.total }}", json!(87.5)),
-            ("{{ trigger.body.n > 2 }}", json!(true)),
-            ("{{ nodes.skipped.output }}", Value::Null),
-            ("  {{ trigger.body.n + 1 }}\n", json!(4)),
-            ("{{- trigger.body.n -}}", json!(3)),
-        ];
-        for (text, expected) in cases {
-            let rendered = templates.render_value(&json!(text), &scope()).unwrap();
-            assert_eq!(rendered, expected, "{text}");
-        }
-    }
-
-    #[test]
-    fn any_other_template_renders_to_a_string() {
-        let cases = [
-            (
-                "Hot lead {{ trigger.body.email }}",
-                "Hot lead ada@example.com",
-            ),
-            ("{{ trigger.body.n }}{{ trigger.body.n }}", "33"),
-            (
-                "{% if trigger.body.n > 2 %}big{% else %}small{% endif %}",
-                "big",
-            ),
-            ("{{ run.id }}.html <b>", "r1.html <b>"),
-            ("line {{ workflow.id }}\n", "line wf\n"),
-        ];
-        for (text, expected) in cases {
-            assert_eq!(render(json!(text)).unwrap(), json!(expected), "{text}");
-        }
-    }
-
-    #[test]
-    fn walks_lists_and_maps_but_not_keys() {
-        let value = json!({
-            "{{ run.id }}": ["{{ trigger.body.n }}", "x", 1, null, true],
-            "nested": {"email": "{{ trigger.body.email }}"},
-        });
-        let expected = json!({
-            "{{ run.id }}": [3, "x", 1, null, true],
-            "nested": {"email": "ada@example.com"},
-        });
-        assert_eq!(render(value).unwrap(), expected);
-    }
-
-    #[test]
-    fn plain_strings_are_returned_unchanged() {
-        let value = json!({"a": "no templates here", "b": "a } and { and #}", "c": 1.5});
-        assert_eq!(render(value.clone()).unwrap(), value);
-        // The fast path does not even look at the scope.
-        let templates = Templates::new();
-        assert_eq!(templates.render_value(&value, &Value::Null).unwrap(), value);
-    }
-
-    #[test]
-    fn undefined_names_and_attributes_are_errors_naming_the_template() {
-        let cases = [
-            ("{{ nope }}", "undefined value: `nope` is undefined"),
-            (
-                "{{ trigger.body.missing }}",
-                "undefined value: `trigger.body.missing` is undefined",
-            ),
-            (
-                "Hi {{ trigger.body.missing }}",
-                "undefined value: `trigger.body.missing` is undefined",
-            ),
-            (
-                "{{ nodes.skipped.output.tier }}",
-                "undefined value: `nodes.skipped.output.tier` is undefined",
-            ),
-        ];
-        for (text, message) in cases {
-            let error = render(json!({"deep": [text]})).unwrap_err();
-            assert_eq!(error.expression, text);
-            assert_eq!(error.message, message, "{text}");
-        }
-    }
-
-    #[test]
-    fn conditions_use_truthiness() {
-        let templates = Templates::new();
-        let cases = [
-            ("nodes.score.output.tier == \"hot\"", true),
-            ("nodes.score.output.tier == 'cold'", false),
-            ("trigger.body.contacts", true),
-            ("nodes.skipped.output", false),
-            ("nodes.skipped.status == 'skipped' and trigger.body.n", true),
-            ("trigger.body.missing is defined", false),
-            ("0", false),
-            ("''", false),
-        ];
-        for (expr, expected) in cases {
-            assert_eq!(
-                templates.eval_condition(expr, &scope()).unwrap(),
-                expected,
-                "{expr}"
-            );
-        }
-        let error = templates.eval_condition("nodes.skipped.output.tier == 'hot'", &scope());
-        assert_eq!(
-            error.unwrap_err().to_string(),
-            "in `nodes.skipped.output.tier == 'hot'`: undefined value: `nodes.skipped.output.tier` is undefined"
-        );
-        let error = templates.eval_condition("missing", &scope()).unwrap_err();
-        assert_eq!(error.message, "undefined value: `missing` is undefined");
-    }
-
-    #[test]
-    fn syntax_is_checked_without_a_scope() {
-        let templates = Templates::new();
-        assert!(templates.check_template("plain {text}").is_ok());
-        assert!(templates.check_template("{{ nodes.a.output }}").is_ok());
-        assert!(
-            templates
-                .check_template("Hi {{ x }} {% if y %}!{% endif %}")
-                .is_ok()
-        );
-        let error = templates.check_template("Hi {{ x").unwrap_err();
-        assert_eq!(error.expression, "Hi {{ x");
-        assert_eq!(
-            error.message,
-            "syntax error: unexpected end of input, expected end of variable block"
-        );
-        let error = templates.check_template("{{ 1 + }}").unwrap_err();
-        assert_eq!(
-            error.message,
-            "syntax error: unexpected end of input, expected expression"
-        );
-        assert!(templates.check_template("{% include 'other' %}").is_err());
-        assert!(templates.check_expression("a.b == 'x' and c").is_ok());
-        let error = templates.check_expression("a ==").unwrap_err();
-        assert_eq!(
-            error.to_string(),
-            "in `a ==`: syntax error: unexpected end of input, expected expression"
-        );
-        assert!(templates.check_expression("a }} {{ b").is_err());
-    }
-
-    #[test]
-    fn block_delimiters_inside_expression_strings_are_fine() {
-        let templates = Templates::new();
-        assert!(
-            templates
-                .eval_condition("x == '%}'", &json!({"x": "%}"}))
-                .unwrap()
-        );
-        // Load-time checks reject what is not a single expression, so the wrapper that
-        // evaluation uses never sees it.
-        assert!(templates.check_expression("1) %}{% set x = (1").is_err());
-    }
-
-    /// The narrowed scope must render exactly like the whole one.
-    #[test]
-    fn templates_see_the_same_values_as_with_the_whole_scope() {
-        let templates = Templates::new();
-        let whole = minijinja::Value::from(Serde(scope()));
-        let cases = [
-            "{% for k, v in nodes | items %}{{ k }}={{ v.status }};{% endfor %}",
-            "{{ nodes['score'].output.tier }} {{ nodes | length }} {{ nodes.score | length }}",
-            "{% set n = nodes.score %}{{ n.output.total }}",
-            "{% with x = trigger.body %}{{ x.email }}{% endwith %}",
-            "{{ nodes.missing is defined }} {{ nodes.score.output.missing is defined }}",
-            "{{ nodes.missing.output is defined }}",
-            "{{ trigger.body.contacts[0].email }} {{ trigger.body.contacts | map(attribute='email') | join(',') }}",
-            "{% for c in trigger.body.contacts %}{{ c.email }}{{ loop.index }}{% endfor %}",
-            "{{ range(3) | list }} {{ workflow.id ~ '/' ~ run.id }}",
-            "{{ nodes.score.output.items() | list }} {{ nodes.score.output.get('tier') }}",
-            "{{ nodes.score.output.keys() | list }}",
-            "{% if nodes.score.output.tier == 'hot' %}{{ secrets.TOKEN }}{% endif %}",
-            "{{ nodes.skipped.output.tier }}",
-            "{{ trigger.body.n is even }} {{ nodes.score.output.total | round }}",
-            "{{ trigger }}",
-            "{{ nodes.score.output.tier.upper() }}",
-        ];
-        let text = "{{ nodes.score.output.tier }}";
-        let template = templates.template(text, text).unwrap();
-        let context = templates.context(text, &template, &scope());
-        let nodes = context.get_attr("nodes").unwrap();
-        assert!(context.get_attr("trigger").unwrap().is_undefined());
-        assert!(nodes.get_attr("skipped").unwrap().is_undefined());
-        assert_eq!(
-            nodes
-                .get_attr("score")
-                .unwrap()
-                .get_attr("output")
-                .unwrap()
-                .len(),
-            Some(2)
-        );
-        for text in cases {
-            let template = templates.template(text, text).unwrap();
-            let narrowed = template.render(templates.context(text, &template, &scope()));
-            let expected = template.render(whole.clone());
-            match (narrowed, expected) {
-                (Ok(narrowed), Ok(expected)) => assert_eq!(narrowed, expected, "{text}"),
-                (Err(narrowed), Err(expected)) => {
-                    assert_eq!(narrowed.to_string(), expected.to_string(), "{text}")
-                }
-                (narrowed, expected) => panic!("{text}: {narrowed:?} but {expected:?}"),
-            }
-        }
-    }
-
-    #[test]
-    fn compiled_templates_are_reused_across_clones() {
-        let templates = Templates::new();
-        let clone = templates.clone();
-        let value = json!("{{ trigger.body.n * 2 }} and {{ run.id }}");
-        assert_eq!(
-            templates.render_value(&value, &scope()).unwrap(),
-            json!("6 and r1")
-        );
-        assert_eq!(
-            clone.render_value(&value, &scope()).unwrap(),
-            json!("6 and r1")
-        );
-        assert!(Arc::ptr_eq(&templates.shared, &clone.shared));
-    }
-}
+mod tests;
