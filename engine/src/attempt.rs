@@ -10,7 +10,7 @@ use futures::{StreamExt, TryStreamExt};
 use serde_json::Value;
 
 use crate::engine::{Error, Shared};
-use crate::store::{AttemptKey, AttemptOutcome, AttemptStatus, ErrorInfo};
+use crate::store::{AttemptKey, AttemptOutcome, AttemptStatus, ErrorInfo, json};
 use crate::template::TemplateError;
 use crate::workflow::{NodeDef, Workflow};
 use crate::{scope, telemetry};
@@ -22,8 +22,14 @@ enum Prepared {
     Each(Vec<Value>),
 }
 
-/// Executes the attempt unless it already finished (a duplicate delivery) or its run did.
+/// Executes the attempt unless it already finished (a duplicate delivery) or its run did. A
+/// run whose rows cannot be read fails rather than being retried forever.
 pub async fn execute(shared: &Arc<Shared>, key: &AttemptKey) -> Result<(), Error> {
+    let executed = execute_readable(shared, key).await;
+    crate::unreadable::fail_if_unreadable(shared, &key.run_id, executed).await
+}
+
+async fn execute_readable(shared: &Arc<Shared>, key: &AttemptKey) -> Result<(), Error> {
     let store = &shared.store;
     let Some(run) = store.run(&key.run_id).await? else {
         return Ok(());
@@ -51,7 +57,7 @@ pub async fn execute(shared: &Arc<Shared>, key: &AttemptKey) -> Result<(), Error
         workflow.id.as_str(),
     );
     let started = Instant::now();
-    let outcome = match prepare(shared, node, &scope) {
+    let outcome = match prepare(shared, node, &scope).and_then(storable_input) {
         Err(error) => {
             // The attempt did start: it failed while rendering, which the run JSON must show.
             if !store
@@ -77,7 +83,10 @@ pub async fn execute(shared: &Arc<Shared>, key: &AttemptKey) -> Result<(), Error
                 return Ok(());
             }
             let ctx = context(shared, &workflow, key, &run.id);
-            match run_prepared(shared, node, &ctx, prepared).await {
+            match run_prepared(shared, node, &ctx, prepared)
+                .await
+                .and_then(storable_output)
+            {
                 Ok(output) => {
                     let output = scope::redact(output, &shared.secrets);
                     outcome(AttemptStatus::Succeeded, Some(output), None, false)
@@ -149,6 +158,40 @@ fn prepare(shared: &Shared, node: &NodeDef, scope: &Value) -> Result<Prepared, N
         })
         .collect::<Result<Vec<_>, _>>()?;
     Ok(Prepared::Each(inputs))
+}
+
+/// The rendered inputs, unless they nest deeper than the store keeps (see
+/// [`json::MAX_DEPTH`]): a permanent template error, before the node runs.
+fn storable_input(prepared: Prepared) -> Result<Prepared, NodeError> {
+    let depth = match &prepared {
+        Prepared::Skip => 0,
+        Prepared::Single(input) => json::depth(input),
+        // Stored as one list, one level deeper than its items.
+        Prepared::Each(inputs) => inputs
+            .iter()
+            .map(json::depth)
+            .max()
+            .unwrap_or(0)
+            .saturating_add(1),
+    };
+    if depth > json::MAX_DEPTH {
+        return Err(NodeError::permanent(
+            ErrorKind::Template,
+            format!(
+                "the rendered input nests {depth} levels deep; the store keeps at most {}",
+                json::MAX_DEPTH
+            ),
+        ));
+    }
+    Ok(prepared)
+}
+
+/// The node's output, unless it nests deeper than the store keeps: a permanent node error
+/// (outputs that wrap their input grow one level per node along a chain).
+fn storable_output(output: Value) -> Result<Value, NodeError> {
+    json::check_depth("the node's output", &output)
+        .map_err(|error| NodeError::permanent(ErrorKind::Node, error.to_string()))?;
+    Ok(output)
 }
 
 /// Runs the node once, or once per item with at most `parallelism` in flight; a `foreach`

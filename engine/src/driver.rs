@@ -101,6 +101,8 @@ async fn advance_now(shared: &Arc<Shared>, run_id: &str) -> Result<(), Error> {
     let lock = shared.store.lock_run(run_id).await?;
     let mut queued = Vec::new();
     let advanced = decide_and_perform(shared, run_id, &mut queued).await;
+    // A run whose rows cannot be read would fail every advance the same way: it fails instead.
+    let advanced = crate::unreadable::fail_if_unreadable(shared, run_id, advanced).await;
     lock.release().await;
     // Published after the lock is released: the attempts are committed already (the outbox
     // covers a crash from here on), and a process must never hold a run's lock while it waits
@@ -243,6 +245,13 @@ async fn succeed(
                 .map(|value| Some(scope::redact(value, &shared.secrets)))
         }
     };
+    // An output nested deeper than the store keeps fails the run rather than its every advance.
+    if let Ok(Some(value)) = &output
+        && let Err(error) = crate::store::json::check_depth("the run's output", value)
+    {
+        let error = ErrorInfo::new("template", format!("run output: {error}"));
+        return end_run(shared, workflow, run, attempts, RunStatus::Failed, error).await;
+    }
     match output {
         Ok(output) => {
             let finished = shared

@@ -153,6 +153,37 @@ pub struct RunRecord {
     pub idempotency_key: Option<String>,
 }
 
+/// A run without its trigger and output: what lists show and recovery needs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunSummary {
+    pub id: String,
+    pub workflow_id: String,
+    pub revision: String,
+    pub status: RunStatus,
+    pub error: Option<ErrorInfo>,
+    pub created_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub deadline_at: Option<DateTime<Utc>>,
+}
+
+/// One row of a list of runs.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Listed {
+    Run(RunSummary),
+    /// A row that cannot be decoded: its id, and why (for the log and the list).
+    Unreadable { id: String, error: String },
+}
+
+impl Listed {
+    pub fn id(&self) -> &str {
+        match self {
+            Listed::Run(run) => &run.id,
+            Listed::Unreadable { id, .. } => id,
+        }
+    }
+}
+
 /// Identifies one attempt.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct AttemptKey {
