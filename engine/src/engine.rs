@@ -496,7 +496,8 @@ impl Engine {
         };
         // Short: a probe queued behind a pool waiting out its acquire timeout says little more.
         const PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
-        let probe = tokio::time::timeout(PROBE_TIMEOUT, self.shared.store.list_run_summaries(&probe));
+        let probe =
+            tokio::time::timeout(PROBE_TIMEOUT, self.shared.store.list_run_summaries(&probe));
         let unready = |detail: String| Unready {
             component: "database",
             detail,

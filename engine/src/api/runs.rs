@@ -223,7 +223,10 @@ mod tests {
             workflow_id: "w".into(),
             revision: "r".into(),
             status: RunStatus::Failed,
-            error: Some(crate::store::ErrorInfo::new("http", "x".repeat(message_bytes))),
+            error: Some(crate::store::ErrorInfo::new(
+                "http",
+                "x".repeat(message_bytes),
+            )),
             created_at: chrono::DateTime::UNIX_EPOCH,
             started_at: None,
             finished_at: None,
@@ -238,7 +241,11 @@ mod tests {
             .map(|id| summary(id, 400))
             .collect();
         let page = Page::of(&listed, 1000);
-        assert_eq!(page.runs.len(), 2, "two summaries of ~600 bytes would pass 1000");
+        assert_eq!(
+            page.runs.len(),
+            2,
+            "two summaries of ~600 bytes would pass 1000"
+        );
         assert_eq!(page.cut_after, Some("b"));
         let whole = Page::of(&listed, MAX_PAGE_BYTES);
         assert_eq!((whole.runs.len(), whole.cut_after), (4, None));
@@ -259,7 +266,10 @@ mod tests {
         let page = Page::of(&listed, MAX_PAGE_BYTES);
         assert_eq!(page.runs.len(), 1);
         assert_eq!(page.runs[0]["id"], "a");
-        assert!(page.runs[0].get("trigger").is_none(), "no trigger in a list");
+        assert!(
+            page.runs[0].get("trigger").is_none(),
+            "no trigger in a list"
+        );
         assert_eq!(
             page.unreadable,
             vec![json!({"id": "b", "error": {"kind": "store", "message": "run b: trigger: EOF"}})]

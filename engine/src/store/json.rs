@@ -125,8 +125,8 @@ mod tests {
     fn depth_counts_arrays_and_objects() {
         assert_eq!(depth(&json!(1)), 0);
         assert_eq!(depth(&json!([])), 1);
-        assert_eq!(depth(&json!({"a": [1, {"b": {}}]})), 3);
-        assert_eq!(text_depth(r#"{"a": [1, {"b": {}}]}"#), 3);
+        assert_eq!(depth(&json!({"a": [1, {"b": {}}]})), 4);
+        assert_eq!(text_depth(r#"{"a": [1, {"b": {}}]}"#), 4);
         // Brackets inside strings, escaped quotes included, are not levels.
         assert_eq!(text_depth(r#"{"a": "[[[\"{{"}"#), 1);
     }
@@ -134,7 +134,10 @@ mod tests {
     #[test]
     fn rows_deeper_than_serde_json_reads_by_default_are_read() {
         let text = nested(300);
-        assert!(serde_json::from_str::<Value>(&text).is_err(), "default limit");
+        assert!(
+            serde_json::from_str::<Value>(&text).is_err(),
+            "default limit"
+        );
         let value = parse("trigger", &text).expect("readable");
         assert_eq!(depth(&value), 300);
     }

@@ -7,6 +7,8 @@
 
 mod cache;
 mod connect;
+#[cfg(test)]
+mod depth_tests;
 mod dialect;
 mod idempotency;
 pub mod json;

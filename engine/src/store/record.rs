@@ -172,7 +172,10 @@ pub struct RunSummary {
 pub enum Listed {
     Run(RunSummary),
     /// A row that cannot be decoded: its id, and why (for the log and the list).
-    Unreadable { id: String, error: String },
+    Unreadable {
+        id: String,
+        error: String,
+    },
 }
 
 impl Listed {

@@ -147,9 +147,7 @@ fn summary(columns: &impl Columns) -> Result<RunSummary> {
 
 /// `error` as [`Error::Unreadable`], naming the row by its run id when that is readable.
 fn unreadable(row: &str, id_column: &str, columns: &impl Columns, error: Error) -> Error {
-    let run_id = columns
-        .text(id_column)
-        .unwrap_or_else(|_| "?".to_owned());
+    let run_id = columns.text(id_column).unwrap_or_else(|_| "?".to_owned());
     let detail = match error {
         Error::Unreadable(detail) | Error::Corrupt(detail) => detail,
         other => other.to_string(),

@@ -382,8 +382,14 @@ impl Store for SqliteStore {
         .bind(&attempt.key.node_id)
         .bind(i64::from(attempt.key.attempt))
         .bind(attempt.status.as_str())
-        .bind(to_optional_text("the attempt's input", attempt.input.as_ref())?)
-        .bind(to_optional_text("the node's output", attempt.output.as_ref())?)
+        .bind(to_optional_text(
+            "the attempt's input",
+            attempt.input.as_ref(),
+        )?)
+        .bind(to_optional_text(
+            "the node's output",
+            attempt.output.as_ref(),
+        )?)
         .bind(attempt.error.as_ref().map(error_json))
         .bind(attempt.retryable)
         .bind(attempt.not_before.map(timestamp))
@@ -432,7 +438,10 @@ impl Store for SqliteStore {
                AND status IN ('pending', 'queued', 'running')",
         )
         .bind(outcome.status.as_str())
-        .bind(to_optional_text("the node's output", outcome.output.as_ref())?)
+        .bind(to_optional_text(
+            "the node's output",
+            outcome.output.as_ref(),
+        )?)
         .bind(outcome.error.as_ref().map(error_json))
         .bind(outcome.retryable)
         .bind(outcome.not_before.map(timestamp))

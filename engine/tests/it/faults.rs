@@ -60,7 +60,13 @@ impl Store for FaultyStore {
         }
         self.inner.list_runs(query).await
     }
-    async fn unfinished_runs(&self) -> store::Result<Vec<RunRecord>> {
+    async fn list_run_summaries(&self, query: &RunQuery) -> store::Result<Vec<store::Listed>> {
+        if self.down.load(Ordering::SeqCst) {
+            return Err(injected());
+        }
+        self.inner.list_run_summaries(query).await
+    }
+    async fn unfinished_runs(&self) -> store::Result<Vec<store::Listed>> {
         self.inner.unfinished_runs().await
     }
     async fn count_running(&self, workflow_id: &str) -> store::Result<u64> {
