@@ -483,8 +483,13 @@ impl Engine {
         Ok(Some(view::run_json(&run, &attempts, workflow.as_deref())))
     }
 
-    /// Runs newest first, as summaries.
-    pub async fn list_runs(&self, query: &RunQuery) -> Result<Vec<Listed>, Error> {
+    /// Runs newest first, whole.
+    pub async fn list_runs(&self, query: &RunQuery) -> Result<Vec<RunRecord>, Error> {
+        Ok(self.shared.store.list_runs(query).await?)
+    }
+
+    /// Runs newest first, without triggers and outputs; an unreadable row is listed as such.
+    pub async fn list_run_summaries(&self, query: &RunQuery) -> Result<Vec<Listed>, Error> {
         Ok(self.shared.store.list_run_summaries(query).await?)
     }
 

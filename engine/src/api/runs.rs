@@ -63,7 +63,7 @@ pub async fn list(
 ) -> Result<Json<Value>> {
     let Query(params) = params?;
     let query = params.to_query()?;
-    let listed = state.engine.list_runs(&query).await?;
+    let listed = state.engine.list_run_summaries(&query).await?;
     let page = Page::of(&listed, MAX_PAGE_BYTES);
     let next_cursor = match page.cut_after {
         Some(id) => Some(id.to_owned()),
@@ -78,7 +78,7 @@ pub async fn list(
                         cursor: Some(cursor),
                         ..query.clone()
                     };
-                    Ok(!state.engine.list_runs(&probe).await?.is_empty())
+                    Ok(!state.engine.list_run_summaries(&probe).await?.is_empty())
                 },
             )
             .await?

@@ -124,7 +124,7 @@ pub(super) fn listed(columns: &impl Columns) -> Result<Listed> {
         Err(error) => {
             // Without even a readable id the row cannot be named, paged past or failed.
             let id = columns.text("id")?;
-            let reason = error.to_string();
+            let reason = unreadable("run", "id", columns, error).to_string();
             tracing::error!(run = %id, error = %reason, "a stored run cannot be read");
             Ok(Listed::Unreadable { id, error: reason })
         }

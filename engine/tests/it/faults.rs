@@ -67,6 +67,9 @@ impl Store for FaultyStore {
         self.inner.list_run_summaries(query).await
     }
     async fn unfinished_runs(&self) -> store::Result<Vec<store::Listed>> {
+        if self.down.load(Ordering::SeqCst) {
+            return Err(injected());
+        }
         self.inner.unfinished_runs().await
     }
     async fn count_running(&self, workflow_id: &str) -> store::Result<u64> {
@@ -203,13 +206,22 @@ impl Store for FaultyStore {
 }
 
 async fn server(failing_finishes: u32) -> (TestServer, Arc<FaultyStore>) {
+    server_with(failing_finishes, false).await
+}
+
+/// A server whose store is down from the start, so that start-up recovery fails.
+pub async fn server_with_store_down() -> TestServer {
+    server_with(0, true).await.0
+}
+
+async fn server_with(failing_finishes: u32, down: bool) -> (TestServer, Arc<FaultyStore>) {
     let mut faulty = None;
     let server =
         TestServer::start_with_store(&fixtures("faults"), TestOptions::default(), |inner| {
             let store = Arc::new(FaultyStore {
                 inner,
                 failing_finishes: AtomicU32::new(failing_finishes),
-                down: AtomicBool::new(false),
+                down: AtomicBool::new(down),
             });
             faulty = Some(store.clone());
             store

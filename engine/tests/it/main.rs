@@ -11,6 +11,7 @@ mod idempotency;
 mod lead_nodes;
 mod lead_pipeline;
 mod leads;
+mod poisoned;
 mod postgres;
 mod private_postgres;
 mod process;
