@@ -240,12 +240,9 @@ mod tests {
             .into_iter()
             .map(|id| summary(id, 400))
             .collect();
-        let page = Page::of(&listed, 1000);
-        assert_eq!(
-            page.runs.len(),
-            2,
-            "two summaries of ~600 bytes would pass 1000"
-        );
+        // Each summary is some 600 bytes: two fit in 1500, a third would not.
+        let page = Page::of(&listed, 1500);
+        assert_eq!(page.runs.len(), 2);
         assert_eq!(page.cut_after, Some("b"));
         let whole = Page::of(&listed, MAX_PAGE_BYTES);
         assert_eq!((whole.runs.len(), whole.cut_after), (4, None));
