@@ -9,14 +9,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
-use enrichflow::store::{AttemptKey, AttemptRecord, AttemptStatus, RunRecord, RunStatus};
-use enrichflow::store::{SqliteStore, Store};
+use enrichflow::store::{
+    AttemptKey, AttemptRecord, AttemptStatus, RunQuery, RunRecord, RunStatus, SqliteStore, Store,
+};
 use enrichflow::template::Templates;
 use enrichflow::workflow;
-use enrichflow_nodes::Registry;
+use enrichflow_nodes::{Registry, Secrets};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use sqlx::{AssertSqlSafe, Connection, SqliteConnection};
+use wiremock::matchers::path;
+use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use crate::support::{TestOptions, TestServer, fixtures};
 
@@ -217,4 +220,67 @@ async fn a_recovery_that_cannot_read_the_store_stops_start_up() {
     tokio::time::timeout(Duration::from_secs(10), server.shutdown.cancelled())
         .await
         .expect("recovery stopped the server");
+}
+
+/// The one run of `workflow` as the API shows it.
+async fn only_run(server: &TestServer, workflow: &str) -> Value {
+    let query = RunQuery {
+        workflow_id: Some(workflow.to_owned()),
+        ..RunQuery::default()
+    };
+    let runs = server.engine.list_runs(&query).await.expect("store");
+    assert_eq!(runs.len(), 1, "{workflow}");
+    let run = server
+        .engine
+        .run_json(&runs[0].id)
+        .await
+        .expect("store")
+        .expect("the run");
+    assert_eq!(run["status"], "failed", "{run:#}");
+    run
+}
+
+#[tokio::test]
+async fn inputs_and_outputs_nested_deeper_than_the_store_keeps_fail_their_attempt() {
+    let upstream = MockServer::start().await;
+    let deep_answer: Value = serde_json::from_str(&nested(101)).expect("JSON");
+    Mock::given(path("/deep"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(&deep_answer))
+        .mount(&upstream)
+        .await;
+    let mut options = TestOptions::default();
+    options.engine.secrets =
+        Secrets::new(BTreeMap::from([("BASE_URL".to_owned(), upstream.uri())]));
+    let server = TestServer::start_with(&fixtures("poisoned"), options).await;
+
+    for hook in ["deep", "upstream"] {
+        let body: Value = serde_json::from_str(&nested(99)).expect("JSON");
+        let response = server
+            .client
+            .post(server.url(&format!("/hooks/{hook}")))
+            .json(&body)
+            .send()
+            .await
+            .expect("POST");
+        // The run failed, and said so at once rather than hanging or retrying.
+        assert!(response.status().is_server_error(), "{hook}");
+    }
+    let wrap = &only_run(&server, "deep").await["nodes"]["wrap"];
+    assert_eq!(wrap["attempts"], 1, "permanent: {wrap:#}");
+    assert_eq!(
+        wrap["error"],
+        json!({
+            "kind": "template",
+            "message": "the rendered input nests 101 levels deep; the store keeps at most 100"
+        })
+    );
+    let fetch = &only_run(&server, "upstream").await["nodes"]["fetch"];
+    assert_eq!(fetch["attempts"], 1, "permanent: {fetch:#}");
+    assert_eq!(fetch["error"]["kind"], "node", "{fetch:#}");
+    let message = fetch["error"]["message"].as_str().expect("message");
+    assert!(
+        message.starts_with("the node's output nests 10")
+            && message.ends_with("levels deep; the store keeps at most 100"),
+        "{message}"
+    );
 }
