@@ -50,7 +50,7 @@ async fn execute_readable(shared: &Arc<Shared>, key: &AttemptKey) -> Result<(), 
         return finish(shared, &workflow, key, "unknown", failed(error, shared)).await;
     };
     let scope = scope::for_run(
-        &run.trigger,
+        &run.trigger.value()?,
         &attempts,
         &shared.secrets,
         &run.id,

@@ -233,7 +233,7 @@ async fn succeed(
         None => Ok(None),
         Some(template) => {
             let scope = scope::for_run(
-                &run.trigger,
+                &run.trigger.value()?,
                 attempts,
                 &shared.secrets,
                 &run.id,

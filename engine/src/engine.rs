@@ -343,7 +343,7 @@ impl Engine {
             workflow_id: workflow.id.to_string(),
             revision: workflow.source.hash.clone(),
             status: RunStatus::Queued,
-            trigger: crate::scope::redact(request.trigger, &shared.secrets),
+            trigger: crate::scope::redact(request.trigger, &shared.secrets).into(),
             output: None,
             error: None,
             created_at: Utc::now(),

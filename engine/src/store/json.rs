@@ -58,6 +58,19 @@ pub(super) fn to_text(what: &str, value: &Value) -> Result<String> {
     Ok(value.to_string())
 }
 
+/// Refuses JSON text nested deeper than the store writes (see [`check_depth`]).
+pub(super) fn check_text_depth(what: &str, text: &str) -> Result<()> {
+    let depth = text_depth(text);
+    if depth > MAX_DEPTH {
+        return Err(Error::TooDeep {
+            what: what.to_owned(),
+            depth,
+            limit: MAX_DEPTH,
+        });
+    }
+    Ok(())
+}
+
 /// As [`to_text`], for an optional value.
 pub(super) fn to_optional_text(what: &str, value: Option<&Value>) -> Result<Option<String>> {
     value.map(|value| to_text(what, value)).transpose()

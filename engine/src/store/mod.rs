@@ -43,7 +43,7 @@ pub use leads::{
 pub use postgres::{PostgresStore, is_postgres_url};
 pub use record::{
     AttemptKey, AttemptRecord, AttemptStatus, ErrorInfo, Listed, RunQuery, RunRecord, RunStatus,
-    RunSummary,
+    RunSummary, Trigger,
 };
 pub use sqlite::SqliteStore;
 pub use stats::{

@@ -10,7 +10,7 @@ use serde_json::Value;
 
 use super::{
     AttemptKey, AttemptRecord, AttemptStatus, Error, ErrorInfo, Listed, Result, RunRecord,
-    RunSummary, json,
+    RunSummary, Trigger, json,
 };
 
 /// The columns of a run that lists read: everything but the trigger and the output, which
@@ -74,7 +74,12 @@ fn decode_run(columns: &impl Columns) -> Result<RunRecord> {
         workflow_id: columns.text("workflow_id")?,
         revision: columns.text("revision")?,
         status: columns.status("status")?,
-        trigger: columns.json("trigger")?.unwrap_or(Value::Null),
+        // Left as text: parsed where it is used (see `Trigger`).
+        trigger: Trigger::from_stored(
+            columns
+                .json_text("trigger")?
+                .unwrap_or_else(|| "null".to_owned()),
+        ),
         output: columns.json("output")?,
         error: columns.typed_json("error")?,
         created_at: columns.time("created_at")?,

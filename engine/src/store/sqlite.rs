@@ -20,7 +20,7 @@ use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
 use tokio::sync::mpsc;
 
 use super::connect::without_credentials;
-use super::json::{to_optional_text, to_text};
+use super::json::{check_text_depth, to_optional_text};
 use super::rows::{self, error_json, summary_columns};
 use super::{
     AttemptKey, AttemptOutcome, AttemptRecord, Error, ErrorInfo, LeadDetail, LeadQuery, LeadView,
@@ -128,7 +128,7 @@ fn bind_run(
         .bind(&run.workflow_id)
         .bind(&run.revision)
         .bind(run.status.as_str())
-        .bind(to_text("the trigger", &run.trigger)?)
+        .bind(trigger_text(run)?)
         .bind(to_optional_text("the run's output", run.output.as_ref())?)
         .bind(run.error.as_ref().map(error_json))
         .bind(timestamp(run.created_at))
@@ -137,6 +137,12 @@ fn bind_run(
         .bind(run.deadline_at.map(timestamp))
         .bind(run.cancel_requested)
         .bind(&run.idempotency_key))
+}
+
+/// The trigger's shared text, once its depth is checked.
+fn trigger_text(run: &RunRecord) -> Result<std::sync::Arc<str>> {
+    check_text_depth("the trigger", run.trigger.text())?;
+    Ok(run.trigger.shared_text())
 }
 
 #[async_trait]

@@ -42,7 +42,7 @@ pub(super) fn run(n: u128, workflow_id: &str, status: RunStatus) -> RunRecord {
         workflow_id: workflow_id.to_owned(),
         revision: format!("rev-{workflow_id}"),
         status,
-        trigger: json!({ "type": "manual", "body": { "n": n as u64 } }),
+        trigger: json!({ "type": "manual", "body": { "n": n as u64 } }).into(),
         output: None,
         error: None,
         created_at: at(n as i64),
@@ -162,7 +162,8 @@ pub(super) async fn runs_round_trip_every_field(store: &dyn Store) -> Result<()>
             "body": { "email": "ada@example.com", "tags": ["a", "b"], "score": 0.1,
                       "big": u64::MAX, "none": null, "ünïcode": "✓ \"quoted\"\n" },
             "headers": {},
-        }),
+        })
+        .into(),
         output: Some(json!([1, 2.5, "x", { "deep": { "k": true } }])),
         error: Some(ErrorInfo::new("http", "503 from provider")),
         created_at: at(0),
@@ -175,7 +176,7 @@ pub(super) async fn runs_round_trip_every_field(store: &dyn Store) -> Result<()>
     let minimal = run(2, "lead-enrichment", RunStatus::Queued);
     let null_output = RunRecord {
         output: Some(Value::Null),
-        trigger: Value::Null,
+        trigger: Value::Null.into(),
         ..run(3, "lead-enrichment", RunStatus::Succeeded)
     };
     for record in [&full, &minimal, &null_output] {

@@ -103,7 +103,8 @@ async fn replicas_fire_each_tick_once(database_url: &str) {
     let runs = stored_runs(database_url).await;
     let mut per_tick: BTreeMap<String, Vec<&RunRecord>> = BTreeMap::new();
     for run in &runs {
-        let tick = run.trigger["scheduled_at"].as_str().expect("scheduled_at");
+        let trigger = run.trigger.value().expect("readable");
+        let tick = trigger["scheduled_at"].as_str().expect("scheduled_at");
         per_tick.entry(tick.to_owned()).or_default().push(run);
     }
     assert!(per_tick.len() >= 3, "at least 3 ticks: {per_tick:#?}");
@@ -135,9 +136,10 @@ async fn wait_for_ticks(database_url: &str, n: usize) {
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
         let runs = replicated_runs(&store).await;
-        let ticks: std::collections::BTreeSet<&str> = runs
+        let ticks: std::collections::BTreeSet<String> = runs
             .iter()
-            .filter_map(|run| run.trigger["scheduled_at"].as_str())
+            .filter_map(|run| run.trigger.value().ok())
+            .filter_map(|trigger| trigger["scheduled_at"].as_str().map(str::to_owned))
             .collect();
         if ticks.len() >= n {
             break;

@@ -115,7 +115,7 @@ fn run(revision: &str, status: RunStatus) -> RunRecord {
         workflow_id: "quick".into(),
         revision: revision.into(),
         status,
-        trigger: json!({ "type": "webhook", "body": {} }),
+        trigger: json!({ "type": "webhook", "body": {} }).into(),
         output: None,
         error: None,
         created_at: Utc::now(),
@@ -195,7 +195,10 @@ async fn poisoned_runs_break_neither_the_list_nor_recovery_nor_other_runs() {
         assert_eq!(run["status"], "failed", "{run:#}");
         assert_eq!(run["error"]["kind"], "store", "{run:#}");
         let message = run["error"]["message"].as_str().expect("message");
-        assert!(message.contains(&format!("run {id}: ")), "{message}");
+        assert!(
+            message.starts_with("stored row cannot be read: "),
+            "{message}"
+        );
     }
     assert!(
         runs[poisoned.too_deep.as_str()]["error"]["message"]
