@@ -41,6 +41,21 @@ async fn a_cron_trigger_starts_runs_on_schedule() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(runs.len() >= 2, "two ticks within 10 s, got {runs:?}");
+    // Lists show summaries; each run's trigger and output are in its own JSON.
+    let mut details = Vec::new();
+    for run in &runs {
+        let id = run["id"].as_str().expect("id");
+        let detail: Value = client
+            .get(format!("{}/api/v1/runs/{id}", server.base_url))
+            .send()
+            .await
+            .expect("GET run")
+            .json()
+            .await
+            .expect("JSON");
+        details.push(detail);
+    }
+    let runs = details;
     let run = &runs[0];
     assert_eq!(run["trigger"]["type"], "cron");
     assert_eq!(run["trigger"]["input"]["source"], "tick");
