@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::engine::{Error, Shared};
 use crate::redaction::{self, Redactor, SecretUse};
-use crate::store::{AttemptKey, AttemptOutcome, AttemptStatus, ErrorInfo};
+use crate::store::{AttemptKey, AttemptOutcome, AttemptStatus, ErrorInfo, json};
 use crate::template::TemplateError;
 use crate::workflow::{NodeDef, Workflow};
 use crate::{scope, telemetry};
@@ -32,8 +32,14 @@ enum Prepared {
     Each(Vec<Value>),
 }
 
-/// Executes the attempt unless it already finished (a duplicate delivery) or its run did.
+/// Executes the attempt unless it already finished (a duplicate delivery) or its run did. A
+/// run whose rows cannot be read fails rather than being retried forever.
 pub async fn execute(shared: &Arc<Shared>, key: &AttemptKey) -> Result<(), Error> {
+    let executed = execute_readable(shared, key).await;
+    crate::unreadable::fail_if_unreadable(shared, &key.run_id, executed).await
+}
+
+async fn execute_readable(shared: &Arc<Shared>, key: &AttemptKey) -> Result<(), Error> {
     let store = &shared.store;
     let Some(run) = store.run(&key.run_id).await? else {
         return Ok(());
@@ -55,7 +61,7 @@ pub async fn execute(shared: &Arc<Shared>, key: &AttemptKey) -> Result<(), Error
         return finish(shared, &workflow, key, "unknown", failed(error, &redactor)).await;
     };
     let scope = scope::for_run(
-        &run.trigger,
+        &run.trigger.value()?,
         &attempts,
         &shared.secrets,
         &run.id,
@@ -65,7 +71,7 @@ pub async fn execute(shared: &Arc<Shared>, key: &AttemptKey) -> Result<(), Error
     let cancellation = shared.run_token(&run.id);
     let (rendered, scope) = prepare_off_thread(shared, &workflow, node, scope, &cancellation).await;
     let render_time = started.elapsed();
-    let outcome = match rendered {
+    let outcome = match rendered.and_then(storable_input) {
         Err(error) => {
             // The attempt did start: it failed while rendering, which the run JSON must show.
             if !store
@@ -98,7 +104,7 @@ pub async fn execute(shared: &Arc<Shared>, key: &AttemptKey) -> Result<(), Error
                 .catch_unwind()
                 .await
                 .unwrap_or_else(|panic| Err(panicked("the node", panic.as_ref())));
-            match caught {
+            match caught.and_then(storable_output) {
                 Ok(output) => {
                     let output = redactor.value(output);
                     outcome(AttemptStatus::Succeeded, Some(output), None, false)
@@ -247,6 +253,40 @@ fn prepare(
         })
         .collect::<Result<Vec<_>, _>>()?;
     Ok(Prepared::Each(inputs))
+}
+
+/// The rendered inputs, unless they nest deeper than the store keeps (see
+/// [`json::MAX_DEPTH`]): a permanent template error, before the node runs.
+fn storable_input(prepared: Prepared) -> Result<Prepared, NodeError> {
+    let depth = match &prepared {
+        Prepared::Skip => 0,
+        Prepared::Single(input) => json::depth(input),
+        // Stored as one list, one level deeper than its items.
+        Prepared::Each(inputs) => inputs
+            .iter()
+            .map(json::depth)
+            .max()
+            .unwrap_or(0)
+            .saturating_add(1),
+    };
+    if depth > json::MAX_DEPTH {
+        return Err(NodeError::permanent(
+            ErrorKind::Template,
+            format!(
+                "the rendered input nests {depth} levels deep; the store keeps at most {}",
+                json::MAX_DEPTH
+            ),
+        ));
+    }
+    Ok(prepared)
+}
+
+/// The node's output, unless it nests deeper than the store keeps: a permanent node error
+/// (outputs that wrap their input grow one level per node along a chain).
+fn storable_output(output: Value) -> Result<Value, NodeError> {
+    json::check_depth("the node's output", &output)
+        .map_err(|error| NodeError::permanent(ErrorKind::Node, error.to_string()))?;
+    Ok(output)
 }
 
 /// Runs the node once, or once per item with at most `parallelism` in flight; a `foreach`

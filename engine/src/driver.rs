@@ -107,6 +107,8 @@ async fn advance_now(shared: &Arc<Shared>, run_id: &str) -> Result<(), Error> {
     let lock = shared.store.lock_run(run_id).await?;
     let mut queued = Vec::new();
     let advanced = decide_and_perform(shared, run_id, &mut queued).await;
+    // A run whose rows cannot be read would fail every advance the same way: it fails instead.
+    let advanced = crate::unreadable::fail_if_unreadable(shared, run_id, advanced).await;
     lock.release().await;
     // Published after the lock is released: the attempts are committed already (the outbox
     // covers a crash from here on), and a process must never hold a run's lock while it waits
@@ -238,8 +240,18 @@ async fn succeed(
 ) -> Result<(), Error> {
     let output = match &workflow.output {
         None => Ok(None),
-        Some(template) => render_output(shared, workflow, template, run, attempts),
+        Some(template) => {
+            let trigger = run.trigger.value()?;
+            render_output(shared, workflow, template, &trigger, run, attempts)
+        }
     };
+    // An output nested deeper than the store keeps fails the run rather than its every advance.
+    if let Ok(Some(value)) = &output
+        && let Err(error) = crate::store::json::check_depth("the run's output", value)
+    {
+        let error = ErrorInfo::new("template", format!("run output: {error}"));
+        return end_run(shared, workflow, run, attempts, RunStatus::Failed, error).await;
+    }
     match output {
         Ok(output) => {
             let finished = shared
@@ -318,11 +330,12 @@ fn render_output(
     shared: &Shared,
     workflow: &Workflow,
     template: &Value,
+    trigger: &Value,
     run: &RunRecord,
     attempts: &[AttemptRecord],
 ) -> Result<Option<Value>, TemplateError> {
     let mut scope = scope::for_run(
-        &run.trigger,
+        trigger,
         attempts,
         &shared.secrets,
         &run.id,

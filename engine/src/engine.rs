@@ -17,7 +17,7 @@ use crate::catalog::{Catalog, CatalogHandle};
 use crate::inputs::Schemas;
 use crate::queue::Queue;
 use crate::revisions::Revisions;
-use crate::store::{self, RunQuery, RunRecord, RunStatus, Store};
+use crate::store::{self, Listed, RunQuery, RunRecord, RunStatus, Store};
 use crate::template::Templates;
 use crate::workflow::Workflow;
 use crate::{dispatch, driver, recovery, telemetry, view, worker};
@@ -316,7 +316,7 @@ impl Engine {
         }
         let recovered = match role {
             Role::Worker => Ok(()),
-            Role::Embedded | Role::Server => recovery::recover(&shared).await,
+            Role::Embedded | Role::Server => recovery::recover_or_stop(&shared, &shutdown).await,
         };
         // Even a failed recovery must not leave triggers waiting forever; the error stops `run`.
         shared.recovered.send_replace(true);
@@ -373,7 +373,7 @@ impl Engine {
             status: RunStatus::Queued,
             // Client data is stored as sent: rewriting it would tell the client which of its
             // values equal a secret.
-            trigger: request.trigger,
+            trigger: request.trigger.into(),
             output: None,
             error: None,
             created_at: Utc::now(),
@@ -514,9 +514,14 @@ impl Engine {
         Ok(Some(view::run_json(&run, &attempts, workflow.as_deref())))
     }
 
-    /// Runs newest first, as summaries.
+    /// Runs newest first, whole.
     pub async fn list_runs(&self, query: &RunQuery) -> Result<Vec<RunRecord>, Error> {
         Ok(self.shared.store.list_runs(query).await?)
+    }
+
+    /// Runs newest first, without triggers and outputs; an unreadable row is listed as such.
+    pub async fn list_run_summaries(&self, query: &RunQuery) -> Result<Vec<Listed>, Error> {
+        Ok(self.shared.store.list_run_summaries(query).await?)
     }
 
     /// Ok when the store and the queue answer; otherwise what is down, for `/readyz`.
@@ -527,7 +532,8 @@ impl Engine {
         };
         // Short: a probe queued behind a pool waiting out its acquire timeout says little more.
         const PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
-        let probe = tokio::time::timeout(PROBE_TIMEOUT, self.shared.store.list_runs(&probe));
+        let probe =
+            tokio::time::timeout(PROBE_TIMEOUT, self.shared.store.list_run_summaries(&probe));
         let unready = |detail: String| Unready {
             component: "database",
             detail,

@@ -23,6 +23,7 @@ pub mod serve;
 pub mod store;
 pub mod telemetry;
 pub mod template;
+mod unreadable;
 pub mod view;
 mod worker;
 pub mod worker_process;

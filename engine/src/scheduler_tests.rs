@@ -31,7 +31,7 @@ fn running() -> RunRecord {
         workflow_id: "w".into(),
         revision: "h".into(),
         status: RunStatus::Running,
-        trigger: json!({}),
+        trigger: json!({}).into(),
         output: None,
         error: None,
         created_at: now(),

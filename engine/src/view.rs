@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{Map, Value, json};
 
-use crate::store::{AttemptRecord, AttemptStatus, RunRecord};
+use crate::store::{AttemptRecord, AttemptStatus, RunRecord, RunSummary};
 use crate::workflow::Workflow;
 
 /// The run JSON with every node: its latest status and output, and every attempt in `history`.
@@ -37,19 +37,47 @@ pub fn run_json(run: &RunRecord, attempts: &[AttemptRecord], workflow: Option<&W
     value
 }
 
-/// The run JSON without nodes, for lists.
+/// The run JSON without nodes (the answer to a trigger, a cancel or a retry).
 pub fn summary_json(run: &RunRecord) -> Value {
-    json!({
+    let mut value = json!({
         "id": run.id,
         "workflow": run.workflow_id,
         "status": run.status.as_str(),
-        "trigger": run.trigger,
         "output": run.output,
         "error": run.error,
         "created_at": timestamp(Some(run.created_at)),
         "started_at": timestamp(run.started_at),
         "finished_at": timestamp(run.finished_at),
         "revision": run.revision,
+    });
+    if let Some(map) = value.as_object_mut() {
+        // Moved in rather than copied by `json!`. A trigger that cannot be read shows as
+        // null; the run's error says why.
+        map.insert("trigger".into(), run.trigger.value().unwrap_or(Value::Null));
+    }
+    value
+}
+
+/// A run in a list: what [`summary_json`] shows but the trigger and the output, which can be
+/// large (`GET /api/v1/runs/{id}` has them).
+pub fn list_item_json(run: &RunSummary) -> Value {
+    json!({
+        "id": run.id,
+        "workflow": run.workflow_id,
+        "status": run.status.as_str(),
+        "error": run.error,
+        "created_at": timestamp(Some(run.created_at)),
+        "started_at": timestamp(run.started_at),
+        "finished_at": timestamp(run.finished_at),
+        "revision": run.revision,
+    })
+}
+
+/// A run in a list whose stored row cannot be read: its id and why.
+pub fn unreadable_json(id: &str, error: &str) -> Value {
+    json!({
+        "id": id,
+        "error": { "kind": crate::unreadable::KIND, "message": error },
     })
 }
 

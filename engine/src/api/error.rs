@@ -176,6 +176,10 @@ impl From<crate::store::Error> for Error {
             // Other requests kept taking and releasing the key: the client's retry will settle.
             return Error::Conflict(error.to_string());
         }
+        if let crate::store::Error::TooDeep { .. } = &error {
+            // Only a body nested deeper than the store keeps gets here: the client's to fix.
+            return Error::BadRequest(error.to_string());
+        }
         if error.is_unavailable() {
             // Nothing was recorded: the sender should retry, as it would on any 503.
             tracing::warn!(%error, "the database is unavailable");

@@ -7,8 +7,11 @@
 
 mod cache;
 mod connect;
+#[cfg(test)]
+mod depth_tests;
 mod dialect;
 mod idempotency;
+pub mod json;
 mod leads;
 mod leads_postgres;
 mod leads_sql;
@@ -39,7 +42,8 @@ pub use leads::{
 };
 pub use postgres::{PostgresStore, is_postgres_url};
 pub use record::{
-    AttemptKey, AttemptRecord, AttemptStatus, ErrorInfo, RunQuery, RunRecord, RunStatus,
+    AttemptKey, AttemptRecord, AttemptStatus, ErrorInfo, Listed, RunQuery, RunRecord, RunStatus,
+    RunSummary, Trigger,
 };
 pub use sqlite::SqliteStore;
 pub use stats::{
@@ -56,6 +60,17 @@ pub enum Error {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("stored data is unreadable: {0}")]
     Corrupt(String),
+    /// One row (a run or an attempt) cannot be decoded: it fails that one run, never a list,
+    /// the recovery or another run.
+    #[error("stored row cannot be read: {0}")]
+    Unreadable(String),
+    /// A value nested too deeply to be stored (see [`json::MAX_DEPTH`]); nothing was written.
+    #[error("{what} nests {depth} levels deep; the store keeps at most {limit}")]
+    TooDeep {
+        what: String,
+        depth: usize,
+        limit: usize,
+    },
     #[error("unsupported database URL `{0}`: expected sqlite://… or postgres://…")]
     UnsupportedUrl(String),
     /// Other processes kept taking and releasing the key while a run was being created.
@@ -82,6 +97,12 @@ impl Error {
             },
             _ => false,
         }
+    }
+
+    /// True when a row of the run at hand cannot be decoded: asking again gives the same
+    /// answer, so the run is failed rather than retried.
+    pub fn is_unreadable(&self) -> bool {
+        matches!(self, Error::Unreadable(_))
     }
 }
 
@@ -169,10 +190,14 @@ pub trait Store: Send + Sync + 'static {
     async fn create_run_once(&self, run: &RunRecord, fresh_since: DateTime<Utc>)
     -> Result<Created>;
     async fn run(&self, run_id: &str) -> Result<Option<RunRecord>>;
-    /// Runs newest first; `cursor` is the id of the last run of the previous page.
+    /// Runs newest first, whole; `cursor` is the id of the last run of the previous page.
     async fn list_runs(&self, query: &RunQuery) -> Result<Vec<RunRecord>>;
-    /// Runs that are `queued` or `running`, oldest first (for recovery after a restart).
-    async fn unfinished_runs(&self) -> Result<Vec<RunRecord>>;
+    /// As [`Store::list_runs`], without triggers and outputs; a row that cannot be decoded is
+    /// listed as [`Listed::Unreadable`] instead of failing the list.
+    async fn list_run_summaries(&self, query: &RunQuery) -> Result<Vec<Listed>>;
+    /// Runs that are `queued` or `running`, oldest first (for recovery after a restart); a row
+    /// that cannot be decoded is listed as [`Listed::Unreadable`].
+    async fn unfinished_runs(&self) -> Result<Vec<Listed>>;
     /// How many runs of a workflow are `running`.
     async fn count_running(&self, workflow_id: &str) -> Result<u64>;
     /// Ids of the oldest `queued` runs of a workflow.

@@ -19,10 +19,11 @@ use sqlx::{PgPool, Postgres, QueryBuilder, Row};
 use tokio::sync::mpsc;
 
 use super::connect::{PoolOptions, without_credentials};
-use super::rows::{self, error_json};
+use super::json::{check_text_depth, to_optional_text};
+use super::rows::{self, error_json, summary_columns};
 use super::{
     AttemptKey, AttemptOutcome, AttemptRecord, Error, ErrorInfo, LeadDetail, LeadQuery, LeadView,
-    Result, RunLock, RunQuery, RunRecord, RunStatus, Store,
+    Listed, Result, RunLock, RunQuery, RunRecord, RunStatus, Store,
 };
 
 /// The schema, compiled into the binary.
@@ -120,18 +121,19 @@ macro_rules! insert_run_sql {
     };
 }
 
-/// Binds every column of `run` to `sql`, an [`insert_run_sql`] statement.
+/// Binds every column of `run` to `sql`, an [`insert_run_sql`] statement; refuses a trigger
+/// or output nested too deeply to store.
 fn bind_run(
     sql: &'static str,
     run: &RunRecord,
-) -> sqlx::query::Query<'static, Postgres, sqlx::postgres::PgArguments> {
-    sqlx::query(sql)
+) -> Result<sqlx::query::Query<'static, Postgres, sqlx::postgres::PgArguments>> {
+    Ok(sqlx::query(sql)
         .bind(&run.id)
         .bind(&run.workflow_id)
         .bind(&run.revision)
         .bind(run.status.as_str())
-        .bind(run.trigger.to_string())
-        .bind(run.output.as_ref().map(Value::to_string))
+        .bind(trigger_text(run)?)
+        .bind(to_optional_text("the run's output", run.output.as_ref())?)
         .bind(run.error.as_ref().map(error_json))
         .bind(timestamp(run.created_at))
         .bind(run.started_at.map(timestamp))
@@ -139,7 +141,13 @@ fn bind_run(
         .bind(run.deadline_at.map(timestamp))
         .bind(run.cancel_requested)
         .bind(&run.idempotency_key)
-        .bind(&run.idempotency_body_hash)
+        .bind(&run.idempotency_body_hash))
+}
+
+/// The trigger's shared text, once its depth is checked.
+fn trigger_text(run: &RunRecord) -> Result<std::sync::Arc<str>> {
+    check_text_depth("the trigger", run.trigger.text())?;
+    Ok(run.trigger.shared_text())
 }
 
 #[async_trait]
@@ -153,7 +161,7 @@ impl super::idempotency::KeyedRuns for PostgresStore {
             " ON CONFLICT (workflow_id, idempotency_key) WHERE idempotency_key IS NOT NULL
               DO NOTHING"
         );
-        let result = bind_run(sql, run).execute(&self.pool).await?;
+        let result = bind_run(sql, run)?.execute(&self.pool).await?;
         Ok(result.rows_affected() > 0)
     }
 
@@ -201,7 +209,9 @@ impl Store for PostgresStore {
     }
 
     async fn create_run(&self, run: &RunRecord) -> Result<()> {
-        bind_run(insert_run_sql!(), run).execute(&self.pool).await?;
+        bind_run(insert_run_sql!(), run)?
+            .execute(&self.pool)
+            .await?;
         Ok(())
     }
 
@@ -222,29 +232,29 @@ impl Store for PostgresStore {
     }
 
     async fn list_runs(&self, query: &RunQuery) -> Result<Vec<RunRecord>> {
-        let mut sql = QueryBuilder::<Postgres>::new("SELECT * FROM runs WHERE true");
-        if let Some(workflow_id) = &query.workflow_id {
-            sql.push(" AND workflow_id = ")
-                .push_bind(workflow_id.clone());
-        }
-        if let Some(status) = query.status {
-            sql.push(" AND status = ").push_bind(status.as_str());
-        }
-        if let Some(cursor) = &query.cursor {
-            sql.push(" AND id < ").push_bind(cursor.clone());
-        }
-        sql.push(" ORDER BY id DESC LIMIT ")
-            .push_bind(i64::from(query.page_size()));
-        let rows = sql.build().fetch_all(&self.pool).await?;
+        let rows = page_of_runs("*", query)
+            .build()
+            .fetch_all(&self.pool)
+            .await?;
         rows.iter().map(run_from_row).collect()
     }
 
-    async fn unfinished_runs(&self) -> Result<Vec<RunRecord>> {
-        let rows =
-            sqlx::query("SELECT * FROM runs WHERE status IN ('queued', 'running') ORDER BY id")
-                .fetch_all(&self.pool)
-                .await?;
-        rows.iter().map(run_from_row).collect()
+    async fn list_run_summaries(&self, query: &RunQuery) -> Result<Vec<Listed>> {
+        let rows = page_of_runs(summary_columns!(), query)
+            .build()
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(|row| rows::listed(&Columns(row))).collect()
+    }
+
+    async fn unfinished_runs(&self) -> Result<Vec<Listed>> {
+        let sql = concat!(
+            "SELECT ",
+            summary_columns!(),
+            " FROM runs WHERE status IN ('queued', 'running') ORDER BY id"
+        );
+        let rows = sqlx::query(sql).fetch_all(&self.pool).await?;
+        rows.iter().map(|row| rows::listed(&Columns(row))).collect()
     }
 
     async fn count_running(&self, workflow_id: &str) -> Result<u64> {
@@ -306,7 +316,7 @@ impl Store for PostgresStore {
              SELECT pg_notify($6, id) FROM finished",
         )
         .bind(status.as_str())
-        .bind(output.map(Value::to_string))
+        .bind(to_optional_text("the run's output", output)?)
         .bind(error.map(error_json))
         .bind(timestamp(finished_at))
         .bind(run_id)
@@ -394,8 +404,14 @@ impl Store for PostgresStore {
         .bind(&attempt.key.node_id)
         .bind(i64::from(attempt.key.attempt))
         .bind(attempt.status.as_str())
-        .bind(attempt.input.as_ref().map(Value::to_string))
-        .bind(attempt.output.as_ref().map(Value::to_string))
+        .bind(to_optional_text(
+            "the attempt's input",
+            attempt.input.as_ref(),
+        )?)
+        .bind(to_optional_text(
+            "the node's output",
+            attempt.output.as_ref(),
+        )?)
         .bind(attempt.error.as_ref().map(error_json))
         .bind(attempt.retryable)
         .bind(attempt.not_before.map(timestamp))
@@ -421,7 +437,7 @@ impl Store for PostgresStore {
              WHERE run_id = $3 AND node_id = $4 AND attempt = $5
                AND status IN ('queued', 'running')",
         )
-        .bind(input.map(Value::to_string))
+        .bind(to_optional_text("the attempt's input", input)?)
         .bind(timestamp(started_at))
         .bind(&key.run_id)
         .bind(&key.node_id)
@@ -446,7 +462,10 @@ impl Store for PostgresStore {
                AND status IN ('pending', 'queued', 'running')",
         )
         .bind(outcome.status.as_str())
-        .bind(outcome.output.as_ref().map(Value::to_string))
+        .bind(to_optional_text(
+            "the node's output",
+            outcome.output.as_ref(),
+        )?)
         .bind(outcome.error.as_ref().map(error_json))
         .bind(outcome.retryable)
         .bind(outcome.not_before.map(timestamp))
@@ -639,6 +658,24 @@ pub(super) fn timestamp(instant: DateTime<Utc>) -> DateTime<Utc> {
     instant.trunc_subsecs(6)
 }
 
+/// `SELECT columns FROM runs` with the query's filters, newest first, one page.
+fn page_of_runs(columns: &str, query: &RunQuery) -> QueryBuilder<Postgres> {
+    let mut sql = QueryBuilder::<Postgres>::new(format!("SELECT {columns} FROM runs WHERE true"));
+    if let Some(workflow_id) = &query.workflow_id {
+        sql.push(" AND workflow_id = ")
+            .push_bind(workflow_id.clone());
+    }
+    if let Some(status) = query.status {
+        sql.push(" AND status = ").push_bind(status.as_str());
+    }
+    if let Some(cursor) = &query.cursor {
+        sql.push(" AND id < ").push_bind(cursor.clone());
+    }
+    sql.push(" ORDER BY id DESC LIMIT ")
+        .push_bind(i64::from(query.page_size()));
+    sql
+}
+
 /// The columns of one Postgres row.
 pub(super) struct Columns<'r>(pub(super) &'r PgRow);
 
@@ -663,9 +700,10 @@ impl rows::Columns for Columns<'_> {
         Ok(self.0.try_get(column)?)
     }
 
-    /// A JSON column: SQL NULL is `None`, the JSON `null` is `Some(Value::Null)`.
-    fn json(&self, column: &str) -> Result<Option<Value>> {
-        Ok(self.0.try_get(column)?)
+    /// The text of a `json` column as the server keeps it, read without sqlx's JSON decoding
+    /// (serde_json with its 128-level limit): `rows` parses it at any depth.
+    fn json_text(&self, column: &str) -> Result<Option<String>> {
+        Ok(self.0.try_get_unchecked(column)?)
     }
 
     fn attempt_number(&self, column: &str) -> Result<u32> {

@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -132,6 +133,46 @@ impl ErrorInfo {
     }
 }
 
+/// A run's trigger as the store keeps it: JSON text, shared by every copy of the record and
+/// parsed only where templates or the run JSON need it, so that a large webhook body is not
+/// held as a tree ten times its size while its run is listed, advanced or awaited.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Trigger(Arc<str>);
+
+impl Trigger {
+    /// The trigger as text.
+    pub fn text(&self) -> &str {
+        &self.0
+    }
+
+    /// The trigger as a JSON value; stored text that cannot be parsed is an unreadable row.
+    pub fn value(&self) -> Result<Value, super::Error> {
+        super::json::parse("trigger", &self.0)
+    }
+
+    /// Text read from the store, parsed when it is used.
+    pub(super) fn from_stored(text: String) -> Trigger {
+        Trigger(text.into())
+    }
+
+    /// The shared text, to bind without copying it.
+    pub(super) fn shared_text(&self) -> Arc<str> {
+        self.0.clone()
+    }
+}
+
+impl From<&Value> for Trigger {
+    fn from(value: &Value) -> Trigger {
+        Trigger(value.to_string().into())
+    }
+}
+
+impl From<Value> for Trigger {
+    fn from(value: Value) -> Trigger {
+        Trigger::from(&value)
+    }
+}
+
 /// One run row.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RunRecord {
@@ -142,7 +183,7 @@ pub struct RunRecord {
     pub revision: String,
     pub status: RunStatus,
     /// `{ "type": "webhook", "body": …, … }`, secrets never included.
-    pub trigger: Value,
+    pub trigger: Trigger,
     pub output: Option<Value>,
     pub error: Option<ErrorInfo>,
     pub created_at: DateTime<Utc>,
@@ -153,6 +194,40 @@ pub struct RunRecord {
     pub idempotency_key: Option<String>,
     /// SHA-256 (hex) of the body the key came with: the same key with another body is refused.
     pub idempotency_body_hash: Option<String>,
+}
+
+/// A run without its trigger and output: what lists show and recovery needs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunSummary {
+    pub id: String,
+    pub workflow_id: String,
+    pub revision: String,
+    pub status: RunStatus,
+    pub error: Option<ErrorInfo>,
+    pub created_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub deadline_at: Option<DateTime<Utc>>,
+}
+
+/// One row of a list of runs.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Listed {
+    Run(RunSummary),
+    /// A row that cannot be decoded: its id, and why (for the log and the list).
+    Unreadable {
+        id: String,
+        error: String,
+    },
+}
+
+impl Listed {
+    pub fn id(&self) -> &str {
+        match self {
+            Listed::Run(run) => &run.id,
+            Listed::Unreadable { id, .. } => id,
+        }
+    }
 }
 
 /// Identifies one attempt.

@@ -20,10 +20,11 @@ use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
 use tokio::sync::mpsc;
 
 use super::connect::without_credentials;
-use super::rows::{self, error_json};
+use super::json::{check_text_depth, to_optional_text};
+use super::rows::{self, error_json, summary_columns};
 use super::{
     AttemptKey, AttemptOutcome, AttemptRecord, Error, ErrorInfo, LeadDetail, LeadQuery, LeadView,
-    Result, RunLock, RunQuery, RunRecord, RunStatus, Store,
+    Listed, Result, RunLock, RunQuery, RunRecord, RunStatus, Store,
 };
 
 /// The schema, compiled into the binary.
@@ -117,18 +118,19 @@ macro_rules! insert_run_sql {
     };
 }
 
-/// Binds every column of `run` to `sql`, an [`insert_run_sql`] statement.
+/// Binds every column of `run` to `sql`, an [`insert_run_sql`] statement; refuses a trigger
+/// or output nested too deeply to store.
 fn bind_run(
     sql: &'static str,
     run: &RunRecord,
-) -> sqlx::query::Query<'static, Sqlite, sqlx::sqlite::SqliteArguments> {
-    sqlx::query(sql)
+) -> Result<sqlx::query::Query<'static, Sqlite, sqlx::sqlite::SqliteArguments>> {
+    Ok(sqlx::query(sql)
         .bind(&run.id)
         .bind(&run.workflow_id)
         .bind(&run.revision)
         .bind(run.status.as_str())
-        .bind(run.trigger.to_string())
-        .bind(run.output.as_ref().map(Value::to_string))
+        .bind(trigger_text(run)?)
+        .bind(to_optional_text("the run's output", run.output.as_ref())?)
         .bind(run.error.as_ref().map(error_json))
         .bind(timestamp(run.created_at))
         .bind(run.started_at.map(timestamp))
@@ -136,7 +138,13 @@ fn bind_run(
         .bind(run.deadline_at.map(timestamp))
         .bind(run.cancel_requested)
         .bind(&run.idempotency_key)
-        .bind(&run.idempotency_body_hash)
+        .bind(&run.idempotency_body_hash))
+}
+
+/// The trigger's shared text, once its depth is checked.
+fn trigger_text(run: &RunRecord) -> Result<std::sync::Arc<str>> {
+    check_text_depth("the trigger", run.trigger.text())?;
+    Ok(run.trigger.shared_text())
 }
 
 #[async_trait]
@@ -149,7 +157,7 @@ impl super::idempotency::KeyedRuns for SqliteStore {
             " ON CONFLICT (workflow_id, idempotency_key) WHERE idempotency_key IS NOT NULL
               DO NOTHING"
         );
-        let result = bind_run(sql, run).execute(&self.writer).await?;
+        let result = bind_run(sql, run)?.execute(&self.writer).await?;
         Ok(result.rows_affected() > 0)
     }
 
@@ -196,7 +204,7 @@ impl Store for SqliteStore {
     }
 
     async fn create_run(&self, run: &RunRecord) -> Result<()> {
-        bind_run(insert_run_sql!(), run)
+        bind_run(insert_run_sql!(), run)?
             .execute(&self.writer)
             .await?;
         Ok(())
@@ -219,29 +227,29 @@ impl Store for SqliteStore {
     }
 
     async fn list_runs(&self, query: &RunQuery) -> Result<Vec<RunRecord>> {
-        let mut sql = QueryBuilder::<Sqlite>::new("SELECT * FROM runs WHERE 1 = 1");
-        if let Some(workflow_id) = &query.workflow_id {
-            sql.push(" AND workflow_id = ")
-                .push_bind(workflow_id.clone());
-        }
-        if let Some(status) = query.status {
-            sql.push(" AND status = ").push_bind(status.as_str());
-        }
-        if let Some(cursor) = &query.cursor {
-            sql.push(" AND id < ").push_bind(cursor.clone());
-        }
-        sql.push(" ORDER BY id DESC LIMIT ")
-            .push_bind(i64::from(query.page_size()));
-        let rows = sql.build().fetch_all(&self.pool).await?;
+        let rows = page_of_runs("*", query)
+            .build()
+            .fetch_all(&self.pool)
+            .await?;
         rows.iter().map(run_from_row).collect()
     }
 
-    async fn unfinished_runs(&self) -> Result<Vec<RunRecord>> {
-        let rows =
-            sqlx::query("SELECT * FROM runs WHERE status IN ('queued', 'running') ORDER BY id")
-                .fetch_all(&self.pool)
-                .await?;
-        rows.iter().map(run_from_row).collect()
+    async fn list_run_summaries(&self, query: &RunQuery) -> Result<Vec<Listed>> {
+        let rows = page_of_runs(summary_columns!(), query)
+            .build()
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(|row| rows::listed(&Columns(row))).collect()
+    }
+
+    async fn unfinished_runs(&self) -> Result<Vec<Listed>> {
+        let sql = concat!(
+            "SELECT ",
+            summary_columns!(),
+            " FROM runs WHERE status IN ('queued', 'running') ORDER BY id"
+        );
+        let rows = sqlx::query(sql).fetch_all(&self.pool).await?;
+        rows.iter().map(|row| rows::listed(&Columns(row))).collect()
     }
 
     async fn count_running(&self, workflow_id: &str) -> Result<u64> {
@@ -296,7 +304,7 @@ impl Store for SqliteStore {
              WHERE id = ? AND status IN ('queued', 'running')",
         )
         .bind(status.as_str())
-        .bind(output.map(Value::to_string))
+        .bind(to_optional_text("the run's output", output)?)
         .bind(error.map(error_json))
         .bind(timestamp(finished_at))
         .bind(run_id)
@@ -382,8 +390,14 @@ impl Store for SqliteStore {
         .bind(&attempt.key.node_id)
         .bind(i64::from(attempt.key.attempt))
         .bind(attempt.status.as_str())
-        .bind(attempt.input.as_ref().map(Value::to_string))
-        .bind(attempt.output.as_ref().map(Value::to_string))
+        .bind(to_optional_text(
+            "the attempt's input",
+            attempt.input.as_ref(),
+        )?)
+        .bind(to_optional_text(
+            "the node's output",
+            attempt.output.as_ref(),
+        )?)
         .bind(attempt.error.as_ref().map(error_json))
         .bind(attempt.retryable)
         .bind(attempt.not_before.map(timestamp))
@@ -408,7 +422,7 @@ impl Store for SqliteStore {
              WHERE run_id = ?4 AND node_id = ?5 AND attempt = ?6
                AND status IN ('queued', 'running')",
         )
-        .bind(input.map(Value::to_string))
+        .bind(to_optional_text("the attempt's input", input)?)
         .bind(timestamp(started_at))
         .bind(worker)
         .bind(&key.run_id)
@@ -432,7 +446,10 @@ impl Store for SqliteStore {
                AND status IN ('pending', 'queued', 'running')",
         )
         .bind(outcome.status.as_str())
-        .bind(outcome.output.as_ref().map(Value::to_string))
+        .bind(to_optional_text(
+            "the node's output",
+            outcome.output.as_ref(),
+        )?)
         .bind(outcome.error.as_ref().map(error_json))
         .bind(outcome.retryable)
         .bind(outcome.not_before.map(timestamp))
@@ -608,6 +625,24 @@ impl Store for SqliteStore {
     }
 }
 
+/// `SELECT columns FROM runs` with the query's filters, newest first, one page.
+fn page_of_runs(columns: &str, query: &RunQuery) -> QueryBuilder<Sqlite> {
+    let mut sql = QueryBuilder::<Sqlite>::new(format!("SELECT {columns} FROM runs WHERE 1 = 1"));
+    if let Some(workflow_id) = &query.workflow_id {
+        sql.push(" AND workflow_id = ")
+            .push_bind(workflow_id.clone());
+    }
+    if let Some(status) = query.status {
+        sql.push(" AND status = ").push_bind(status.as_str());
+    }
+    if let Some(cursor) = &query.cursor {
+        sql.push(" AND id < ").push_bind(cursor.clone());
+    }
+    sql.push(" ORDER BY id DESC LIMIT ")
+        .push_bind(i64::from(query.page_size()));
+    sql
+}
+
 /// The stored form of an instant: fixed width, so that text order is time order.
 pub(super) fn timestamp(instant: DateTime<Utc>) -> String {
     instant.to_rfc3339_opts(SecondsFormat::Micros, true)
@@ -645,13 +680,8 @@ impl rows::Columns for Columns<'_> {
             .transpose()
     }
 
-    fn json(&self, column: &str) -> Result<Option<Value>> {
-        self.optional_text(column)?
-            .map(|text| {
-                serde_json::from_str(&text)
-                    .map_err(|error| Error::Corrupt(format!("{column}: {error}")))
-            })
-            .transpose()
+    fn json_text(&self, column: &str) -> Result<Option<String>> {
+        self.optional_text(column)
     }
 
     fn attempt_number(&self, column: &str) -> Result<u32> {

@@ -15,8 +15,8 @@ use sqlx::{AssertSqlSafe, Connection, PgConnection};
 
 use super::Created;
 use super::{
-    AttemptKey, AttemptOutcome, AttemptRecord, AttemptStatus, ErrorInfo, PostgresStore, RunQuery,
-    RunRecord, RunStatus, SqliteStore, Store,
+    AttemptKey, AttemptOutcome, AttemptRecord, AttemptStatus, ErrorInfo, Listed, PostgresStore,
+    RunQuery, RunRecord, RunStatus, SqliteStore, Store,
 };
 
 /// 2026-03-04T05:06:07.123456Z: a full microsecond fraction, which must survive a round trip.
@@ -32,7 +32,7 @@ fn at_micros(micros: i64) -> DateTime<Utc> {
 }
 
 /// Ids sort like the engine's UUIDv7s: a higher `n` is a newer run.
-fn run_id(n: u128) -> String {
+pub(super) fn run_id(n: u128) -> String {
     uuid::Uuid::from_u128(0x0195_0000_0000_7000_8000_0000_0000_0000 + n).to_string()
 }
 
@@ -42,7 +42,7 @@ pub(super) fn run(n: u128, workflow_id: &str, status: RunStatus) -> RunRecord {
         workflow_id: workflow_id.to_owned(),
         revision: format!("rev-{workflow_id}"),
         status,
-        trigger: json!({ "type": "manual", "body": { "n": n as u64 } }),
+        trigger: json!({ "type": "manual", "body": { "n": n as u64 } }).into(),
         output: None,
         error: None,
         created_at: at(n as i64),
@@ -79,7 +79,7 @@ pub(super) fn attempt(key: AttemptKey, status: AttemptStatus) -> AttemptRecord {
     }
 }
 
-fn outcome(status: AttemptStatus, output: Option<Value>) -> AttemptOutcome {
+pub(super) fn outcome(status: AttemptStatus, output: Option<Value>) -> AttemptOutcome {
     AttemptOutcome {
         status,
         output,
@@ -163,7 +163,8 @@ pub(super) async fn runs_round_trip_every_field(store: &dyn Store) -> Result<()>
             "body": { "email": "ada@example.com", "tags": ["a", "b"], "score": 0.1,
                       "big": u64::MAX, "none": null, "ünïcode": "✓ \"quoted\"\n" },
             "headers": {},
-        }),
+        })
+        .into(),
         output: Some(json!([1, 2.5, "x", { "deep": { "k": true } }])),
         error: Some(ErrorInfo::new("http", "503 from provider")),
         created_at: at(0),
@@ -177,7 +178,7 @@ pub(super) async fn runs_round_trip_every_field(store: &dyn Store) -> Result<()>
     let minimal = run(2, "lead-enrichment", RunStatus::Queued);
     let null_output = RunRecord {
         output: Some(Value::Null),
-        trigger: Value::Null,
+        trigger: Value::Null.into(),
         ..run(3, "lead-enrichment", RunStatus::Succeeded)
     };
     for record in [&full, &minimal, &null_output] {
@@ -524,11 +525,20 @@ pub(super) async fn unfinished_runs_oldest_first(store: &dyn Store) -> Result<()
         run(6, "a", RunStatus::Failed),
     ];
     create_runs(store, &runs).await?;
-    let unfinished = store.unfinished_runs().await?;
-    assert_eq!(
-        unfinished,
-        [runs[0].clone(), runs[2].clone(), runs[4].clone()]
-    );
+    let unfinished: Vec<(String, RunStatus)> = store
+        .unfinished_runs()
+        .await?
+        .into_iter()
+        .map(|listed| match listed {
+            Listed::Run(run) => (run.id, run.status),
+            Listed::Unreadable { id, error } => panic!("{id}: {error}"),
+        })
+        .collect();
+    let expected: Vec<(String, RunStatus)> = [&runs[0], &runs[2], &runs[4]]
+        .iter()
+        .map(|run| (run.id.clone(), run.status))
+        .collect();
+    assert_eq!(unfinished, expected);
     Ok(())
 }
 

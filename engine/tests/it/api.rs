@@ -488,7 +488,7 @@ async fn a_full_page_of_the_largest_size_still_says_whether_more_follow() {
                 workflow_id: "bulk".into(),
                 revision: "r".into(),
                 status: RunStatus::Succeeded,
-                trigger: json!({"type": "manual"}),
+                trigger: json!({"type": "manual"}).into(),
                 output: None,
                 error: None,
                 created_at: chrono::Utc::now(),

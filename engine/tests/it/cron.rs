@@ -41,6 +41,21 @@ async fn a_cron_trigger_starts_runs_on_schedule() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(runs.len() >= 2, "two ticks within 10 s, got {runs:?}");
+    // Lists show summaries; each run's trigger and output are in its own JSON.
+    let mut details = Vec::new();
+    for run in &runs {
+        let id = run["id"].as_str().expect("id");
+        let detail: Value = client
+            .get(format!("{}/api/v1/runs/{id}", server.base_url))
+            .send()
+            .await
+            .expect("GET run")
+            .json()
+            .await
+            .expect("JSON");
+        details.push(detail);
+    }
+    let runs = details;
     let run = &runs[0];
     assert_eq!(run["trigger"]["type"], "cron");
     assert_eq!(run["trigger"]["input"]["source"], "tick");
@@ -103,7 +118,8 @@ async fn replicas_fire_each_tick_once(database_url: &str) {
     let runs = stored_runs(database_url).await;
     let mut per_tick: BTreeMap<String, Vec<&RunRecord>> = BTreeMap::new();
     for run in &runs {
-        let tick = run.trigger["scheduled_at"].as_str().expect("scheduled_at");
+        let trigger = run.trigger.value().expect("readable");
+        let tick = trigger["scheduled_at"].as_str().expect("scheduled_at");
         per_tick.entry(tick.to_owned()).or_default().push(run);
     }
     assert!(per_tick.len() >= 3, "at least 3 ticks: {per_tick:#?}");
@@ -135,9 +151,10 @@ async fn wait_for_ticks(database_url: &str, n: usize) {
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
         let runs = replicated_runs(&store).await;
-        let ticks: std::collections::BTreeSet<&str> = runs
+        let ticks: std::collections::BTreeSet<String> = runs
             .iter()
-            .filter_map(|run| run.trigger["scheduled_at"].as_str())
+            .filter_map(|run| run.trigger.value().ok())
+            .filter_map(|trigger| trigger["scheduled_at"].as_str().map(str::to_owned))
             .collect();
         if ticks.len() >= n {
             break;

@@ -76,7 +76,16 @@ impl Store for FaultyStore {
         }
         self.inner.list_runs(query).await
     }
-    async fn unfinished_runs(&self) -> store::Result<Vec<RunRecord>> {
+    async fn list_run_summaries(&self, query: &RunQuery) -> store::Result<Vec<store::Listed>> {
+        if self.down.load(Ordering::SeqCst) {
+            return Err(injected());
+        }
+        self.inner.list_run_summaries(query).await
+    }
+    async fn unfinished_runs(&self) -> store::Result<Vec<store::Listed>> {
+        if self.down.load(Ordering::SeqCst) {
+            return Err(injected());
+        }
         self.inner.unfinished_runs().await
     }
     async fn count_running(&self, workflow_id: &str) -> store::Result<u64> {
@@ -212,12 +221,18 @@ impl Store for FaultyStore {
 }
 
 async fn server(failing_finishes: u32) -> (TestServer, Arc<FaultyStore>) {
-    server_with(failing_finishes, 0).await
+    server_with(failing_finishes, 0, false).await
+}
+
+/// A server whose store is down from the start, so that start-up recovery fails.
+pub async fn server_with_store_down() -> TestServer {
+    server_with(0, 0, true).await.0
 }
 
 async fn server_with(
     failing_finishes: u32,
     corrupt_finishes: u32,
+    down: bool,
 ) -> (TestServer, Arc<FaultyStore>) {
     let mut faulty = None;
     let server =
@@ -226,7 +241,7 @@ async fn server_with(
                 inner,
                 failing_finishes: AtomicU32::new(failing_finishes),
                 corrupt_finishes: AtomicU32::new(corrupt_finishes),
-                down: AtomicBool::new(false),
+                down: AtomicBool::new(down),
             });
             faulty = Some(store.clone());
             store
@@ -258,7 +273,7 @@ async fn a_failed_write_of_an_outcome_is_retried_and_the_run_completes() {
 /// reason (once, not queued again), and the run fails per `on_error: fail`.
 #[tokio::test]
 async fn a_write_no_retry_fixes_fails_the_attempt_and_the_run() {
-    let (server, store) = server_with(0, 1).await;
+    let (server, store) = server_with(0, 1, false).await;
     let response = server
         .client
         .post(server.url("/hooks/two-steps"))

@@ -15,6 +15,7 @@ mod lead_nodes;
 mod lead_pipeline;
 mod leads;
 mod loader_fuzz;
+mod poisoned;
 mod postgres;
 mod private_postgres;
 mod process;

@@ -31,7 +31,7 @@ async fn running_run_of(store: &dyn Store, revision: &str) -> (RunRecord, Attemp
         workflow_id: "elsewhere".into(),
         revision: revision.into(),
         status: RunStatus::Running,
-        trigger: json!({"type": "manual"}),
+        trigger: json!({"type": "manual"}).into(),
         output: None,
         error: None,
         created_at: now,
