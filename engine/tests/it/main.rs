@@ -25,6 +25,7 @@ mod restart;
 mod retry;
 mod retry_after;
 mod rules;
+mod soak;
 mod stats;
 mod support;
 mod validate;
