@@ -24,8 +24,8 @@ pub enum Error {
     #[error(
         "secret {name} is shorter than {MIN_SECRET_LENGTH} characters: a value that short cannot be \
          told apart from ordinary data, so it cannot be kept out of what the engine stores; \
-         use a longer value, or write a value that is not secret (a port, a mode) in the workflow \
-         itself"
+         use a longer value, or set a value that is not secret (a port, a mode) as the variable \
+         ENRICHFLOW_VAR_{name} and read it as vars.{name}"
     )]
     TooShort { name: String },
 }

@@ -28,5 +28,6 @@ mod rules;
 mod stats;
 mod support;
 mod validate;
+mod vars;
 mod webhook_fuzz;
 mod worker_errors;
