@@ -87,10 +87,8 @@ mod tests {
 
     #[test]
     fn a_file_is_read_and_a_bad_line_named_by_number() {
-        let directory = std::env::temp_dir().join(format!(
-            "enrichflow-vars-{}",
-            uuid::Uuid::now_v7().simple()
-        ));
+        let directory =
+            std::env::temp_dir().join(format!("enrichflow-vars-{}", uuid::Uuid::now_v7().simple()));
         std::fs::create_dir_all(&directory).expect("a temp directory");
         let good = directory.join("good");
         std::fs::write(&good, "# c\nSMTP_TLS=none\nSMTP_HOST = \"mail\"\n").expect("write");

@@ -36,7 +36,10 @@ fn a_workflow_reads_vars_from_the_environment_over_the_file() {
     let file = fixtures().join("vars.env");
     let file = file.to_str().expect("a UTF-8 path");
     let output = run_settings(
-        &[("ENRICHFLOW_VAR_PORT", "25"), ("ENRICHFLOW_VAR_MODE", "tls")],
+        &[
+            ("ENRICHFLOW_VAR_PORT", "25"),
+            ("ENRICHFLOW_VAR_MODE", "tls"),
+        ],
         &["--vars-file", file],
     );
     let run = succeeded(&output);
