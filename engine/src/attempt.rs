@@ -64,6 +64,7 @@ async fn execute_readable(shared: &Arc<Shared>, key: &AttemptKey) -> Result<(), 
         &run.trigger.value()?,
         &attempts,
         &shared.secrets,
+        &shared.options.vars,
         &run.id,
         workflow.id.as_str(),
     );

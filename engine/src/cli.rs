@@ -58,6 +58,10 @@ pub struct ServeArgs {
     /// File of NAME=value secrets, besides ENRICHFLOW_SECRET_<NAME> variables.
     #[arg(long, env = "ENRICHFLOW_SECRETS_FILE")]
     pub secrets_file: Option<PathBuf>,
+    /// File of NAME=value variables (not secret: `vars.<NAME>`), besides ENRICHFLOW_VAR_<NAME>
+    /// variables.
+    #[arg(long, env = "ENRICHFLOW_VARS_FILE")]
+    pub vars_file: Option<PathBuf>,
     /// How long a `respond: on_complete` webhook waits for its run before answering 504.
     #[arg(long, env = "ENRICHFLOW_WEBHOOK_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
     pub webhook_timeout: std::time::Duration,
@@ -111,6 +115,10 @@ pub struct WorkerArgs {
     /// File of NAME=value secrets, besides ENRICHFLOW_SECRET_<NAME> variables.
     #[arg(long, env = "ENRICHFLOW_SECRETS_FILE")]
     pub secrets_file: Option<PathBuf>,
+    /// File of NAME=value variables (not secret: `vars.<NAME>`), besides ENRICHFLOW_VAR_<NAME>
+    /// variables.
+    #[arg(long, env = "ENRICHFLOW_VARS_FILE")]
+    pub vars_file: Option<PathBuf>,
     /// How long SIGTERM waits for in-flight attempts before leaving them to other workers.
     #[arg(long, env = "ENRICHFLOW_SHUTDOWN_GRACE", default_value = "30s", value_parser = humantime::parse_duration)]
     pub shutdown_grace: std::time::Duration,
@@ -154,6 +162,10 @@ pub struct RunArgs {
     /// File of NAME=value secrets, besides ENRICHFLOW_SECRET_<NAME> variables.
     #[arg(long, env = "ENRICHFLOW_SECRETS_FILE")]
     pub secrets_file: Option<PathBuf>,
+    /// File of NAME=value variables (not secret: `vars.<NAME>`), besides ENRICHFLOW_VAR_<NAME>
+    /// variables.
+    #[arg(long, env = "ENRICHFLOW_VARS_FILE")]
+    pub vars_file: Option<PathBuf>,
     #[command(flatten)]
     pub egress: EgressArgs,
 }

@@ -338,6 +338,7 @@ fn render_output(
         trigger,
         attempts,
         &shared.secrets,
+        &shared.options.vars,
         &run.id,
         workflow.id.as_str(),
     );

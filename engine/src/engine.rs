@@ -73,6 +73,8 @@ pub struct EngineOptions {
     /// How long shutdown waits for in-flight attempts before leaving them to recovery.
     pub shutdown_grace: Duration,
     pub secrets: Secrets,
+    /// Values templates read as `vars.<NAME>`; not secret, never redacted.
+    pub vars: crate::vars::Vars,
     /// Distributed mode: a running attempt whose worker has not renewed it for this long is
     /// given to another worker. Workers renew it three times per lease.
     pub lease: Duration,
@@ -90,6 +92,7 @@ impl Default for EngineOptions {
             workers: 8,
             shutdown_grace: Duration::from_secs(30),
             secrets: Secrets::default(),
+            vars: crate::vars::Vars::default(),
             lease: Duration::from_secs(30),
             sweep_interval: Duration::from_secs(2),
             egress: egress::Policy::default(),

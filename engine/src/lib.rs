@@ -24,6 +24,7 @@ pub mod store;
 pub mod telemetry;
 pub mod template;
 mod unreadable;
+pub mod vars;
 pub mod view;
 mod worker;
 pub mod worker_process;

@@ -16,7 +16,7 @@ use enrichflow::store::{PoolOptions, RunStatus};
 use enrichflow::template::Templates;
 use enrichflow::worker_process::{self, WorkerOptions};
 use enrichflow::workflow::{self, FileLoad};
-use enrichflow::{EngineOptions, oneshot, secrets, telemetry};
+use enrichflow::{EngineOptions, oneshot, secrets, telemetry, vars};
 use enrichflow_nodes::Registry;
 use tokio_util::sync::CancellationToken;
 
@@ -46,6 +46,7 @@ async fn main() -> ExitCode {
 
 async fn serve(args: ServeArgs) -> anyhow::Result<u8> {
     let secrets = secrets::load(args.secrets_file.as_deref())?;
+    let vars = vars::load(args.vars_file.as_deref())?;
     let amqp = args
         .amqp_url
         .map(|url| amqp_options(url, &args.distributed));
@@ -61,6 +62,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<u8> {
         engine: EngineOptions {
             workers: args.workers.unwrap_or(default_workers),
             secrets,
+            vars,
             lease: args.distributed.lease,
             egress: args.egress.policy(),
             ..EngineOptions::default()
@@ -98,6 +100,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<u8> {
 async fn worker(args: WorkerArgs) -> anyhow::Result<u8> {
     let options = WorkerOptions {
         secrets: secrets::load(args.secrets_file.as_deref())?,
+        vars: vars::load(args.vars_file.as_deref())?,
         amqp: amqp_options(args.amqp_url, &args.distributed),
         database_url: args.database_url,
         pool: PoolOptions {
@@ -195,6 +198,7 @@ async fn run(args: RunArgs) -> anyhow::Result<u8> {
         serde_json::from_str(&input).context("--input is not valid JSON")?;
     let options = EngineOptions {
         secrets: secrets::load(args.secrets_file.as_deref())?,
+        vars: vars::load(args.vars_file.as_deref())?,
         egress: args.egress.policy(),
         ..EngineOptions::default()
     };

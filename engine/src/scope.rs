@@ -1,4 +1,5 @@
-//! What templates can see (`trigger`, `nodes`, `secrets`, `run`, `workflow`, `item`, `index`),
+//! What templates can see (`trigger`, `nodes`, `secrets`, `vars`, `run`, `workflow`, `item`,
+//! `index`),
 //! and the same scope with secrets hidden, whose renderings are what gets stored (see
 //! [`crate::redaction`]).
 
@@ -6,6 +7,7 @@ use enrichflow_nodes::Secrets;
 use serde_json::{Map, Value, json};
 
 use crate::store::{AttemptRecord, AttemptStatus};
+use crate::vars::Vars;
 
 use crate::redaction::REDACTED;
 
@@ -15,6 +17,7 @@ pub fn for_run(
     trigger: &Value,
     attempts: &[AttemptRecord],
     secrets: &Secrets,
+    vars: &Vars,
     run_id: &str,
     workflow_id: &str,
 ) -> Value {
@@ -28,6 +31,7 @@ pub fn for_run(
         "trigger": trigger,
         "nodes": nodes,
         "secrets": secrets_object(secrets),
+        "vars": vars_object(vars),
         "run": { "id": run_id },
         "workflow": { "id": workflow_id },
     })
@@ -70,6 +74,15 @@ fn secrets_object(secrets: &Secrets) -> Value {
     )
 }
 
+/// `vars.<NAME>`: strings, shown as they are; [`hide_secrets`] leaves them alone.
+fn vars_object(vars: &Vars) -> Value {
+    Value::Object(
+        vars.iter()
+            .map(|(name, value)| (name.to_owned(), Value::String(value.to_owned())))
+            .collect(),
+    )
+}
+
 /// Replaces the value of every secret in `scope` by [`REDACTED`]: a template rendered again
 /// with it shows `[redacted]` exactly where, and only where, it used a secret.
 pub fn hide_secrets(scope: &mut Value) {
@@ -94,6 +107,20 @@ mod tests {
         let mut scope = secrets_only(&secrets);
         hide_secrets(&mut scope);
         assert_eq!(scope, json!({ "secrets": { "TOKEN": "[redacted]" } }));
+    }
+
+    #[test]
+    fn vars_are_in_the_run_scope_and_stay_visible_when_secrets_are_hidden() {
+        let secrets = Secrets::new(BTreeMap::from([(
+            "TOKEN".to_owned(),
+            "s3cr3t-value".to_owned(),
+        )]));
+        let vars = Vars::new(BTreeMap::from([("SMTP_PORT".to_owned(), "587".to_owned())]));
+        let mut scope = for_run(&json!({}), &[], &secrets, &vars, "r1", "w1");
+        assert_eq!(scope["vars"], json!({ "SMTP_PORT": "587" }));
+        hide_secrets(&mut scope);
+        assert_eq!(scope["secrets"], json!({ "TOKEN": "[redacted]" }));
+        assert_eq!(scope["vars"], json!({ "SMTP_PORT": "587" }));
     }
 
     #[test]

@@ -24,8 +24,8 @@ pub enum Error {
     #[error(
         "secret {name} is shorter than {MIN_SECRET_LENGTH} characters: a value that short cannot be \
          told apart from ordinary data, so it cannot be kept out of what the engine stores; \
-         use a longer value, or write a value that is not secret (a port, a mode) in the workflow \
-         itself"
+         use a longer value, or set a value that is not secret (a port, a mode) as the variable \
+         ENRICHFLOW_VAR_{name} and read it as vars.{name}"
     )]
     TooShort { name: String },
 }
@@ -56,8 +56,16 @@ fn check_lengths(values: &BTreeMap<String, String>) -> Result<(), Error> {
 
 /// Picks `ENRICHFLOW_SECRET_<NAME>` out of environment-style pairs.
 pub fn from_vars(vars: impl Iterator<Item = (String, String)>) -> BTreeMap<String, String> {
+    prefixed(PREFIX, vars)
+}
+
+/// Picks `<prefix><NAME>` out of environment-style pairs; also used for `ENRICHFLOW_VAR_`.
+pub(crate) fn prefixed(
+    prefix: &str,
+    vars: impl Iterator<Item = (String, String)>,
+) -> BTreeMap<String, String> {
     vars.filter_map(|(key, value)| {
-        let name = key.strip_prefix(PREFIX)?;
+        let name = key.strip_prefix(prefix)?;
         (!name.is_empty()).then(|| (name.to_owned(), value))
     })
     .collect()
@@ -72,19 +80,24 @@ fn from_file(path: &Path) -> Result<BTreeMap<String, String>, Error> {
     parse(&text, &display)
 }
 
-/// `NAME=value` per line; blank lines and `#` comments are ignored; quotes around a value are
-/// removed.
 fn parse(text: &str, path: &str) -> Result<BTreeMap<String, String>, Error> {
+    parse_lines(text).map_err(|line| Error::Malformed {
+        path: path.to_owned(),
+        line,
+    })
+}
+
+/// `NAME=value` per line; blank lines and `#` comments are ignored; quotes around a value are
+/// removed. The error is the 1-based number of the first malformed line. The variables file
+/// has the same format, so [`crate::vars`] uses this too.
+pub(crate) fn parse_lines(text: &str) -> Result<BTreeMap<String, String>, usize> {
     let mut values = BTreeMap::new();
     for (index, line) in text.lines().enumerate() {
         let line = line.trim();
         if line.is_empty() || line.starts_with('#') {
             continue;
         }
-        let (name, value) = line.split_once('=').ok_or_else(|| Error::Malformed {
-            path: path.to_owned(),
-            line: index + 1,
-        })?;
+        let (name, value) = line.split_once('=').ok_or(index + 1)?;
         let value = value.trim();
         let unquoted = value
             .strip_prefix('"')

@@ -22,6 +22,8 @@ pub struct WorkerOptions {
     pub amqp: AmqpOptions,
     pub concurrency: usize,
     pub secrets: Secrets,
+    /// Values templates read as `vars.<NAME>`.
+    pub vars: crate::vars::Vars,
     pub lease: Duration,
     pub shutdown_grace: Duration,
     pub egress: enrichflow_nodes::egress::Policy,
@@ -61,6 +63,7 @@ pub async fn run(options: WorkerOptions, shutdown: CancellationToken) -> Result<
         workers: concurrency,
         shutdown_grace: options.shutdown_grace,
         secrets: options.secrets,
+        vars: options.vars,
         lease: options.lease,
         egress: options.egress,
         ..EngineOptions::default()

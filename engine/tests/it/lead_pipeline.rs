@@ -31,33 +31,45 @@ fn lead() -> Value {
     serde_json::from_str(&std::fs::read_to_string(file).expect("the example")).expect("JSON")
 }
 
-/// A secrets file pointing every provider and Slack at `mocks`; deleted with the returned guard.
-struct SecretsFile(PathBuf);
+/// The secrets file and the variables file pointing every provider and Slack at `mocks`;
+/// deleted with the returned guard.
+struct SettingsFiles {
+    secrets: PathBuf,
+    vars: PathBuf,
+}
 
-impl SecretsFile {
-    fn new(mocks: &MockServer) -> SecretsFile {
-        let file = std::env::temp_dir().join(format!(
-            "enrichflow-lead-secrets-{}",
-            uuid::Uuid::now_v7().simple()
-        ));
+impl SettingsFiles {
+    fn new(mocks: &MockServer) -> SettingsFiles {
+        let stem = format!("enrichflow-lead-{}", uuid::Uuid::now_v7().simple());
+        let secrets = std::env::temp_dir().join(format!("{stem}-secrets"));
+        let vars = std::env::temp_dir().join(format!("{stem}-vars"));
         let uri = mocks.uri();
-        let text = format!(
-            "CLEARBIT_API_KEY=ck_test_key\nCLEARBIT_BASE_URL={uri}\n\
-             HUNTER_API_KEY=hk_test_key\nHUNTER_BASE_URL={uri}\n\
+        let secrets_text = format!(
+            "CLEARBIT_API_KEY=ck_test_key\nHUNTER_API_KEY=hk_test_key\n\
              SLACK_WEBHOOK={uri}/slack/T000/B000/secret\n"
         );
-        std::fs::write(&file, text).expect("write the secrets file");
-        SecretsFile(file)
+        std::fs::write(&secrets, secrets_text).expect("write the secrets file");
+        // The base URLs are not secret: the workflow reads them as `vars`.
+        let vars_text = format!("CLEARBIT_BASE_URL={uri}\nHUNTER_BASE_URL={uri}\n");
+        std::fs::write(&vars, vars_text).expect("write the variables file");
+        SettingsFiles { secrets, vars }
     }
 
-    fn path(&self) -> &str {
-        self.0.to_str().expect("a UTF-8 temp path")
+    /// `--secrets-file … --vars-file …`.
+    fn args(&self) -> [&str; 4] {
+        [
+            "--secrets-file",
+            self.secrets.to_str().expect("a UTF-8 temp path"),
+            "--vars-file",
+            self.vars.to_str().expect("a UTF-8 temp path"),
+        ]
     }
 }
 
-impl Drop for SecretsFile {
+impl Drop for SettingsFiles {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
+        let _ = std::fs::remove_file(&self.secrets);
+        let _ = std::fs::remove_file(&self.vars);
     }
 }
 
@@ -162,14 +174,12 @@ async fn a_lead_is_enriched_scored_stored_and_announced_embedded() {
     install_crypto();
     let mocks = MockServer::start().await;
     mount_providers(&mocks).await;
-    let secrets = SecretsFile::new(&mocks);
+    let settings = SettingsFiles::new(&mocks);
     let database = temp_database("lead-pipeline");
-    let server = ServeProcess::start_with(
-        &workflows(),
-        &sqlite_url(&database),
-        &mocks.uri(),
-        &["--workers", "4", "--secrets-file", secrets.path()],
-    );
+    let mut args = vec!["--workers", "4"];
+    args.extend(settings.args());
+    let server =
+        ServeProcess::start_with(&workflows(), &sqlite_url(&database), &mocks.uri(), &args);
     check_the_pipeline(&server.base_url, &mocks).await;
     drop(server);
     remove_database(&database);
@@ -181,10 +191,9 @@ async fn a_lead_is_enriched_scored_stored_and_announced_distributed() {
         return;
     };
     mount_providers(&deployment.mocks).await;
-    let secrets = SecretsFile::new(&deployment.mocks);
-    let secrets_args = ["--secrets-file", secrets.path()];
-    let server = deployment.serve_workflows(&workflows(), &secrets_args);
-    let worker = deployment.worker(4, &secrets_args);
+    let settings = SettingsFiles::new(&deployment.mocks);
+    let server = deployment.serve_workflows(&workflows(), &settings.args());
+    let worker = deployment.worker(4, &settings.args());
     check_the_pipeline(&server.base_url, &deployment.mocks).await;
     drop(worker);
     drop(server);

@@ -29,5 +29,6 @@ mod soak;
 mod stats;
 mod support;
 mod validate;
+mod vars;
 mod webhook_fuzz;
 mod worker_errors;

@@ -44,8 +44,8 @@ fn read_rendered(with: Value) -> (Server, Letter) {
 fn accepts_literals_and_templates() {
     assert_eq!(NotifyEmail.check_config(&minimal()), Ok(()));
     let templated = json!({
-        "host": "{{ secrets.SMTP_HOST }}",
-        "port": "{{ secrets.SMTP_PORT }}",
+        "host": "{{ vars.SMTP_HOST }}",
+        "port": "{{ vars.SMTP_PORT }}",
         "tls": "tls",
         "ca_file": "{{ secrets.SMTP_CA_FILE }}",
         "username": "{{ secrets.SMTP_USER }}",
