@@ -20,6 +20,12 @@ use enrichflow::{EngineOptions, oneshot, secrets, telemetry, vars};
 use enrichflow_nodes::Registry;
 use tokio_util::sync::CancellationToken;
 
+/// jemalloc rather than glibc's malloc: with its background thread on (see [`main`]), memory
+/// freed after a burst of large bodies goes back to the OS within seconds of going idle; glibc
+/// kept it (measured in docs/behaviour.md, "Limits: stored data and memory").
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 const FAILED: u8 = 1;
 const USAGE: u8 = 2;
 
@@ -27,6 +33,11 @@ const USAGE: u8 = 2;
 async fn main() -> ExitCode {
     let _ = rustls::crypto::ring::default_provider().install_default();
     telemetry::init_logging();
+    // Purging in a thread of jemalloc's own, on a timer, is what returns memory while idle:
+    // without it jemalloc purges only when the process allocates again.
+    if let Err(error) = tikv_jemalloc_ctl::background_thread::write(true) {
+        tracing::warn!(%error, "jemalloc's background thread did not start");
+    }
     let cli = Cli::parse();
     let outcome = match cli.command {
         Command::Serve(args) => serve(args).await,

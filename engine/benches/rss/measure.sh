@@ -51,13 +51,15 @@ post() {
 rss "baseline"
 post
 rss "after 1 body of 1 MiB"
-for _ in $(seq 32); do post & done
-wait
+clients=()
+for _ in $(seq 32); do post & clients+=($!); done
+wait "${clients[@]}"
 rss "after 32 bodies at once"
+clients=()
 for _ in $(seq 8); do
-    curl -fs -o /dev/null "http://127.0.0.1:$port/api/v1/runs?limit=500" &
+    curl -fs -o /dev/null "http://127.0.0.1:$port/api/v1/runs?limit=500" & clients+=($!)
 done
-wait
+wait "${clients[@]}"
 rss "after 8 lists of 33 runs at once"
 sleep 60
 rss "after 60 s idle"
