@@ -6,6 +6,8 @@
 //! nests close to that limit would be stored and could never be read back. Checking the bytes
 //! first also means a hostile body costs one linear scan and no allocation before it is refused.
 
+use crate::store::json::{self, Shape};
+
 /// How deep and how large a JSON body may be.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct JsonLimits {
@@ -36,38 +38,15 @@ pub enum Exceeded {
 /// Scans `bytes` for brackets and commas outside strings. Malformed JSON passes when it is within
 /// the limits; the parser refuses it afterwards.
 pub fn check(bytes: &[u8], limits: JsonLimits) -> Result<(), Exceeded> {
-    let mut depth: usize = 0;
-    let mut values: usize = 1;
-    let mut in_string = false;
-    let mut escaped = false;
-    for &byte in bytes {
-        if in_string {
-            match byte {
-                _ if escaped => escaped = false,
-                b'\\' => escaped = true,
-                b'"' => in_string = false,
-                _ => {}
-            }
-            continue;
-        }
-        match byte {
-            b'"' => in_string = true,
-            b'[' | b'{' => {
-                depth = depth.saturating_add(1);
-                if depth > limits.max_depth {
-                    return Err(Exceeded::Depth(limits.max_depth));
-                }
-                values = values.saturating_add(1);
-            }
-            b']' | b'}' => depth = depth.saturating_sub(1),
-            b',' => values = values.saturating_add(1),
-            _ => continue,
-        }
-        if values > limits.max_values {
-            return Err(Exceeded::Values(limits.max_values));
-        }
+    let over = |shape: &Shape| shape.depth > limits.max_depth || shape.values > limits.max_values;
+    let shape = json::shape(bytes, over);
+    if shape.depth > limits.max_depth {
+        Err(Exceeded::Depth(limits.max_depth))
+    } else if shape.values > limits.max_values {
+        Err(Exceeded::Values(limits.max_values))
+    } else {
+        Ok(())
     }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -79,11 +79,29 @@ pub(super) fn to_optional_text(what: &str, value: Option<&Value>) -> Result<Opti
 /// The nesting depth of JSON text, by a scan of its brackets outside strings. Never fails:
 /// on text that is not JSON it measures something, and the parse then reports the error.
 pub fn text_depth(text: &str) -> usize {
+    shape(text.as_bytes(), |_| false).depth
+}
+
+/// The shape of JSON text as one scan of its brackets and commas outside strings sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shape {
+    /// The deepest nesting of arrays and objects; the outermost one is level 1.
+    pub depth: usize,
+    /// Containers plus their items (an object member counts once), the whole value included.
+    pub values: usize,
+}
+
+/// Scans `bytes` once, without parsing or allocating; stops as soon as `enough` says the shape
+/// seen so far decides the question (a limit passed). Malformed text is measured all the same.
+pub fn shape(bytes: &[u8], enough: impl Fn(&Shape) -> bool) -> Shape {
+    let mut seen = Shape {
+        depth: 0,
+        values: 1,
+    };
     let mut depth: usize = 0;
-    let mut deepest = 0;
     let mut in_string = false;
     let mut escaped = false;
-    for byte in text.bytes() {
+    for &byte in bytes {
         if in_string {
             match byte {
                 _ if escaped => escaped = false,
@@ -97,13 +115,18 @@ pub fn text_depth(text: &str) -> usize {
             b'"' => in_string = true,
             b'[' | b'{' => {
                 depth = depth.saturating_add(1);
-                deepest = deepest.max(depth);
+                seen.depth = seen.depth.max(depth);
+                seen.values = seen.values.saturating_add(1);
             }
             b']' | b'}' => depth = depth.saturating_sub(1),
-            _ => {}
+            b',' => seen.values = seen.values.saturating_add(1),
+            _ => continue,
+        }
+        if enough(&seen) {
+            break;
         }
     }
-    deepest
+    seen
 }
 
 /// Parses stored JSON of any depth up to [`MAX_READ_DEPTH`]; `column` names it in the error.

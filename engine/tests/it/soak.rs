@@ -46,11 +46,11 @@ async fn hostile_traffic_neither_stops_normal_runs_nor_grows_memory_without_boun
 
     let mut hostile = JoinSet::new();
     hostile.spawn(sample_rss(server.pid(), peak.clone(), stop_at));
-    hostile.spawn(repeat(stop_at, deep_json(base.clone())));
-    hostile.spawn(repeat(stop_at, large_loop_body(base.clone())));
-    hostile.spawn(repeat(stop_at, lying_content_length(base.clone())));
-    hostile.spawn(repeat(stop_at, garbage(base.clone())));
-    hostile.spawn(repeat(stop_at, nesting_chain(base.clone())));
+    hostile.spawn(repeat(stop_at, base.clone(), deep_json));
+    hostile.spawn(repeat(stop_at, base.clone(), large_loop_body));
+    hostile.spawn(repeat(stop_at, base.clone(), lying_content_length));
+    hostile.spawn(repeat(stop_at, base.clone(), garbage));
+    hostile.spawn(repeat(stop_at, base.clone(), nesting_chain));
     hostile.spawn(slow_clients(base.clone(), stop_at));
 
     let finished = Arc::new(AtomicUsize::new(0));
@@ -119,109 +119,78 @@ async fn normal_client(base: String, client: usize, stop_at: Instant, finished: 
     }
 }
 
-/// Runs one hostile request again and again until the soak ends.
-async fn repeat<F, Fut>(stop_at: Instant, make: F)
+/// Sends one kind of hostile request to the server at `base` again and again until the soak ends.
+async fn repeat<Fut>(stop_at: Instant, base: String, send: fn(String) -> Fut)
 where
-    F: Fn() -> Fut,
     Fut: std::future::Future<Output = ()>,
 {
     while Instant::now() < stop_at {
-        make().await;
+        send(base.clone()).await;
     }
 }
 
-fn deep_json(
-    base: String,
-) -> impl Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
-    move || {
-        let url = format!("{base}/hooks/deep");
-        Box::pin(async move {
-            let body = format!("{}{}", "[".repeat(200), "]".repeat(200));
-            let status = post_raw(&url, body.into_bytes()).await;
-            assert!(
-                status == 400 || status == 413 || status == 422,
-                "deep JSON answered {status}"
-            );
-        })
-    }
+/// A body nested 200 levels: refused before it is parsed.
+async fn deep_json(base: String) {
+    let body = format!("{}{}", "[".repeat(200), "]".repeat(200));
+    let status = post_raw(&format!("{base}/hooks/deep"), body.into_bytes()).await;
+    assert!(
+        matches!(status, 400 | 413 | 422),
+        "deep JSON answered {status}"
+    );
 }
 
-fn large_loop_body(
-    base: String,
-) -> impl Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
-    move || {
-        let url = format!("{base}/hooks/bomb");
-        Box::pin(async move {
-            let items: Vec<String> = (0..50_000).map(|i| format!("item{i:07}")).collect();
-            let body = serde_json::to_vec(&json!({ "items": items })).expect("JSON");
-            let status = post_raw(&url, body).await;
-            // Accepted, or turned away while the server is at its limits: never a 5xx other than 503.
-            assert!(
-                status == 202 || status == 429 || status == 503,
-                "large body answered {status}"
-            );
-        })
-    }
+/// A 650 kB list into a nested loop over it: accepted, then stopped by the template budget.
+async fn large_loop_body(base: String) {
+    let items: Vec<String> = (0..50_000).map(|i| format!("item{i:07}")).collect();
+    let body = serde_json::to_vec(&json!({ "items": items })).expect("JSON");
+    let status = post_raw(&format!("{base}/hooks/bomb"), body).await;
+    // Accepted, or turned away while the server is at its limits: never a 5xx other than 503.
+    assert!(
+        matches!(status, 202 | 429 | 503),
+        "large body answered {status}"
+    );
 }
 
-fn nesting_chain(
-    base: String,
-) -> impl Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
-    move || {
-        let url = format!("{base}/hooks/deep");
-        Box::pin(async move {
-            let body = format!("{}1{}", "[".repeat(60), "]".repeat(60));
-            let status = post_raw(&url, body.into_bytes()).await;
-            assert!(
-                status == 202 || status == 429 || status == 503,
-                "60-deep body answered {status}"
-            );
-        })
-    }
+/// A body 60 levels deep into a chain that nests it further at every node.
+async fn nesting_chain(base: String) {
+    let body = format!("{}1{}", "[".repeat(60), "]".repeat(60));
+    let status = post_raw(&format!("{base}/hooks/deep"), body.into_bytes()).await;
+    assert!(
+        matches!(status, 202 | 429 | 503),
+        "60-deep body answered {status}"
+    );
 }
 
-fn garbage(
-    base: String,
-) -> impl Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
-    move || {
-        let url = format!("{base}/hooks/normal");
-        Box::pin(async move {
-            let body: Vec<u8> = (0..4096u32)
-                .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
-                .collect();
-            let status = post_raw(&url, body).await;
-            assert!((400..500).contains(&status), "garbage answered {status}");
-        })
-    }
+/// Bytes that are not JSON.
+async fn garbage(base: String) {
+    let body: Vec<u8> = (0..4096u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+        .collect();
+    let status = post_raw(&format!("{base}/hooks/normal"), body).await;
+    assert!((400..500).contains(&status), "garbage answered {status}");
 }
 
 /// Announces a body of 100 GB and sends two bytes: answered 413 at once, not held open.
-fn lying_content_length(
-    base: String,
-) -> impl Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
-    move || {
-        let addr = base.trim_start_matches("http://").to_owned();
-        Box::pin(async move {
-            let mut stream = TcpStream::connect(&addr).await.expect("a connection");
-            let head = format!(
-                "POST /hooks/normal HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: 99999999999\r\n\r\n{{}}"
-            );
-            stream
-                .write_all(head.as_bytes())
-                .await
-                .expect("the request is sent");
-            let mut answer = vec![0u8; 64];
-            let read = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut answer))
-                .await
-                .expect("answered at once, not held open")
-                .expect("readable");
-            let line = String::from_utf8_lossy(&answer[..read]);
-            assert!(
-                line.starts_with("HTTP/1.1 413"),
-                "lying Content-Length answered {line:?}"
-            );
-        })
-    }
+async fn lying_content_length(base: String) {
+    let addr = base.trim_start_matches("http://").to_owned();
+    let mut stream = TcpStream::connect(&addr).await.expect("a connection");
+    let head = format!(
+        "POST /hooks/normal HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: 99999999999\r\n\r\n{{}}"
+    );
+    stream
+        .write_all(head.as_bytes())
+        .await
+        .expect("the request is sent");
+    let mut answer = vec![0u8; 64];
+    let read = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut answer))
+        .await
+        .expect("answered at once, not held open")
+        .expect("readable");
+    let line = String::from_utf8_lossy(&answer[..read]);
+    assert!(
+        line.starts_with("HTTP/1.1 413"),
+        "lying Content-Length answered {line:?}"
+    );
 }
 
 /// Keeps `SLOW_CLIENTS` connections that send half a request header and then nothing.
