@@ -61,7 +61,7 @@ async fn execute_readable(shared: &Arc<Shared>, key: &AttemptKey) -> Result<(), 
         return finish(shared, &workflow, key, "unknown", failed(error, &redactor)).await;
     };
     let scope = scope::for_run(
-        &run.trigger.value()?,
+        run.trigger.value()?,
         &attempts,
         &shared.secrets,
         &shared.options.vars,

@@ -120,8 +120,8 @@ async fn fire(engine: &Engine, due: Due) {
             "type": "cron",
             "scheduled_at": tick.to_rfc3339_opts(SecondsFormat::Secs, true),
             "input": cron.input,
-        }),
-        payload: cron.input.clone(),
+        })
+        .into(),
         idempotency_key: Some(tick_key(tick, ordinal)),
         idempotency_body_hash: None,
     };

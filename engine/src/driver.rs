@@ -242,7 +242,7 @@ async fn succeed(
         None => Ok(None),
         Some(template) => {
             let trigger = run.trigger.value()?;
-            render_output(shared, workflow, template, &trigger, run, attempts)
+            render_output(shared, workflow, template, trigger, run, attempts)
         }
     };
     // An output nested deeper than the store keeps fails the run rather than its every advance.
@@ -330,7 +330,7 @@ fn render_output(
     shared: &Shared,
     workflow: &Workflow,
     template: &Value,
-    trigger: &Value,
+    trigger: Value,
     run: &RunRecord,
     attempts: &[AttemptRecord],
 ) -> Result<Option<Value>, TemplateError> {

@@ -17,7 +17,7 @@ use crate::catalog::{Catalog, CatalogHandle};
 use crate::inputs::Schemas;
 use crate::queue::Queue;
 use crate::revisions::Revisions;
-use crate::store::{self, Listed, RunQuery, RunRecord, RunStatus, Store};
+use crate::store::{self, Listed, RunQuery, RunRecord, RunStatus, Store, Trigger};
 use crate::template::Templates;
 use crate::workflow::Workflow;
 use crate::{dispatch, driver, recovery, telemetry, view, worker};
@@ -104,10 +104,9 @@ impl Default for EngineOptions {
 #[derive(Debug, Clone)]
 pub struct TriggerRequest {
     pub workflow: Arc<Workflow>,
-    /// `trigger` in templates and in the run JSON (`{"type": "webhook", "body": …}`).
-    pub trigger: Value,
-    /// What the workflow's `inputs` schema checks: the body, or a cron trigger's `input`.
-    pub payload: Value,
+    /// `trigger` in templates and in the run JSON (`{"type": "webhook", "body": …}`), as text.
+    /// The workflow's `inputs` schema checks its `body`, or a cron trigger's `input`.
+    pub trigger: Trigger,
     /// Triggers of one workflow with the same key within [`IDEMPOTENCY_WINDOW`] share one run:
     /// the first creates it, the others get it back (`Idempotency-Key`, cron ticks).
     pub idempotency_key: Option<String>,
@@ -364,7 +363,14 @@ impl Engine {
         let shared = &self.shared;
         self.recovery_done().await;
         let workflow = request.workflow;
-        shared.schemas.check(&workflow, &request.payload)?;
+        if workflow.inputs.is_some() {
+            // Parsed only for a schema: without one, a large body never becomes a tree here.
+            let trigger = request.trigger.value()?;
+            let payload = trigger.get("body").or_else(|| trigger.get("input"));
+            shared
+                .schemas
+                .check(&workflow, payload.unwrap_or(&Value::Null))?;
+        }
         shared
             .revisions
             .remember(&workflow, shared.store.as_ref())
@@ -376,7 +382,7 @@ impl Engine {
             status: RunStatus::Queued,
             // Client data is stored as sent: rewriting it would tell the client which of its
             // values equal a secret.
-            trigger: request.trigger.into(),
+            trigger: request.trigger,
             output: None,
             error: None,
             created_at: Utc::now(),

@@ -67,8 +67,7 @@ pub async fn run_file_with(
     let running = tokio::spawn(engine.clone().run(shutdown.clone()));
     let request = TriggerRequest {
         workflow,
-        trigger: json!({ "type": "manual", "body": body }),
-        payload: body,
+        trigger: json!({ "type": "manual", "body": body }).into(),
         idempotency_key: None,
         idempotency_body_hash: None,
     };

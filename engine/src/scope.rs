@@ -12,9 +12,10 @@ use crate::vars::Vars;
 use crate::redaction::REDACTED;
 
 /// The scope of a node attempt: the run's trigger and the latest state of every node that has
-/// one. Nodes never reached are absent, so referring to them is an undefined-name error.
+/// one. Nodes never reached are absent, so referring to them is an undefined-name error. The
+/// trigger is moved in, not copied: it can be a megabyte-sized body.
 pub fn for_run(
-    trigger: &Value,
+    trigger: Value,
     attempts: &[AttemptRecord],
     secrets: &Secrets,
     vars: &Vars,
@@ -27,14 +28,15 @@ pub fn for_run(
         .filter(|(_, attempt)| attempt.status.is_finished())
         .map(|(id, attempt)| (id.to_owned(), node_view(attempt)))
         .collect();
-    json!({
-        "trigger": trigger,
-        "nodes": nodes,
-        "secrets": secrets_object(secrets),
-        "vars": vars_object(vars),
-        "run": { "id": run_id },
-        "workflow": { "id": workflow_id },
-    })
+    // Inserted, not written with `json!`, which would copy the trigger and the node outputs.
+    let mut scope = Map::new();
+    scope.insert("trigger".to_owned(), trigger);
+    scope.insert("nodes".to_owned(), Value::Object(nodes));
+    scope.insert("secrets".to_owned(), secrets_object(secrets));
+    scope.insert("vars".to_owned(), vars_object(vars));
+    scope.insert("run".to_owned(), json!({ "id": run_id }));
+    scope.insert("workflow".to_owned(), json!({ "id": workflow_id }));
+    Value::Object(scope)
 }
 
 /// `nodes.<id>`: skipped and failed nodes expose `output: null`.
@@ -116,7 +118,7 @@ mod tests {
             "s3cr3t-value".to_owned(),
         )]));
         let vars = Vars::new(BTreeMap::from([("SMTP_PORT".to_owned(), "587".to_owned())]));
-        let mut scope = for_run(&json!({}), &[], &secrets, &vars, "r1", "w1");
+        let mut scope = for_run(json!({}), &[], &secrets, &vars, "r1", "w1");
         assert_eq!(scope["vars"], json!({ "SMTP_PORT": "587" }));
         hide_secrets(&mut scope);
         assert_eq!(scope["secrets"], json!({ "TOKEN": "[redacted]" }));

@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use axum::body::{Body, Bytes, HttpBody};
 use futures::StreamExt;
-use serde_json::Value;
 
 use super::error::{Error, Result};
 use super::json_limits::{self, Exceeded, JsonLimits};
@@ -49,50 +48,53 @@ pub async fn read(body: Body, reading: Reading) -> Result<Bytes> {
         .map_err(|_| Error::BodyTimeout(reading.timeout))?
 }
 
-/// Parses a body as JSON within `limits`; empty means `{}`.
-pub fn json(body: &[u8], limits: JsonLimits) -> Result<Value> {
+/// Checks a body's limits and that it is JSON, without building a tree of it, and returns its
+/// text (`{}` when it is empty): what a trigger stores as sent.
+pub fn json_text(body: &[u8], limits: JsonLimits) -> Result<&str> {
     if body.iter().all(u8::is_ascii_whitespace) {
-        return Ok(Value::Object(serde_json::Map::new()));
+        return Ok("{}");
     }
+    within_limits(body, limits)?;
+    serde_json::from_slice::<serde::de::IgnoredAny>(body)
+        .map_err(|error| Error::InvalidJson(error.to_string()))?;
+    std::str::from_utf8(body).map_err(|error| Error::InvalidJson(error.to_string()))
+}
+
+fn within_limits(body: &[u8], limits: JsonLimits) -> Result<()> {
     json_limits::check(body, limits).map_err(|exceeded| match exceeded {
         Exceeded::Depth(limit) => Error::JsonTooDeep(limit),
         Exceeded::Values(limit) => Error::JsonTooManyValues(limit),
-    })?;
-    serde_json::from_slice(body).map_err(|error| Error::InvalidJson(error.to_string()))
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn json_default(body: &[u8]) -> Result<Value> {
-        json(body, JsonLimits::default())
+    fn json_default(body: &[u8]) -> Result<&str> {
+        json_text(body, JsonLimits::default())
     }
 
     #[test]
     fn empty_and_blank_bodies_are_empty_objects() {
-        assert_eq!(json_default(b"").ok(), Some(serde_json::json!({})));
-        assert_eq!(json_default(b" \n").ok(), Some(serde_json::json!({})));
+        assert_eq!(json_default(b"").ok(), Some("{}"));
+        assert_eq!(json_default(b" \n").ok(), Some("{}"));
     }
 
     #[test]
-    fn any_json_value_is_accepted() {
-        assert_eq!(
-            json_default(b"[1, 2]").ok(),
-            Some(serde_json::json!([1, 2]))
-        );
-        assert_eq!(
-            json_default(b"\"text\"").ok(),
-            Some(serde_json::json!("text"))
-        );
+    fn any_json_value_is_accepted_as_sent() {
+        assert_eq!(json_default(b"[1, 2]").ok(), Some("[1, 2]"));
+        assert_eq!(json_default(b" \"text\" ").ok(), Some(" \"text\" "));
     }
 
     #[test]
     fn malformed_json_is_invalid_json() {
-        assert!(matches!(
-            json_default(b"{\"a\":"),
-            Err(Error::InvalidJson(_))
-        ));
+        for malformed in [&b"{\"a\":"[..], b"[1] [2]", b"\"\xff\""] {
+            assert!(matches!(
+                json_default(malformed),
+                Err(Error::InvalidJson(_))
+            ));
+        }
     }
 
     #[test]
@@ -102,14 +104,14 @@ mod tests {
             max_values: 4,
         };
         assert!(matches!(
-            json(b"[[[]]]", limits),
+            json_text(b"[[[]]]", limits),
             Err(Error::JsonTooDeep(2))
         ));
         assert!(matches!(
-            json(b"[1,2,3,4]", limits),
+            json_text(b"[1,2,3,4]", limits),
             Err(Error::JsonTooManyValues(4))
         ));
-        assert_eq!(json(b"[[1]]", limits).ok(), Some(serde_json::json!([[1]])));
+        assert_eq!(json_text(b"[[1]]", limits).ok(), Some("[[1]]"));
     }
 
     fn reading(limit: usize) -> Reading {

@@ -28,7 +28,7 @@ use sha2::Sha256;
 use super::error::{Error, Result};
 use super::{ApiState, body, idempotency, run_location};
 use crate::engine::TriggerRequest;
-use crate::store::{RunRecord, RunStatus};
+use crate::store::{RunRecord, RunStatus, Trigger};
 use crate::telemetry;
 use crate::workflow::{Respond, WebhookTrigger, Workflow};
 
@@ -111,20 +111,19 @@ async fn handle(
         )?;
     }
     let idempotency_key = idempotency::key(request.headers)?;
-    let payload = body::json(&raw, state.options.json)?;
-    let idempotency_body_hash = idempotency::body_hash(idempotency_key.as_ref(), &payload);
-    let trigger_json = json!({
-        "type": "webhook",
-        "body": payload,
-        "headers": visible_headers(request.headers),
-        "query": query(request.uri)?,
-    });
+    let body = body::json_text(&raw, state.options.json)?;
+    let idempotency_body_hash = idempotency::body_hash(idempotency_key.as_ref(), body);
+    let headers = visible_headers(request.headers).to_string();
+    let query = query(request.uri)?.to_string();
+    let stored = Trigger::from_parts(
+        "webhook",
+        &[("body", body), ("headers", &headers), ("query", &query)],
+    );
     let triggered = state
         .engine
         .trigger(TriggerRequest {
             workflow,
-            trigger: trigger_json,
-            payload,
+            trigger: stored,
             idempotency_key,
             idempotency_body_hash,
         })

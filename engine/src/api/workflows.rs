@@ -13,6 +13,7 @@ use serde_json::{Value, json};
 use super::error::{Error, Result};
 use super::{ApiState, body, idempotency, run_location};
 use crate::engine::TriggerRequest;
+use crate::store;
 use crate::view;
 use crate::workflow::{Respond, Trigger, Workflow};
 
@@ -46,14 +47,13 @@ pub async fn start_run(
     let workflow = find(&state, &workflow_id)?;
     let raw = body::read(body, state.options.reading()).await?;
     let idempotency_key = idempotency::key(&headers)?;
-    let payload = body::json(&raw, state.options.json)?;
-    let idempotency_body_hash = idempotency::body_hash(idempotency_key.as_ref(), &payload);
+    let body = body::json_text(&raw, state.options.json)?;
+    let idempotency_body_hash = idempotency::body_hash(idempotency_key.as_ref(), body);
     let triggered = state
         .engine
         .trigger(TriggerRequest {
             workflow,
-            trigger: json!({ "type": "manual", "body": payload }),
-            payload,
+            trigger: store::Trigger::from_parts("manual", &[("body", body)]),
             idempotency_key,
             idempotency_body_hash,
         })

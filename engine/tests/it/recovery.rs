@@ -66,8 +66,7 @@ async fn a_run_triggered_during_recovery_executes_its_node_once() {
 
     let request = TriggerRequest {
         workflow,
-        trigger: json!({"type": "manual", "body": {}}),
-        payload: json!({}),
+        trigger: json!({"type": "manual", "body": {}}).into(),
         idempotency_key: None,
         idempotency_body_hash: None,
     };
