@@ -195,13 +195,18 @@ async fn prepare_off_thread(
 
 /// The permanent failure recorded for a panic, with its message when it has one.
 fn panicked(what: &str, panic: &(dyn Any + Send)) -> NodeError {
-    let detail = panic
+    let detail = panic_text(panic);
+    tracing::error!(what, detail, "caught a panic in a node attempt");
+    NodeError::permanent(ErrorKind::Internal, format!("{what} panicked: {detail}"))
+}
+
+/// A panic's message, when it has one.
+pub fn panic_text(panic: &(dyn Any + Send)) -> String {
+    panic
         .downcast_ref::<&str>()
         .map(|text| (*text).to_owned())
         .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "no message".to_owned());
-    tracing::error!(what, detail, "caught a panic in a node attempt");
-    NodeError::permanent(ErrorKind::Internal, format!("{what} panicked: {detail}"))
+        .unwrap_or_else(|| "no message".to_owned())
 }
 
 /// Evaluates `if` and renders the inputs. Template failures are permanent node errors.
@@ -447,10 +452,12 @@ fn failed(error: NodeError, redactor: &Redactor) -> AttemptOutcome {
         Some(ErrorInfo::new(error.kind.as_str(), message)),
         error.is_retryable(),
     );
-    // Checked: a node (or plugin) may ask for any wait; `http.request` clamps Retry-After.
-    outcome.not_before = error
-        .retry_after
-        .map(|delay| crate::scheduler::later_by(outcome.finished_at, delay));
+    // A node (or plugin) may ask for any wait: no longer than the longest backoff a workflow
+    // may set, and the sum checked.
+    outcome.not_before = error.retry_after.map(|delay| {
+        let delay = delay.min(crate::workflow::MAX_BACKOFF);
+        crate::scheduler::later_by(outcome.finished_at, delay)
+    });
     outcome
 }
 
@@ -478,5 +485,25 @@ fn json_type(value: &Value) -> &'static str {
         Value::String(_) => "a string",
         Value::Array(_) => "a list",
         Value::Object(_) => "an object",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::redaction::Redaction;
+    use enrichflow_nodes::Secrets;
+
+    #[test]
+    fn a_retry_after_of_years_waits_no_longer_than_the_longest_backoff() {
+        let redaction = Redaction::new(&Secrets::default());
+        let redactor = Redactor::new(&redaction, SecretUse::none());
+        let years = Duration::from_secs(10_000 * 365 * 24 * 60 * 60);
+        let error = NodeError::retryable(ErrorKind::Http, "slow down").with_retry_after(years);
+        let outcome = failed(error, &redactor);
+        let wait = outcome
+            .not_before
+            .map(|at| at.signed_duration_since(outcome.finished_at));
+        assert_eq!(wait, Some(chrono::TimeDelta::days(1)));
     }
 }

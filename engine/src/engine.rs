@@ -33,6 +33,10 @@ pub enum Error {
     InvalidInput(Vec<String>),
     #[error("workflow revision `{0}` cannot be loaded: {1}")]
     Revision(String, String),
+    /// The engine panicked while executing an attempt (a bug): the attempt fails, the worker
+    /// goes on.
+    #[error("the engine panicked: {0}")]
+    Panicked(String),
     /// The idempotency key names a run started with a different body.
     #[error("idempotency key `{0}` was already used with a different body")]
     KeyReused(String),
@@ -46,7 +50,10 @@ impl Error {
         match self {
             Error::Store(error) => error.is_retryable(),
             Error::Queue(_) => true,
-            Error::InvalidInput(_) | Error::Revision(..) | Error::KeyReused(_) => false,
+            Error::InvalidInput(_)
+            | Error::Revision(..)
+            | Error::KeyReused(_)
+            | Error::Panicked(_) => false,
         }
     }
 }

@@ -7,10 +7,12 @@
 //! revision this process cannot parse) fails the attempt, and the run goes on per its rules.
 #![warn(clippy::arithmetic_side_effects)]
 
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
+use futures::FutureExt;
 
 use crate::attempt;
 use crate::driver;
@@ -34,7 +36,13 @@ pub async fn work(shared: Arc<Shared>) {
             return;
         };
         let key = delivery.attempt().clone();
-        match attempt::execute(&shared, &key).await {
+        // A panic outside the node and rendering (both caught inside) would end this worker
+        // for good; here it fails the one attempt instead.
+        let executed = AssertUnwindSafe(attempt::execute(&shared, &key))
+            .catch_unwind()
+            .await
+            .unwrap_or_else(|panic| Err(Error::Panicked(attempt::panic_text(panic.as_ref()))));
+        match executed {
             Ok(()) => {
                 failures = 0;
                 delivery.ack().await;

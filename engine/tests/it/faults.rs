@@ -25,6 +25,8 @@ struct FaultyStore {
     corrupt_finishes: AtomicU32,
     /// Every read of runs fails while set.
     down: AtomicBool,
+    /// How many `start_attempt` calls still panic (a bug in the engine's path).
+    panicking_starts: AtomicU32,
 }
 
 /// A passing fault: the pool found no connection in time.
@@ -130,6 +132,7 @@ impl Store for FaultyStore {
         worker: &str,
         started_at: DateTime<Utc>,
     ) -> store::Result<bool> {
+        assert!(!take_one(&self.panicking_starts), "injected panic");
         self.inner
             .start_attempt(key, input, worker, started_at)
             .await
@@ -242,6 +245,7 @@ async fn server_with(
                 failing_finishes: AtomicU32::new(failing_finishes),
                 corrupt_finishes: AtomicU32::new(corrupt_finishes),
                 down: AtomicBool::new(down),
+                panicking_starts: AtomicU32::new(0),
             });
             faulty = Some(store.clone());
             store
@@ -302,6 +306,40 @@ async fn a_write_no_retry_fixes_fails_the_attempt_and_the_run() {
         )
     );
     assert_eq!(store.corrupt_finishes.load(Ordering::SeqCst), 0);
+}
+
+/// A panic in the engine's own path fails that attempt; the worker that met it goes on. As many
+/// panics as there are workers would leave none if a panic ended its worker.
+#[tokio::test]
+async fn a_panic_in_the_engine_fails_the_attempt_and_the_worker_goes_on() {
+    let (server, store) = server(0).await;
+    let workers = u32::try_from(TestOptions::default().engine.workers).expect("a few workers");
+    store.panicking_starts.store(workers, Ordering::SeqCst);
+    for _ in 0..workers {
+        let response = server
+            .client
+            .post(server.url("/hooks/two-steps"))
+            .json(&json!({}))
+            .send()
+            .await
+            .expect("POST");
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let body: Value = response.json().await.expect("JSON");
+        let run_id = body["run_id"].as_str().expect("a run id");
+        let run = server.engine.run_json(run_id).await.expect("store");
+        let first = &run.expect("the run")["nodes"]["first"];
+        assert_eq!(first["error"]["kind"], json!("engine"), "{first:#}");
+        let message = first["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains("panicked: injected panic"), "{message}");
+    }
+    let response = server
+        .client
+        .post(server.url("/hooks/two-steps"))
+        .json(&json!({}))
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(response.status(), StatusCode::OK, "the workers still serve");
 }
 
 #[tokio::test]
