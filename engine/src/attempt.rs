@@ -69,6 +69,8 @@ async fn execute_readable(shared: &Arc<Shared>, key: &AttemptKey) -> Result<(), 
         workflow.id.as_str(),
     );
     let started = Instant::now();
+    // The attempt starts with its rendering, which counts against the node's timeout too.
+    let started_at = Utc::now();
     let cancellation = shared.run_token(&run.id);
     let (rendered, scope) = prepare_off_thread(shared, &workflow, node, scope, &cancellation).await;
     let render_time = started.elapsed();
@@ -76,7 +78,7 @@ async fn execute_readable(shared: &Arc<Shared>, key: &AttemptKey) -> Result<(), 
         Err(error) => {
             // The attempt did start: it failed while rendering, which the run JSON must show.
             if !store
-                .start_attempt(key, None, &shared.worker_id, Utc::now())
+                .start_attempt(key, None, &shared.worker_id, started_at)
                 .await?
             {
                 return Ok(());
@@ -94,7 +96,7 @@ async fn execute_readable(shared: &Arc<Shared>, key: &AttemptKey) -> Result<(), 
             let mut scope = scope.unwrap_or(Value::Null);
             let (input, redactor) = stored_input(shared, node, &mut scope, input);
             if !store
-                .start_attempt(key, Some(&input), &shared.worker_id, Utc::now())
+                .start_attempt(key, Some(&input), &shared.worker_id, started_at)
                 .await?
             {
                 return Ok(());
