@@ -41,7 +41,10 @@ pub fn depth(value: &Value) -> usize {
 /// Refuses a value the store would not write: `what` names it in the error (`the node's
 /// output`).
 pub fn check_depth(what: &str, value: &Value) -> Result<()> {
-    let depth = depth(value);
+    within_depth(what, depth(value))
+}
+
+fn within_depth(what: &str, depth: usize) -> Result<()> {
     if depth > MAX_DEPTH {
         return Err(Error::TooDeep {
             what: what.to_owned(),
@@ -60,15 +63,7 @@ pub(super) fn to_text(what: &str, value: &Value) -> Result<String> {
 
 /// Refuses JSON text nested deeper than the store writes (see [`check_depth`]).
 pub(super) fn check_text_depth(what: &str, text: &str) -> Result<()> {
-    let depth = text_depth(text);
-    if depth > MAX_DEPTH {
-        return Err(Error::TooDeep {
-            what: what.to_owned(),
-            depth,
-            limit: MAX_DEPTH,
-        });
-    }
-    Ok(())
+    within_depth(what, text_depth(text))
 }
 
 /// As [`to_text`], for an optional value.

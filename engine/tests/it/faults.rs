@@ -254,16 +254,36 @@ async fn server_with(
     (server, faulty.expect("the store was wrapped"))
 }
 
-#[tokio::test]
-async fn a_failed_write_of_an_outcome_is_retried_and_the_run_completes() {
-    let (server, store) = server(2).await;
-    let response = server
+/// Posts `{}` to the two-step workflow, which waits for the run.
+async fn two_steps(server: &TestServer) -> reqwest::Response {
+    server
         .client
         .post(server.url("/hooks/two-steps"))
         .json(&json!({}))
         .send()
         .await
-        .expect("POST");
+        .expect("POST")
+}
+
+/// The run JSON behind an on-complete answer that says the run failed.
+async fn failed_run(server: &TestServer, response: reqwest::Response) -> Value {
+    assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    let body: Value = response.json().await.expect("JSON");
+    let run_id = body["run_id"].as_str().expect("a run id");
+    let run = server
+        .engine
+        .run_json(run_id)
+        .await
+        .expect("the store answers")
+        .expect("the run");
+    assert_eq!(run["status"], json!("failed"), "{run:#}");
+    run
+}
+
+#[tokio::test]
+async fn a_failed_write_of_an_outcome_is_retried_and_the_run_completes() {
+    let (server, store) = server(2).await;
+    let response = two_steps(&server).await;
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(response.json::<Value>().await.expect("JSON"), json!(2));
     assert_eq!(
@@ -278,23 +298,8 @@ async fn a_failed_write_of_an_outcome_is_retried_and_the_run_completes() {
 #[tokio::test]
 async fn a_write_no_retry_fixes_fails_the_attempt_and_the_run() {
     let (server, store) = server_with(0, 1, false).await;
-    let response = server
-        .client
-        .post(server.url("/hooks/two-steps"))
-        .json(&json!({}))
-        .send()
-        .await
-        .expect("POST");
-    assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
-    let body: Value = response.json().await.expect("JSON");
-    let run_id = body["run_id"].as_str().expect("a run id");
-    let run = server
-        .engine
-        .run_json(run_id)
-        .await
-        .expect("the store answers")
-        .expect("the run");
-    assert_eq!(run["status"], json!("failed"));
+    let response = two_steps(&server).await;
+    let run = failed_run(&server, response).await;
     let first = &run["nodes"]["first"];
     assert_eq!(first["status"], json!("failed"), "{run:#}");
     assert_eq!(first["attempts"], json!(1), "{run:#}");
@@ -316,29 +321,14 @@ async fn a_panic_in_the_engine_fails_the_attempt_and_the_worker_goes_on() {
     let workers = u32::try_from(TestOptions::default().engine.workers).expect("a few workers");
     store.panicking_starts.store(workers, Ordering::SeqCst);
     for _ in 0..workers {
-        let response = server
-            .client
-            .post(server.url("/hooks/two-steps"))
-            .json(&json!({}))
-            .send()
-            .await
-            .expect("POST");
-        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
-        let body: Value = response.json().await.expect("JSON");
-        let run_id = body["run_id"].as_str().expect("a run id");
-        let run = server.engine.run_json(run_id).await.expect("store");
-        let first = &run.expect("the run")["nodes"]["first"];
+        let response = two_steps(&server).await;
+        let run = failed_run(&server, response).await;
+        let first = &run["nodes"]["first"];
         assert_eq!(first["error"]["kind"], json!("engine"), "{first:#}");
         let message = first["error"]["message"].as_str().unwrap_or_default();
         assert!(message.contains("panicked: injected panic"), "{message}");
     }
-    let response = server
-        .client
-        .post(server.url("/hooks/two-steps"))
-        .json(&json!({}))
-        .send()
-        .await
-        .expect("POST");
+    let response = two_steps(&server).await;
     assert_eq!(response.status(), StatusCode::OK, "the workers still serve");
 }
 
