@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::engine::{Error, Shared};
 use crate::redaction::{self, Redactor, SecretUse};
-use crate::store::{AttemptKey, AttemptOutcome, AttemptStatus, ErrorInfo, json};
+use crate::store::{AttemptKey, AttemptOutcome, AttemptStatus, ErrorInfo, Started, json};
 use crate::template::TemplateError;
 use crate::workflow::{NodeDef, Workflow};
 use crate::{scope, telemetry};
@@ -68,23 +68,20 @@ async fn execute_readable(shared: &Arc<Shared>, key: &AttemptKey) -> Result<(), 
         &run.id,
         workflow.id.as_str(),
     );
-    let started = Instant::now();
+    let clock = Instant::now();
     // The attempt starts with its rendering, which counts against the node's timeout too.
     let started_at = Utc::now();
     let cancellation = shared.run_token(&run.id);
     let (rendered, scope) = prepare_off_thread(shared, &workflow, node, scope, &cancellation).await;
-    let render_time = started.elapsed();
-    let outcome = match rendered.and_then(storable_input) {
-        Err(error) => {
-            // The attempt did start: it failed while rendering, which the run JSON must show.
-            if !store
-                .start_attempt(key, None, &shared.worker_id, started_at)
-                .await?
-            {
-                return Ok(());
-            }
-            failed(error, &template_redactor(shared, node))
-        }
+    let render_time = clock.elapsed();
+    let mut started = Started {
+        input: None,
+        worker: shared.worker_id.clone(),
+        started_at,
+    };
+    let mut outcome = match rendered.and_then(storable_input) {
+        // The attempt did start: it failed while rendering, which the run JSON must show.
+        Err(error) => failed(error, &template_redactor(shared, node)),
         Ok(Prepared::Skip) => outcome(AttemptStatus::Skipped, None, None, false),
         Ok(prepared) => {
             let input = match &prepared {
@@ -95,18 +92,16 @@ async fn execute_readable(shared: &Arc<Shared>, key: &AttemptKey) -> Result<(), 
             // Rendering succeeded, so its thread handed the scope back.
             let mut scope = scope.unwrap_or(Value::Null);
             let (input, redactor) = stored_input(shared, node, &mut scope, input);
-            if !store
-                .start_attempt(key, Some(&input), &shared.worker_id, started_at)
-                .await?
-            {
-                return Ok(());
-            }
+            started.input = Some(input);
             let ctx = context(shared, &workflow, key, &run.id);
             let running = run_prepared(shared, node, &ctx, prepared, render_time);
-            let caught = AssertUnwindSafe(running)
-                .catch_unwind()
-                .await
-                .unwrap_or_else(|panic| Err(panicked("the node", panic.as_ref())));
+            let caught = async {
+                AssertUnwindSafe(running)
+                    .catch_unwind()
+                    .await
+                    .unwrap_or_else(|panic| Err(panicked("the node", panic.as_ref())))
+            };
+            let caught = marked_running_when_slow(shared, key, &started, caught).await;
             match caught.and_then(storable_output) {
                 Ok(output) => {
                     let output = redactor.value(output);
@@ -116,13 +111,52 @@ async fn execute_readable(shared: &Arc<Shared>, key: &AttemptKey) -> Result<(), 
             }
         }
     };
+    if outcome.status != AttemptStatus::Skipped {
+        outcome.started = Some(started);
+    }
     telemetry::node_finished(
         workflow.id.as_str(),
         &node.kind,
         outcome.status.as_str(),
-        started.elapsed(),
+        clock.elapsed(),
     );
     finish(shared, &workflow, key, &node.kind, outcome).await
+}
+
+/// How long a node runs before its attempt is written as `running`. A node that ends sooner is
+/// written once, its start folded into its outcome: one commit per node instead of two. A slower
+/// one shows as running (with its input) in the run JSON, and holds its lease in the
+/// distributed mode.
+const RUNNING_MARK_AFTER: Duration = Duration::from_millis(20);
+
+/// Awaits `node`; if it runs longer than [`RUNNING_MARK_AFTER`], writes the attempt as running
+/// meanwhile. The mark is only a view: the outcome is written whether or not it was.
+async fn marked_running_when_slow<T>(
+    shared: &Shared,
+    key: &AttemptKey,
+    started: &Started,
+    node: impl std::future::Future<Output = T>,
+) -> T {
+    let mut node = std::pin::pin!(node);
+    tokio::select! {
+        biased;
+        done = &mut node => return done,
+        _ = tokio::time::sleep(RUNNING_MARK_AFTER) => {}
+    }
+    let mark = async {
+        let input = started.input.as_ref();
+        let worker = &started.worker;
+        if let Err(error) = shared
+            .store
+            .start_attempt(key, input, worker, started.started_at)
+            .await
+        {
+            tracing::warn!(%error, run = %key.run_id, node = %key.node_id,
+                "marking the attempt as running failed; its outcome is written all the same");
+        }
+    };
+    let (done, ()) = tokio::join!(node, mark);
+    done
 }
 
 async fn finish(
@@ -476,6 +510,7 @@ fn outcome(
         retryable,
         not_before: None,
         finished_at: Utc::now(),
+        started: None,
     }
 }
 

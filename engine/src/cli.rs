@@ -43,6 +43,16 @@ pub struct ServeArgs {
         default_value = "sqlite://enrichflow.db"
     )]
     pub database_url: String,
+    /// What an acknowledged run survives with SQLite: `power` flushes every commit to the disk
+    /// (concurrent runs share each flush); `process` survives the process being killed, not the
+    /// machine losing power, and answers sooner. Postgres always flushes.
+    #[arg(
+        long,
+        env = "ENRICHFLOW_DURABILITY",
+        value_enum,
+        default_value = "power"
+    )]
+    pub durability: crate::store::Durability,
     /// RabbitMQ URL (distributed mode).
     #[arg(long, env = "ENRICHFLOW_AMQP_URL")]
     pub amqp_url: Option<String>,

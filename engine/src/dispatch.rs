@@ -171,6 +171,7 @@ async fn handle_dead_letter(shared: &Arc<Shared>, letter: &DeadLetter) -> Result
         retryable: false,
         not_before: None,
         finished_at: Utc::now(),
+        started: None,
     };
     if shared.store.finish_attempt(key, &outcome).await? {
         driver::advance(shared, &key.run_id).await?;

@@ -68,6 +68,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<u8> {
         database_url: args.database_url,
         pool: PoolOptions {
             max_connections: args.distributed.database_pool_size,
+            durability: args.durability,
         },
         listen: args.listen,
         engine: EngineOptions {
@@ -116,6 +117,7 @@ async fn worker(args: WorkerArgs) -> anyhow::Result<u8> {
         database_url: args.database_url,
         pool: PoolOptions {
             max_connections: args.distributed.database_pool_size,
+            ..PoolOptions::default()
         },
         concurrency: args.concurrency,
         lease: args.distributed.lease,

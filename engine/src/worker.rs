@@ -97,6 +97,7 @@ async fn fail(shared: &Arc<Shared>, key: AttemptKey, error: &Error) {
         retryable: false,
         not_before: None,
         finished_at: Utc::now(),
+        started: None,
     };
     match shared.store.finish_attempt(&key, &outcome).await {
         Ok(_) => advance_later(shared, key),

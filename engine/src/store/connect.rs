@@ -5,7 +5,7 @@ use std::sync::Arc;
 use super::postgres::is_postgres_url;
 use super::{Error, PostgresStore, Result, SqliteStore, Store};
 
-/// How many connections a process opens to the database.
+/// How a process opens the database: how many connections, how durable a commit is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PoolOptions {
     /// Postgres: connections for queries, besides the few that hold run locks and the one that
@@ -13,14 +13,30 @@ pub struct PoolOptions {
     /// they must stay below the server's `max_connections` (100 by default). SQLite ignores it:
     /// one writer and a fixed set of readers serve one process.
     pub max_connections: u32,
+    /// What an acknowledged write survives (SQLite; Postgres commits are always flushed).
+    pub durability: Durability,
 }
 
 impl Default for PoolOptions {
     fn default() -> Self {
         Self {
             max_connections: 16,
+            durability: Durability::default(),
         }
     }
+}
+
+/// What a committed write survives on SQLite. Postgres is not affected: its commits are
+/// flushed to disk before they are acknowledged (`synchronous_commit = on`, its default).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Durability {
+    /// The process being killed (kill -9, a crash), not the machine losing power: commits are
+    /// written to the OS, not flushed to the disk (SQLite `synchronous=NORMAL`).
+    Process,
+    /// The machine losing power too: every commit is flushed to the disk before it is
+    /// acknowledged (SQLite `synchronous=FULL`). Concurrent runs share each flush.
+    #[default]
+    Power,
 }
 
 /// Connects to (and migrates) the database at `url`: `sqlite://path`, `sqlite::memory:`,
@@ -33,7 +49,9 @@ pub async fn connect(url: &str) -> Result<Arc<dyn Store>> {
 /// As [`connect`], with a pool of the given size.
 pub async fn connect_with(url: &str, pool: PoolOptions) -> Result<Arc<dyn Store>> {
     if url.starts_with("sqlite:") {
-        Ok(Arc::new(SqliteStore::connect(url).await?))
+        Ok(Arc::new(
+            SqliteStore::connect_with(url, pool.durability).await?,
+        ))
     } else if is_postgres_url(url) {
         Ok(Arc::new(PostgresStore::connect_with(url, pool).await?))
     } else {

@@ -22,6 +22,7 @@ mod postgres;
 mod record;
 mod rows;
 mod sqlite;
+mod sqlite_writer;
 mod stats;
 mod stats_sql;
 #[cfg(test)]
@@ -35,7 +36,7 @@ use enrichflow_nodes::Services;
 use serde_json::Value;
 use tokio::sync::mpsc;
 
-pub use connect::{PoolOptions, connect, connect_with};
+pub use connect::{Durability, PoolOptions, connect, connect_with};
 pub use leads::{
     ContactRecord, DEFAULT_STATUS, LeadDetail, LeadQuery, LeadRecord, LeadView, OrganizationRecord,
     ScoreRecord,
@@ -56,6 +57,10 @@ pub use stats::{
 pub enum Error {
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
+    /// The shared commit of a batch of writes failed (see `sqlite_writer`): nothing of the
+    /// batch was stored. Every caller in the batch sees the same error.
+    #[error("database error: {0}")]
+    Commit(std::sync::Arc<sqlx::Error>),
     #[error("migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("stored data is unreadable: {0}")]
@@ -82,8 +87,8 @@ impl Error {
     /// True when the database could not be reached or is restarting, rather than refusing what
     /// was asked: the caller may try again shortly.
     pub fn is_unavailable(&self) -> bool {
-        match self {
-            Error::Database(error) => match error {
+        match self.database() {
+            Some(error) => match error {
                 sqlx::Error::PoolTimedOut
                 | sqlx::Error::PoolClosed
                 | sqlx::Error::Io(_)
@@ -95,7 +100,16 @@ impl Error {
                 }
                 _ => false,
             },
-            _ => false,
+            None => false,
+        }
+    }
+
+    /// The database's error, when that is what this is.
+    fn database(&self) -> Option<&sqlx::Error> {
+        match self {
+            Error::Database(error) => Some(error),
+            Error::Commit(error) => Some(error),
+            _ => None,
         }
     }
 
@@ -112,9 +126,12 @@ impl Error {
     /// what no retry fixes: a row that cannot be decoded, a refused statement. Decides whether
     /// a worker queues an attempt again or fails it.
     pub fn is_retryable(&self) -> bool {
-        match self {
-            Error::KeyContended(_) | Error::Database(sqlx::Error::WorkerCrashed) => true,
-            Error::Database(sqlx::Error::Database(database)) => {
+        if matches!(self, Error::KeyContended(_)) {
+            return true;
+        }
+        match self.database() {
+            Some(sqlx::Error::WorkerCrashed) => true,
+            Some(sqlx::Error::Database(database)) => {
                 let code = database.code().unwrap_or_default();
                 let transient = if database
                     .try_downcast_ref::<sqlx::sqlite::SqliteError>()
@@ -139,11 +156,12 @@ fn postgres_transient(sqlstate: &str) -> bool {
         || sqlstate.starts_with("53")
 }
 
-/// BUSY and LOCKED, with their extended codes (whose low byte is the primary code).
+/// BUSY and LOCKED, IOERR and FULL (a disk that failed or filled up may recover), with their
+/// extended codes (whose low byte is the primary code).
 fn sqlite_transient(extended: &str) -> bool {
     extended
         .parse::<u32>()
-        .is_ok_and(|code| matches!(code & 0xff, 5 | 6))
+        .is_ok_and(|code| matches!(code & 0xff, 5 | 6 | 10 | 13))
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -161,6 +179,29 @@ pub struct AttemptOutcome {
     /// (`Retry-After`); stored in the attempt's `not_before`.
     pub not_before: Option<DateTime<Utc>>,
     pub finished_at: DateTime<Utc>,
+    /// How the attempt started, when that was not written when it started: a node that ends
+    /// quickly is written once, with its start folded into its outcome.
+    pub started: Option<Started>,
+}
+
+impl AttemptOutcome {
+    /// The input of the folded start, as stored text; refused when nested too deeply.
+    fn started_input(&self) -> Result<Option<String>> {
+        let input = self
+            .started
+            .as_ref()
+            .and_then(|started| started.input.as_ref());
+        json::to_optional_text("the attempt's input", input)
+    }
+}
+
+/// How an attempt started: what [`Store::start_attempt`] writes.
+#[derive(Debug, Clone)]
+pub struct Started {
+    /// The rendered input; none when rendering failed.
+    pub input: Option<Value>,
+    pub worker: String,
+    pub started_at: DateTime<Utc>,
 }
 
 /// What [`Store::create_run_once`] did.

@@ -457,7 +457,8 @@ impl Store for PostgresStore {
         let result = sqlx::query(
             "UPDATE node_attempts
              SET status = $1, output = $2::json, error = $3::json, retryable = $4,
-                 not_before = $5, finished_at = $6
+                 not_before = $5, finished_at = $6, input = COALESCE($10::json, input),
+                 started_at = COALESCE($11, started_at), worker = COALESCE($12, worker)
              WHERE run_id = $7 AND node_id = $8 AND attempt = $9
                AND status IN ('pending', 'queued', 'running')",
         )
@@ -473,6 +474,19 @@ impl Store for PostgresStore {
         .bind(&key.run_id)
         .bind(&key.node_id)
         .bind(i64::from(key.attempt))
+        .bind(outcome.started_input()?)
+        .bind(
+            outcome
+                .started
+                .as_ref()
+                .map(|started| timestamp(started.started_at)),
+        )
+        .bind(
+            outcome
+                .started
+                .as_ref()
+                .map(|started| started.worker.clone()),
+        )
         .execute(&self.pool)
         .await?;
         Ok(result.rows_affected() > 0)

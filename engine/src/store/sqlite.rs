@@ -19,9 +19,10 @@ use sqlx::sqlite::{
 use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
 use tokio::sync::mpsc;
 
-use super::connect::without_credentials;
+use super::connect::{Durability, without_credentials};
 use super::json::{check_text_depth, to_optional_text};
 use super::rows::{self, error_json, summary_columns};
+use super::sqlite_writer::{Submit, Writer};
 use super::{
     AttemptKey, AttemptOutcome, AttemptRecord, Error, ErrorInfo, LeadDetail, LeadQuery, LeadView,
     Listed, Result, RunLock, RunQuery, RunRecord, RunStatus, Store,
@@ -42,21 +43,32 @@ pub struct SqliteStore {
     pub(super) pool: SqlitePool,
     /// The one connection that writes. Funnelling writes through it queues them in async code
     /// instead of letting several connections collide on SQLite's write lock, whose busy
-    /// handler sleeps.
+    /// handler sleeps. Runs and attempts are written through [`Writer`] on it (group commit);
+    /// the leads and the cache still take it directly.
     pub(super) writer: SqlitePool,
+    /// The group-commit queue on `writer`.
+    pub(super) writes: Writer,
 }
 
 impl SqliteStore {
     /// Opens (creating if missing) and migrates the database at `sqlite://path`, or a private
     /// in-memory database for `sqlite::memory:`.
     pub async fn connect(url: &str) -> Result<SqliteStore> {
+        Self::connect_with(url, Durability::default()).await
+    }
+
+    /// As [`SqliteStore::connect`], with commits as durable as `durability` says.
+    pub async fn connect_with(url: &str, durability: Durability) -> Result<SqliteStore> {
         let Some(location) = url.strip_prefix("sqlite:") else {
             return Err(Error::UnsupportedUrl(without_credentials(url)));
         };
         let options = SqliteConnectOptions::from_str(url)?
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal)
+            .synchronous(match durability {
+                Durability::Process => SqliteSynchronous::Normal,
+                Durability::Power => SqliteSynchronous::Full,
+            })
             .busy_timeout(BUSY_TIMEOUT)
             .foreign_keys(true);
         let pool = if is_in_memory(location) {
@@ -83,7 +95,12 @@ impl SqliteStore {
                 .connect_with(options)
                 .await?
         };
-        let store = SqliteStore { pool, writer };
+        let writes = Writer::start(writer.clone());
+        let store = SqliteStore {
+            pool,
+            writer,
+            writes,
+        };
         store.migrate().await?;
         Ok(store)
     }
@@ -157,7 +174,7 @@ impl super::idempotency::KeyedRuns for SqliteStore {
             " ON CONFLICT (workflow_id, idempotency_key) WHERE idempotency_key IS NOT NULL
               DO NOTHING"
         );
-        let result = bind_run(sql, run)?.execute(&self.writer).await?;
+        let result = bind_run(sql, run)?.submit(&self.writes).await?;
         Ok(result.rows_affected() > 0)
     }
 
@@ -173,7 +190,7 @@ impl super::idempotency::KeyedRuns for SqliteStore {
     async fn release_key(&self, run_id: &str) -> Result<()> {
         sqlx::query("UPDATE runs SET idempotency_key = NULL WHERE id = ?")
             .bind(run_id)
-            .execute(&self.writer)
+            .submit(&self.writes)
             .await?;
         Ok(())
     }
@@ -190,7 +207,7 @@ impl Store for SqliteStore {
         .bind(workflow_id)
         .bind(source)
         .bind(timestamp(Utc::now()))
-        .execute(&self.writer)
+        .submit(&self.writes)
         .await?;
         Ok(())
     }
@@ -205,7 +222,7 @@ impl Store for SqliteStore {
 
     async fn create_run(&self, run: &RunRecord) -> Result<()> {
         bind_run(insert_run_sql!(), run)?
-            .execute(&self.writer)
+            .submit(&self.writes)
             .await?;
         Ok(())
     }
@@ -285,7 +302,7 @@ impl Store for SqliteStore {
         .bind(timestamp(started_at))
         .bind(deadline_at.map(timestamp))
         .bind(run_id)
-        .execute(&self.writer)
+        .submit(&self.writes)
         .await?;
         Ok(result.rows_affected() > 0)
     }
@@ -308,7 +325,7 @@ impl Store for SqliteStore {
         .bind(error.map(error_json))
         .bind(timestamp(finished_at))
         .bind(run_id)
-        .execute(&self.writer)
+        .submit(&self.writes)
         .await?;
         Ok(result.rows_affected() > 0)
     }
@@ -318,7 +335,7 @@ impl Store for SqliteStore {
             "UPDATE runs SET cancel_requested = 1 WHERE id = ? AND status IN ('queued', 'running')",
         )
         .bind(run_id)
-        .execute(&self.writer)
+        .submit(&self.writes)
         .await?;
         Ok(result.rows_affected() > 0)
     }
@@ -331,43 +348,15 @@ impl Store for SqliteStore {
         requeue: &[AttemptKey],
         now: DateTime<Utc>,
     ) -> Result<bool> {
-        let mut transaction = self.writer.begin().await?;
-        let reopened = sqlx::query(
-            "UPDATE runs SET status = 'running', output = NULL, error = NULL, finished_at = NULL,
-                 deadline_at = ?, cancel_requested = 0
-             WHERE id = ? AND status IN ('failed', 'cancelled')",
-        )
-        .bind(deadline_at.map(timestamp))
-        .bind(run_id)
-        .execute(&mut *transaction)
-        .await?;
-        if reopened.rows_affected() == 0 {
-            return Ok(false);
-        }
-        for key in remove {
-            sqlx::query(
-                "DELETE FROM node_attempts WHERE run_id = ? AND node_id = ? AND attempt = ?",
-            )
-            .bind(&key.run_id)
-            .bind(&key.node_id)
-            .bind(i64::from(key.attempt))
-            .execute(&mut *transaction)
-            .await?;
-        }
-        for key in requeue {
-            sqlx::query(
-                "INSERT INTO node_attempts (run_id, node_id, attempt, status, retryable, created_at)
-                 VALUES (?, ?, ?, 'queued', 0, ?)",
-            )
-            .bind(&key.run_id)
-            .bind(&key.node_id)
-            .bind(i64::from(key.attempt))
-            .bind(timestamp(now))
-            .execute(&mut *transaction)
-            .await?;
-        }
-        transaction.commit().await?;
-        Ok(true)
+        let (run_id, remove, requeue) = (run_id.to_owned(), remove.to_vec(), requeue.to_vec());
+        let (deadline_at, now) = (deadline_at.map(timestamp), timestamp(now));
+        self.writes
+            .write(move |connection| {
+                Box::pin(async move {
+                    reopen_in(connection, &run_id, deadline_at, &remove, &requeue, &now).await
+                })
+            })
+            .await
     }
 
     async fn attempts(&self, run_id: &str) -> Result<Vec<AttemptRecord>> {
@@ -404,7 +393,7 @@ impl Store for SqliteStore {
         .bind(timestamp(attempt.created_at))
         .bind(attempt.started_at.map(timestamp))
         .bind(attempt.finished_at.map(timestamp))
-        .execute(&self.writer)
+        .submit(&self.writes)
         .await?;
         Ok(result.rows_affected() > 0)
     }
@@ -428,7 +417,7 @@ impl Store for SqliteStore {
         .bind(&key.run_id)
         .bind(&key.node_id)
         .bind(i64::from(key.attempt))
-        .execute(&self.writer)
+        .submit(&self.writes)
         .await?;
         Ok(result.rows_affected() > 0)
     }
@@ -441,7 +430,9 @@ impl Store for SqliteStore {
         );
         let result = sqlx::query(
             "UPDATE node_attempts
-             SET status = ?, output = ?, error = ?, retryable = ?, not_before = ?, finished_at = ?
+             SET status = ?, output = ?, error = ?, retryable = ?, not_before = ?, finished_at = ?,
+                 input = COALESCE(?, input), started_at = COALESCE(?, started_at),
+                 worker = COALESCE(?, worker)
              WHERE run_id = ? AND node_id = ? AND attempt = ?
                AND status IN ('pending', 'queued', 'running')",
         )
@@ -454,10 +445,23 @@ impl Store for SqliteStore {
         .bind(outcome.retryable)
         .bind(outcome.not_before.map(timestamp))
         .bind(timestamp(outcome.finished_at))
+        .bind(outcome.started_input()?)
+        .bind(
+            outcome
+                .started
+                .as_ref()
+                .map(|started| timestamp(started.started_at)),
+        )
+        .bind(
+            outcome
+                .started
+                .as_ref()
+                .map(|started| started.worker.clone()),
+        )
         .bind(&key.run_id)
         .bind(&key.node_id)
         .bind(i64::from(key.attempt))
-        .execute(&self.writer)
+        .submit(&self.writes)
         .await?;
         Ok(result.rows_affected() > 0)
     }
@@ -471,7 +475,7 @@ impl Store for SqliteStore {
              RETURNING run_id, node_id, attempt",
         )
         .bind(timestamp(now))
-        .fetch_all(&self.writer)
+        .submit_fetch(&self.writes)
         .await?;
         let mut keys = rows.iter().map(key_from_row).collect::<Result<Vec<_>>>()?;
         keys.sort_by(|a, b| {
@@ -510,7 +514,7 @@ impl Store for SqliteStore {
         )
         .bind(timestamp(finished_at))
         .bind(run_id)
-        .execute(&self.writer)
+        .submit(&self.writes)
         .await?;
         Ok(result.rows_affected())
     }
@@ -523,16 +527,24 @@ impl Store for SqliteStore {
         if keys.is_empty() {
             return Ok(());
         }
-        let mut query = QueryBuilder::<Sqlite>::new(
-            "UPDATE node_attempts SET dispatched = 1 WHERE (run_id, node_id, attempt) IN ",
-        );
-        query.push_tuples(keys, |mut row, key| {
-            row.push_bind(&key.run_id)
-                .push_bind(&key.node_id)
-                .push_bind(i64::from(key.attempt));
-        });
-        query.build().execute(&self.writer).await?;
-        Ok(())
+        let keys = keys.to_vec();
+        self.writes
+            .write_single(move |connection| {
+                Box::pin(async move {
+                    let mut query = QueryBuilder::<Sqlite>::new(
+                        "UPDATE node_attempts SET dispatched = 1
+                         WHERE (run_id, node_id, attempt) IN ",
+                    );
+                    query.push_tuples(&keys, |mut row, key| {
+                        row.push_bind(&key.run_id)
+                            .push_bind(&key.node_id)
+                            .push_bind(i64::from(key.attempt));
+                    });
+                    query.build().execute(&mut *connection).await?;
+                    Ok(())
+                })
+            })
+            .await
     }
 
     async fn undispatched_attempts(&self, before: DateTime<Utc>) -> Result<Vec<AttemptKey>> {
@@ -560,7 +572,7 @@ impl Store for SqliteStore {
         )
         .bind(timestamp(stale_before))
         .bind(timestamp(now))
-        .fetch_all(&self.writer)
+        .submit_fetch(&self.writes)
         .await?;
         rows.iter().map(key_from_row).collect()
     }
@@ -571,7 +583,7 @@ impl Store for SqliteStore {
         )
         .bind(timestamp(now))
         .bind(worker)
-        .execute(&self.writer)
+        .submit(&self.writes)
         .await?;
         Ok(result.rows_affected())
     }
@@ -623,6 +635,50 @@ impl Store for SqliteStore {
     async fn stats(&self, query: &super::StatsQuery) -> Result<super::StoreStats> {
         self.stats_of(query).await
     }
+}
+
+/// [`Store::reopen_run`] inside the writer's transaction.
+async fn reopen_in(
+    connection: &mut sqlx::SqliteConnection,
+    run_id: &str,
+    deadline_at: Option<String>,
+    remove: &[AttemptKey],
+    requeue: &[AttemptKey],
+    now: &str,
+) -> Result<bool> {
+    let reopened = sqlx::query(
+        "UPDATE runs SET status = 'running', output = NULL, error = NULL, finished_at = NULL,
+             deadline_at = ?, cancel_requested = 0
+         WHERE id = ? AND status IN ('failed', 'cancelled')",
+    )
+    .bind(deadline_at)
+    .bind(run_id)
+    .execute(&mut *connection)
+    .await?;
+    if reopened.rows_affected() == 0 {
+        return Ok(false);
+    }
+    for key in remove {
+        sqlx::query("DELETE FROM node_attempts WHERE run_id = ? AND node_id = ? AND attempt = ?")
+            .bind(&key.run_id)
+            .bind(&key.node_id)
+            .bind(i64::from(key.attempt))
+            .execute(&mut *connection)
+            .await?;
+    }
+    for key in requeue {
+        sqlx::query(
+            "INSERT INTO node_attempts (run_id, node_id, attempt, status, retryable, created_at)
+             VALUES (?, ?, ?, 'queued', 0, ?)",
+        )
+        .bind(&key.run_id)
+        .bind(&key.node_id)
+        .bind(i64::from(key.attempt))
+        .bind(now)
+        .execute(&mut *connection)
+        .await?;
+    }
+    Ok(true)
 }
 
 /// `SELECT columns FROM runs` with the query's filters, newest first, one page.

@@ -87,6 +87,7 @@ pub(super) fn outcome(status: AttemptStatus, output: Option<Value>) -> AttemptOu
         retryable: false,
         not_before: None,
         finished_at: at(200),
+        started: None,
     }
 }
 
@@ -641,6 +642,7 @@ pub(super) async fn finish_attempt_transitions(store: &dyn Store) -> Result<()> 
         retryable: true,
         not_before: Some(at_micros(250_000_001)),
         finished_at: at(200),
+        started: None,
     };
     for (n, from) in (1..).zip(ALL_ATTEMPT_STATUSES) {
         let before = AttemptRecord {
@@ -1396,7 +1398,10 @@ async fn postgres_pool_size_bounds_the_connections_of_a_process() -> Result<()> 
     let url = database.url.clone();
     database
         .run_check(async |_: &PostgresStore| {
-            let pool = super::PoolOptions { max_connections: 2 };
+            let pool = super::PoolOptions {
+                max_connections: 2,
+                ..super::PoolOptions::default()
+            };
             let small = PostgresStore::connect_with(&url, pool).await?;
             // Five queries at once: the pool opens what it may and the rest wait their turn.
             let queries = (0..5).map(|_| sqlx::query("SELECT pg_sleep(0.05)").execute(&small.pool));

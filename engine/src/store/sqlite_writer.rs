@@ -1,0 +1,441 @@
+//! The one writer of the SQLite file, with group commit.
+//!
+//! Every write of the store is a job on one queue. The writer takes whatever is queued (up to
+//! [`MAX_BATCH`] jobs, no timer: a lone job goes at once, and jobs that arrive while a commit is
+//! in flight form the next batch), runs the jobs in one transaction and commits, and only then
+//! answers each caller. So a caller's write is durable when its call returns, exactly as with one
+//! transaction per write, while concurrent runs share each commit: the commit, not the
+//! statement, is what costs on disk.
+//!
+//! Jobs run in the order they were queued, so an answer also proves every job queued before it
+//! is durable. A job whose statement is refused (a constraint) fails alone; a job of several
+//! statements runs in a savepoint, so it applies whole or not at all. Any other failure (the disk
+//! is full, the file cannot be written) rolls the whole batch back and fails every job in it:
+//! nothing is answered as written that is not on disk.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use futures::future::BoxFuture;
+use sqlx::sqlite::{SqliteArguments, SqliteQueryResult, SqliteRow};
+use sqlx::{Sqlite, SqliteConnection, SqlitePool};
+use tokio::sync::{mpsc, oneshot};
+
+use super::{Error, Result};
+
+/// The most jobs one transaction holds; more wait for the next commit.
+const MAX_BATCH: usize = 256;
+/// Jobs queued before callers wait for room: backpressure instead of unbounded memory.
+const QUEUE: usize = 4096;
+
+/// A statement with its parameters bound, owning them.
+pub(super) type Query = sqlx::query::Query<'static, Sqlite, SqliteArguments>;
+
+/// The handle callers write through; cloning is cheap.
+#[derive(Debug, Clone)]
+pub(super) struct Writer {
+    jobs: mpsc::Sender<Box<dyn Job>>,
+}
+
+impl Writer {
+    /// Starts the writer on `pool` (the one connection that writes). It stops when every handle
+    /// is dropped.
+    pub(super) fn start(pool: SqlitePool) -> Writer {
+        let (jobs, queued) = mpsc::channel(QUEUE);
+        tokio::spawn(run(pool, queued));
+        Writer { jobs }
+    }
+
+    /// A writer that starts taking jobs when `gate` opens: a test queues jobs first, so they
+    /// are sure to share one batch.
+    #[cfg(test)]
+    fn start_gated(pool: SqlitePool, gate: oneshot::Receiver<()>) -> Writer {
+        let (jobs, queued) = mpsc::channel(QUEUE);
+        tokio::spawn(async move {
+            let _ = gate.await;
+            run(pool, queued).await;
+        });
+        Writer { jobs }
+    }
+
+    /// Runs `work` in the next batch; returns its result once the batch has committed. `work`
+    /// runs in a savepoint: it applies whole or not at all.
+    pub(super) async fn write<T, F>(&self, work: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFuture<'c, Result<T>> + Send + 'static,
+    {
+        self.answered(work, true).await
+    }
+
+    /// As [`Writer::write`], without a savepoint: for `work` of one statement, which SQLite
+    /// applies whole or not at all by itself.
+    pub(super) async fn write_single<T, F>(&self, work: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFuture<'c, Result<T>> + Send + 'static,
+    {
+        self.answered(work, false).await
+    }
+
+    /// Executes one statement in the next batch; its result once the batch has committed.
+    pub(super) async fn execute(&self, query: Query) -> Result<SqliteQueryResult> {
+        self.write_single(move |connection| {
+            Box::pin(async move { Ok(query.execute(&mut *connection).await?) })
+        })
+        .await
+    }
+
+    /// Executes one statement that returns rows (`RETURNING`), once the batch has committed.
+    pub(super) async fn fetch_all(&self, query: Query) -> Result<Vec<SqliteRow>> {
+        self.write_single(move |connection| {
+            Box::pin(async move { Ok(query.fetch_all(&mut *connection).await?) })
+        })
+        .await
+    }
+
+    async fn answered<T, F>(&self, work: F, savepoint: bool) -> Result<T>
+    where
+        T: Send + 'static,
+        F: for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFuture<'c, Result<T>> + Send + 'static,
+    {
+        let (reply, answer) = oneshot::channel();
+        let job = typed(work, savepoint, Some(reply));
+        self.submit(Box::new(job)).await?;
+        answer.await.unwrap_or(Err(gone()))
+    }
+
+    async fn submit(&self, job: Box<dyn Job>) -> Result<()> {
+        self.jobs.send(job).await.map_err(|_| gone())
+    }
+}
+
+/// `query.submit(&writer)`: a statement executed by the writer, read like sqlx's `execute`.
+pub(super) trait Submit {
+    async fn submit(self, writer: &Writer) -> Result<SqliteQueryResult>;
+    async fn submit_fetch(self, writer: &Writer) -> Result<Vec<SqliteRow>>;
+}
+
+impl Submit for Query {
+    async fn submit(self, writer: &Writer) -> Result<SqliteQueryResult> {
+        writer.execute(self).await
+    }
+
+    async fn submit_fetch(self, writer: &Writer) -> Result<Vec<SqliteRow>> {
+        writer.fetch_all(self).await
+    }
+}
+
+/// The error every caller sees once the writer is gone (the store was closed).
+fn gone() -> Error {
+    Error::Database(sqlx::Error::PoolClosed)
+}
+
+/// A queued write, type-erased so one queue carries writes with any result type.
+trait Job: Send {
+    /// Runs the write inside the batch's transaction. `Err` means the batch cannot commit.
+    fn apply<'c>(
+        &'c mut self,
+        connection: &'c mut SqliteConnection,
+    ) -> BoxFuture<'c, Result<(), Arc<sqlx::Error>>>;
+    /// Answers the caller once the batch committed (`Ok`) or failed.
+    fn answer(self: Box<Self>, committed: Result<(), Arc<sqlx::Error>>);
+}
+
+impl std::fmt::Debug for dyn Job {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str("Job")
+    }
+}
+
+/// A job of `work`; naming the bound here lets closures be general over the connection's
+/// lifetime.
+fn typed<T, F>(work: F, savepoint: bool, reply: Option<oneshot::Sender<Result<T>>>) -> Typed<T, F>
+where
+    F: for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFuture<'c, Result<T>> + Send + 'static,
+{
+    Typed {
+        work: Some(work),
+        savepoint,
+        result: None,
+        reply,
+    }
+}
+
+struct Typed<T, F> {
+    work: Option<F>,
+    savepoint: bool,
+    result: Option<Result<T>>,
+    /// None for a write nobody waits for.
+    reply: Option<oneshot::Sender<Result<T>>>,
+}
+
+impl<T, F> Job for Typed<T, F>
+where
+    T: Send + 'static,
+    F: for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFuture<'c, Result<T>> + Send + 'static,
+{
+    fn apply<'c>(
+        &'c mut self,
+        connection: &'c mut SqliteConnection,
+    ) -> BoxFuture<'c, Result<(), Arc<sqlx::Error>>> {
+        Box::pin(async move {
+            let Some(work) = self.work.take() else {
+                return Ok(());
+            };
+            if self.savepoint {
+                statement(connection, "SAVEPOINT job").await?;
+            }
+            let result = work(connection).await;
+            match result {
+                Err(Error::Database(error)) if !refused(&error) => Err(Arc::new(error)),
+                Err(error) => {
+                    if self.savepoint {
+                        statement(connection, "ROLLBACK TO job").await?;
+                        statement(connection, "RELEASE job").await?;
+                    }
+                    self.result = Some(Err(error));
+                    Ok(())
+                }
+                Ok(value) => {
+                    if self.savepoint {
+                        statement(connection, "RELEASE job").await?;
+                    }
+                    self.result = Some(Ok(value));
+                    Ok(())
+                }
+            }
+        })
+    }
+
+    fn answer(self: Box<Self>, committed: Result<(), Arc<sqlx::Error>>) {
+        let result = match (committed, self.result) {
+            (Err(error), _) => Err(Error::Commit(error)),
+            (Ok(()), Some(result)) => result,
+            (Ok(()), None) => Err(gone()),
+        };
+        match self.reply {
+            Some(reply) => {
+                let _ = reply.send(result);
+            }
+            None => {
+                if let Err(error) = result {
+                    tracing::warn!(%error, "a deferred write failed");
+                }
+            }
+        }
+    }
+}
+
+/// A statement SQLite refused for its data (a constraint): that job fails, the batch goes on.
+fn refused(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Database(database) => database
+            .code()
+            .and_then(|code| code.parse::<u32>().ok())
+            .is_some_and(|code| code & 0xff == 19),
+        // Errors decoding a returned row: the statement ran, the data is the job's problem.
+        sqlx::Error::ColumnDecode { .. }
+        | sqlx::Error::ColumnNotFound(_)
+        | sqlx::Error::Decode(_)
+        | sqlx::Error::RowNotFound => true,
+        _ => false,
+    }
+}
+
+async fn statement(
+    connection: &mut SqliteConnection,
+    sql: &'static str,
+) -> Result<(), Arc<sqlx::Error>> {
+    sqlx::query(sql)
+        .execute(&mut *connection)
+        .await
+        .map(|_| ())
+        .map_err(Arc::new)
+}
+
+async fn run(pool: SqlitePool, mut queued: mpsc::Receiver<Box<dyn Job>>) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while queued.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        let size = batch.len();
+        let started = Instant::now();
+        let committed = match pool.acquire().await {
+            Ok(mut connection) => commit(&mut connection, &mut batch).await,
+            Err(error) => Err(Arc::new(error)),
+        };
+        if let Err(error) = &committed {
+            tracing::error!(%error, jobs = size, "a batch of writes failed; none of it is stored");
+        }
+        metrics::histogram!("enrichflow_store_batch_size").record(size as f64);
+        metrics::histogram!("enrichflow_store_commit_seconds")
+            .record(started.elapsed().as_secs_f64());
+        for job in batch.drain(..) {
+            job.answer(committed.clone());
+        }
+    }
+}
+
+/// One transaction for the whole batch; rolled back if any job cannot be applied.
+async fn commit(
+    connection: &mut SqliteConnection,
+    batch: &mut [Box<dyn Job>],
+) -> Result<(), Arc<sqlx::Error>> {
+    statement(connection, "BEGIN IMMEDIATE").await?;
+    for job in batch.iter_mut() {
+        if let Err(error) = job.apply(connection).await {
+            if let Err(rollback) = statement(connection, "ROLLBACK").await {
+                tracing::warn!(error = %rollback, "rolling back a failed batch failed");
+            }
+            return Err(error);
+        }
+    }
+    if let Err(error) = statement(connection, "COMMIT").await {
+        // A failed COMMIT may leave the transaction open: end it, or the next batch's BEGIN fails.
+        let _ = statement(connection, "ROLLBACK").await;
+        return Err(error);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use sqlx::sqlite::SqlitePoolOptions;
+
+    use super::*;
+
+    /// A private in-memory database with a table `t(k PRIMARY KEY, parent REFERENCES t)`.
+    async fn database() -> anyhow::Result<SqlitePool> {
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect("sqlite::memory:")
+            .await?;
+        sqlx::query("CREATE TABLE t (k INTEGER PRIMARY KEY, parent INTEGER REFERENCES t (k))")
+            .execute(&pool)
+            .await?;
+        Ok(pool)
+    }
+
+    fn insert(k: i64, parent: Option<i64>) -> Query {
+        sqlx::query("INSERT INTO t (k, parent) VALUES (?, ?)")
+            .bind(k)
+            .bind(parent)
+    }
+
+    async fn stored(pool: &SqlitePool) -> anyhow::Result<Vec<i64>> {
+        Ok(sqlx::query_scalar("SELECT k FROM t ORDER BY k")
+            .fetch_all(pool)
+            .await?)
+    }
+
+    /// Runs `jobs` (each given a writer on `pool`) so that they commit together, as one batch:
+    /// they are all queued before the writer starts.
+    async fn in_one_batch<T, J>(pool: &SqlitePool, jobs: Vec<J>) -> anyhow::Result<(Writer, Vec<T>)>
+    where
+        T: Send + 'static,
+        J: FnOnce(Writer) -> BoxFuture<'static, T>,
+    {
+        let (open, gate) = oneshot::channel();
+        let writer = Writer::start_gated(pool.clone(), gate);
+        let count = jobs.len();
+        let spawned: Vec<_> = jobs
+            .into_iter()
+            .map(|job| tokio::spawn(job(writer.clone())))
+            .collect();
+        while QUEUE - writer.jobs.capacity() < count {
+            tokio::task::yield_now().await;
+        }
+        let _ = open.send(());
+        let mut results = Vec::new();
+        for job in spawned {
+            results.push(job.await?);
+        }
+        Ok((writer, results))
+    }
+
+    fn inserting(k: i64) -> impl FnOnce(Writer) -> BoxFuture<'static, Result<SqliteQueryResult>> {
+        move |writer| Box::pin(async move { writer.execute(insert(k, None)).await })
+    }
+
+    #[tokio::test]
+    async fn queued_writes_commit_together_and_each_caller_gets_its_own_answer()
+    -> anyhow::Result<()> {
+        let pool = database().await?;
+        let (_, results) = in_one_batch(&pool, (1..=20).map(inserting).collect()).await?;
+        for result in results {
+            assert_eq!(result?.rows_affected(), 1);
+        }
+        assert_eq!(stored(&pool).await?, (1..=20).collect::<Vec<_>>());
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_refused_statement_fails_alone() -> anyhow::Result<()> {
+        let pool = database().await?;
+        let (_, results) = in_one_batch(&pool, [1, 1, 2].map(inserting).into()).await?;
+        let failed: Vec<bool> = results.iter().map(Result::is_err).collect();
+        assert_eq!(failed, [false, true, false]);
+        assert_eq!(stored(&pool).await?, [1, 2]);
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_job_of_several_statements_applies_whole_or_not_at_all() -> anyhow::Result<()> {
+        let pool = database().await?;
+        let writer = Writer::start(pool.clone());
+        let both = writer
+            .write(|connection| {
+                Box::pin(async move {
+                    insert(1, None).execute(&mut *connection).await?;
+                    insert(1, None).execute(&mut *connection).await?;
+                    Ok(())
+                })
+            })
+            .await;
+        assert!(both.is_err());
+        writer.execute(insert(2, None)).await?;
+        assert_eq!(stored(&pool).await?, [2]);
+        Ok(())
+    }
+
+    /// The poison rule's base: a commit that fails answers no job of its batch as written.
+    #[tokio::test]
+    async fn a_failed_commit_fails_every_job_of_its_batch_and_stores_none() -> anyhow::Result<()> {
+        let pool = database().await?;
+        sqlx::query("PRAGMA foreign_keys = ON")
+            .execute(&pool)
+            .await?;
+        // Checked at COMMIT: the parent is missing, so the whole commit fails.
+        let breaking = |writer: Writer| -> BoxFuture<'static, Result<()>> {
+            Box::pin(async move {
+                writer
+                    .write(|connection| {
+                        Box::pin(async move {
+                            sqlx::query("PRAGMA defer_foreign_keys = ON")
+                                .execute(&mut *connection)
+                                .await?;
+                            insert(10, Some(99)).execute(&mut *connection).await?;
+                            Ok(())
+                        })
+                    })
+                    .await
+            })
+        };
+        let fine = |writer: Writer| -> BoxFuture<'static, Result<()>> {
+            Box::pin(async move { writer.execute(insert(11, None)).await.map(|_| ()) })
+        };
+        let jobs: Vec<Box<dyn FnOnce(Writer) -> BoxFuture<'static, Result<()>>>> =
+            vec![Box::new(fine), Box::new(breaking)];
+        let (writer, results) = in_one_batch(&pool, jobs).await?;
+        assert!(
+            results
+                .iter()
+                .all(|result| matches!(result, Err(Error::Commit(_)))),
+            "{results:?}"
+        );
+        assert_eq!(stored(&pool).await?, Vec::<i64>::new());
+        // The writer goes on with the next batch.
+        writer.execute(insert(12, None)).await?;
+        assert_eq!(stored(&pool).await?, [12]);
+        Ok(())
+    }
+}
