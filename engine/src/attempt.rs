@@ -93,6 +93,12 @@ async fn execute_readable(shared: &Arc<Shared>, key: &AttemptKey) -> Result<(), 
             let mut scope = scope.unwrap_or(Value::Null);
             let (input, redactor) = stored_input(shared, node, &mut scope, input);
             started.input = Some(input);
+            // Distributed, the running mark is the lease: it must be written before the node
+            // runs, or a worker that stops (without dying, so RabbitMQ keeps its delivery)
+            // would hold the attempt for ever.
+            if shared.queue.durable() && !start(shared, key, &started).await? {
+                return Ok(());
+            }
             let ctx = context(shared, &workflow, key, &run.id);
             let running = run_prepared(shared, node, &ctx, prepared, render_time);
             let caught = async {
@@ -101,7 +107,11 @@ async fn execute_readable(shared: &Arc<Shared>, key: &AttemptKey) -> Result<(), 
                     .await
                     .unwrap_or_else(|panic| Err(panicked("the node", panic.as_ref())))
             };
-            let caught = marked_running_when_slow(shared, key, &started, caught).await;
+            let caught = if shared.queue.durable() {
+                caught.await
+            } else {
+                marked_running_when_slow(shared, key, &started, caught).await
+            };
             match caught.and_then(storable_output) {
                 Ok(output) => {
                     let output = redactor.value(output);
@@ -123,7 +133,16 @@ async fn execute_readable(shared: &Arc<Shared>, key: &AttemptKey) -> Result<(), 
     finish(shared, &workflow, key, &node.kind, outcome).await
 }
 
-/// How long a node runs before its attempt is written as `running`. A node that ends sooner is
+/// Writes the attempt as running; false when it had finished meanwhile.
+async fn start(shared: &Shared, key: &AttemptKey, started: &Started) -> Result<bool, Error> {
+    let input = started.input.as_ref();
+    Ok(shared
+        .store
+        .start_attempt(key, input, &started.worker, started.started_at)
+        .await?)
+}
+
+/// How long a node runs (embedded) before its attempt is written as `running`. A node that ends sooner is
 /// written once, its start folded into its outcome: one commit per node instead of two. A slower
 /// one shows as running (with its input) in the run JSON, and holds its lease in the
 /// distributed mode.
@@ -144,13 +163,7 @@ async fn marked_running_when_slow<T>(
         _ = tokio::time::sleep(RUNNING_MARK_AFTER) => {}
     }
     let mark = async {
-        let input = started.input.as_ref();
-        let worker = &started.worker;
-        if let Err(error) = shared
-            .store
-            .start_attempt(key, input, worker, started.started_at)
-            .await
-        {
+        if let Err(error) = start(shared, key, started).await {
             tracing::warn!(%error, run = %key.run_id, node = %key.node_id,
                 "marking the attempt as running failed; its outcome is written all the same");
         }

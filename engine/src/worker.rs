@@ -17,7 +17,7 @@ use futures::FutureExt;
 use crate::attempt;
 use crate::driver;
 use crate::engine::{Error, Shared};
-use crate::store::{AttemptKey, AttemptOutcome, AttemptStatus, ErrorInfo};
+use crate::store::{AttemptKey, AttemptOutcome, AttemptStatus, ErrorInfo, Started};
 
 /// The error kind of an attempt the engine could not execute.
 pub const ENGINE_ERROR: &str = "engine";
@@ -87,6 +87,7 @@ pub fn requeue_pause(failures: u32) -> Duration {
 /// its run. If even that cannot be written, the attempt stays open for recovery or the sweep.
 async fn fail(shared: &Arc<Shared>, key: AttemptKey, error: &Error) {
     let message = format!("the engine cannot execute this attempt: {error}");
+    let now = Utc::now();
     let outcome = AttemptOutcome {
         status: AttemptStatus::Failed,
         output: None,
@@ -96,8 +97,13 @@ async fn fail(shared: &Arc<Shared>, key: AttemptKey, error: &Error) {
         )),
         retryable: false,
         not_before: None,
-        finished_at: Utc::now(),
-        started: None,
+        finished_at: now,
+        // The engine took the attempt up: it counts as run, like a node that failed.
+        started: Some(Started {
+            input: None,
+            worker: shared.worker_id.clone(),
+            started_at: now,
+        }),
     };
     match shared.store.finish_attempt(&key, &outcome).await {
         Ok(_) => advance_later(shared, key),

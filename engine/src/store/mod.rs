@@ -180,7 +180,8 @@ pub struct AttemptOutcome {
     pub not_before: Option<DateTime<Utc>>,
     pub finished_at: DateTime<Utc>,
     /// How the attempt started, when that was not written when it started: a node that ends
-    /// quickly is written once, with its start folded into its outcome.
+    /// quickly is written once, with its start folded into its outcome. A start already
+    /// written keeps its time.
     pub started: Option<Started>,
 }
 

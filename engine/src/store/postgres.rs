@@ -458,7 +458,7 @@ impl Store for PostgresStore {
             "UPDATE node_attempts
              SET status = $1, output = $2::json, error = $3::json, retryable = $4,
                  not_before = $5, finished_at = $6, input = COALESCE($10::json, input),
-                 started_at = COALESCE($11, started_at), worker = COALESCE($12, worker)
+                 started_at = COALESCE(started_at, $11), worker = COALESCE($12, worker)
              WHERE run_id = $7 AND node_id = $8 AND attempt = $9
                AND status IN ('pending', 'queued', 'running')",
         )

@@ -431,7 +431,7 @@ impl Store for SqliteStore {
         let result = sqlx::query(
             "UPDATE node_attempts
              SET status = ?, output = ?, error = ?, retryable = ?, not_before = ?, finished_at = ?,
-                 input = COALESCE(?, input), started_at = COALESCE(?, started_at),
+                 input = COALESCE(?, input), started_at = COALESCE(started_at, ?),
                  worker = COALESCE(?, worker)
              WHERE run_id = ? AND node_id = ? AND attempt = ?
                AND status IN ('pending', 'queued', 'running')",

@@ -8,8 +8,8 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use enrichflow::store::{
-    self, AttemptKey, AttemptOutcome, AttemptRecord, ErrorInfo, RunLock, RunQuery, RunRecord,
-    RunStatus, Store,
+    self, AttemptKey, AttemptOutcome, AttemptRecord, AttemptStatus, ErrorInfo, RunLock, RunQuery,
+    RunRecord, RunStatus, Store,
 };
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -25,8 +25,8 @@ struct FaultyStore {
     corrupt_finishes: AtomicU32,
     /// Every read of runs fails while set.
     down: AtomicBool,
-    /// How many `start_attempt` calls still panic (a bug in the engine's path).
-    panicking_starts: AtomicU32,
+    /// How many `finish_attempt` calls still panic (a bug in the engine's path).
+    panicking_finishes: AtomicU32,
 }
 
 /// A passing fault: the pool found no connection in time.
@@ -132,7 +132,6 @@ impl Store for FaultyStore {
         worker: &str,
         started_at: DateTime<Utc>,
     ) -> store::Result<bool> {
-        assert!(!take_one(&self.panicking_starts), "injected panic");
         self.inner
             .start_attempt(key, input, worker, started_at)
             .await
@@ -142,6 +141,10 @@ impl Store for FaultyStore {
         key: &AttemptKey,
         outcome: &AttemptOutcome,
     ) -> store::Result<bool> {
+        // Only the node's own outcome: the engine's record of the panic must get through.
+        if outcome.status == AttemptStatus::Succeeded {
+            assert!(!take_one(&self.panicking_finishes), "injected panic");
+        }
         if take_one(&self.failing_finishes) {
             return Err(injected());
         }
@@ -245,7 +248,7 @@ async fn server_with(
                 failing_finishes: AtomicU32::new(failing_finishes),
                 corrupt_finishes: AtomicU32::new(corrupt_finishes),
                 down: AtomicBool::new(down),
-                panicking_starts: AtomicU32::new(0),
+                panicking_finishes: AtomicU32::new(0),
             });
             faulty = Some(store.clone());
             store
@@ -319,7 +322,7 @@ async fn a_write_no_retry_fixes_fails_the_attempt_and_the_run() {
 async fn a_panic_in_the_engine_fails_the_attempt_and_the_worker_goes_on() {
     let (server, store) = server(0).await;
     let workers = u32::try_from(TestOptions::default().engine.workers).expect("a few workers");
-    store.panicking_starts.store(workers, Ordering::SeqCst);
+    store.panicking_finishes.store(workers, Ordering::SeqCst);
     for _ in 0..workers {
         let response = two_steps(&server).await;
         let run = failed_run(&server, response).await;

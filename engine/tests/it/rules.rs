@@ -672,6 +672,23 @@ async fn finished(server: &TestServer, run_id: &str) -> RunStatus {
     run.status
 }
 
+/// Waits until the run JSON shows `node` running: a node is written as running once it has run
+/// for a moment (20 ms); one that ends sooner is written once, when it ends.
+async fn shown_running(server: &TestServer, run_id: &str, node: &str) {
+    let deadline = tokio::time::Instant::now() + FINISH;
+    loop {
+        let run = parse(&get_ok(server, &format!("/api/v1/runs/{run_id}")).await);
+        if run["nodes"][node]["status"] == "running" {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{node} never showed as running: {run:#}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
+
 /// `GET path`, which must answer 200; returns the body as text.
 async fn get_ok(server: &TestServer, path: &str) -> String {
     let (status, text) = send(server.client.get(server.url(path))).await;
@@ -781,6 +798,7 @@ async fn a_cancelled_run_cancels_its_in_flight_and_unreached_nodes() {
     let (_, summary) = start_run(&server, "cancel", json!({})).await;
     let run_id = id_of(&summary);
     arrivals.recv().await.expect("`wait` called the server");
+    shown_running(&server, &run_id, "wait").await;
 
     let cancel = server.url(&format!("/api/v1/runs/{run_id}/cancel"));
     let (status, text) = send(server.client.post(cancel)).await;
@@ -879,6 +897,7 @@ async fn serial_with_first_run_in_flight() -> Serial {
     let server = rules_server(base_url(&mock)).await;
     let (_, summary) = start_run(&server, "serial", json!({ "n": 1 })).await;
     assert_eq!(arrivals.recv().await, Some(1));
+    shown_running(&server, id_of(&summary).as_str(), "call").await;
     Serial {
         server,
         _mock: mock,
