@@ -44,7 +44,7 @@ pub async fn admit(shared: &Arc<Shared>, workflow: &Workflow) -> Result<(), Erro
 
 /// Starts one queued run now: `queued` → `running`, deadline armed, first nodes enqueued.
 pub async fn start(shared: &Arc<Shared>, workflow: &Workflow, run_id: &str) -> Result<(), Error> {
-    let now = Utc::now();
+    let now = now();
     let deadline = deadline(workflow, now);
     if shared.store.start_run(run_id, now, deadline).await? {
         telemetry::run_started(workflow.id.as_str());
@@ -56,9 +56,25 @@ pub async fn start(shared: &Arc<Shared>, workflow: &Workflow, run_id: &str) -> R
     Ok(())
 }
 
+/// Carries on with a run just stored as `running`: its deadline armed, its first nodes enqueued.
+pub async fn started(shared: &Arc<Shared>, run: &RunRecord) -> Result<(), Error> {
+    telemetry::run_started(&run.workflow_id);
+    if let Some(deadline) = run.deadline_at {
+        watch_deadline(shared, &run.id, deadline);
+    }
+    advance(shared, &run.id).await
+}
+
+/// Now, as the store keeps instants (microseconds), so a record built in memory equals the
+/// one read back.
+pub fn now() -> DateTime<Utc> {
+    use chrono::SubsecRound;
+    Utc::now().trunc_subsecs(6)
+}
+
 /// When a run (re)started at `now` times out, if its workflow has a `timeout` (at most 30 days,
 /// checked at load, so the sum cannot leave chrono's range).
-fn deadline(workflow: &Workflow, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+pub fn deadline(workflow: &Workflow, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
     workflow
         .timeout
         .map(|timeout| scheduler::later_by(now, timeout))
@@ -254,6 +270,7 @@ async fn succeed(
     }
     match output {
         Ok(output) => {
+            let finished_at = now();
             let finished = shared
                 .store
                 .finish_run(
@@ -261,11 +278,17 @@ async fn succeed(
                     RunStatus::Succeeded,
                     output.as_ref(),
                     None,
-                    Utc::now(),
+                    finished_at,
                 )
                 .await?;
             if finished {
-                after_finish(shared, workflow, run, RunStatus::Succeeded).await?;
+                let end = RunEnd {
+                    status: RunStatus::Succeeded,
+                    output,
+                    error: None,
+                    finished_at,
+                };
+                after_finish(shared, workflow, run, end).await?;
             }
             Ok(())
         }
@@ -371,7 +394,7 @@ async fn end_run(
     error: ErrorInfo,
 ) -> Result<(), Error> {
     let store = &shared.store;
-    let now = Utc::now();
+    let now = now();
     // Close the attempts first, so a worker that sees the cancellation cannot record its node
     // as failed before it is recorded as cancelled.
     store.cancel_open_attempts(&run.id, now).await?;
@@ -397,9 +420,23 @@ async fn end_run(
         .finish_run(&run.id, status, None, Some(&error), now)
         .await?
     {
-        after_finish(shared, workflow, run, status).await?;
+        let end = RunEnd {
+            status,
+            output: None,
+            error: Some(error),
+            finished_at: now,
+        };
+        after_finish(shared, workflow, run, end).await?;
     }
     Ok(())
+}
+
+/// How a run ended, as [`Store::finish_run`](crate::store::Store::finish_run) stored it.
+struct RunEnd {
+    status: RunStatus,
+    output: Option<Value>,
+    error: Option<ErrorInfo>,
+    finished_at: DateTime<Utc>,
 }
 
 /// Metrics, waiters, and the next queued run of the workflow.
@@ -407,8 +444,9 @@ async fn after_finish(
     shared: &Arc<Shared>,
     workflow: &Workflow,
     run: &RunRecord,
-    status: RunStatus,
+    end: RunEnd,
 ) -> Result<(), Error> {
+    let status = end.status;
     let duration = run
         .started_at
         .and_then(|started| Utc::now().signed_duration_since(started).to_std().ok());
@@ -420,7 +458,13 @@ async fn after_finish(
     // Nothing of the run is in flight any more; cancelling also ends its deadline watcher.
     shared.run_token(&run.id).cancel();
     shared.drop_run_token(&run.id);
-    shared.notify_finished(&run.id);
+    shared.notify_finished_with(RunRecord {
+        status,
+        output: end.output,
+        error: end.error,
+        finished_at: Some(end.finished_at),
+        ..run.clone()
+    });
     if workflow.concurrency.is_some() {
         let shared = shared.clone();
         let finished = Arc::new(workflow.clone());

@@ -6,7 +6,6 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use chrono::Utc;
 use enrichflow_nodes::{Registry, Secrets, Services, egress};
 use serde_json::Value;
 use tokio::sync::{Notify, oneshot};
@@ -185,7 +184,7 @@ pub(crate) struct Shared {
     /// Woken when a retry is scheduled, so the retry timer re-reads the earliest due time.
     pub retry_due: Notify,
     /// Senders to wake when a run finishes.
-    pub waiters: Mutex<HashMap<String, Vec<oneshot::Sender<()>>>>,
+    pub waiters: Waiters,
     /// Names this process as the holder of the attempts it runs (`host:pid:n`).
     pub worker_id: String,
     /// Cancelled when a run is cancelled or fails, stopping its in-flight attempts.
@@ -230,10 +229,21 @@ impl Shared {
         tokens.remove(run_id);
     }
 
+    /// Wakes the run's waiters; they read the run from the store.
     pub fn notify_finished(&self, run_id: &str) {
+        self.wake_waiters(run_id, None);
+    }
+
+    /// Wakes the run's waiters with `run` as it was just stored, finished.
+    pub fn notify_finished_with(&self, run: RunRecord) {
+        let id = run.id.clone();
+        self.wake_waiters(&id, Some(Arc::new(run)));
+    }
+
+    fn wake_waiters(&self, run_id: &str, run: Option<Arc<RunRecord>>) {
         let mut waiters = self.waiters.lock().unwrap_or_else(|e| e.into_inner());
         for waiter in waiters.remove(run_id).unwrap_or_default() {
-            let _ = waiter.send(());
+            let _ = waiter.send(run.clone());
         }
     }
 
@@ -382,20 +392,32 @@ impl Engine {
             .revisions
             .remember(&workflow, shared.store.as_ref())
             .await?;
+        // Without a `concurrency` limit a run starts at once: it is stored running, in one
+        // write, rather than stored queued and then started.
+        let now = driver::now();
+        let admitted = workflow.concurrency.is_none();
         let run = RunRecord {
             id: uuid::Uuid::now_v7().to_string(),
             workflow_id: workflow.id.to_string(),
             revision: workflow.source.hash.clone(),
-            status: RunStatus::Queued,
+            status: if admitted {
+                RunStatus::Running
+            } else {
+                RunStatus::Queued
+            },
             // Client data is stored as sent: rewriting it would tell the client which of its
             // values equal a secret.
             trigger: request.trigger,
             output: None,
             error: None,
-            created_at: Utc::now(),
-            started_at: None,
+            created_at: now,
+            started_at: admitted.then_some(now),
             finished_at: None,
-            deadline_at: None,
+            deadline_at: if admitted {
+                driver::deadline(&workflow, now)
+            } else {
+                None
+            },
             cancel_requested: false,
             idempotency_key: request.idempotency_key,
             idempotency_body_hash: request.idempotency_body_hash,
@@ -416,10 +438,15 @@ impl Engine {
                 replayed: true,
             });
         }
-        match workflow.concurrency {
-            None => driver::start(shared, &workflow, &run.id).await?,
-            Some(_) => driver::admit(shared, &workflow).await?,
+        if admitted {
+            driver::started(shared, &run).await?;
+            // As stored; the run moves on from here, and readers ask the store.
+            return Ok(Triggered {
+                run,
+                replayed: false,
+            });
         }
+        driver::admit(shared, &workflow).await?;
         let run = shared.store.run(&run.id).await?.unwrap_or(run);
         Ok(Triggered {
             run,
@@ -446,25 +473,27 @@ impl Engine {
         }
         let finished = async {
             if self.shared.options.role == Role::Embedded {
-                let _ = (&mut waiting.receiver).await;
-                return;
+                return (&mut waiting.receiver).await.ok().flatten();
             }
             // Another process may finish the run; its notification can be lost while the
             // listener reconnects, so look at the store now and then as well.
             loop {
                 tokio::select! {
-                    _ = &mut waiting.receiver => return,
+                    woken = &mut waiting.receiver => return woken.ok().flatten(),
                     _ = tokio::time::sleep(FINISH_POLL) => {}
                 }
                 if let Ok(Some(run)) = self.shared.store.run(run_id).await
                     && run.status.is_finished()
                 {
-                    return;
+                    return Some(Arc::new(run));
                 }
             }
         };
-        if tokio::time::timeout(timeout, finished).await.is_err() {
-            return Ok(None);
+        match tokio::time::timeout(timeout, finished).await {
+            Err(_) => return Ok(None),
+            // As this process just stored it: no need to read it back.
+            Ok(Some(run)) => return Ok(Some(Arc::unwrap_or_clone(run))),
+            Ok(None) => {}
         }
         Ok(self
             .shared
@@ -576,15 +605,16 @@ impl Engine {
     }
 }
 
-/// The waiters of every run: senders woken when the run finishes.
-type Waiters = Mutex<HashMap<String, Vec<oneshot::Sender<()>>>>;
+/// The waiters of every run: senders woken when the run finishes, with the finished run when
+/// this process finished it (then the waiter need not read it back).
+pub(crate) type Waiters = Mutex<HashMap<String, Vec<oneshot::Sender<Option<Arc<RunRecord>>>>>>;
 
 /// One [`Engine::wait`] call's registration. Dropping it removes its sender (and the run's entry
 /// once no sender is left), so a wait that times out or is abandoned leaves nothing behind.
 struct Waiting<'a> {
     waiters: &'a Waiters,
     run_id: &'a str,
-    receiver: oneshot::Receiver<()>,
+    receiver: oneshot::Receiver<Option<Arc<RunRecord>>>,
 }
 
 impl<'a> Waiting<'a> {
@@ -645,9 +675,9 @@ mod tests {
             .remove("run-1")
             .unwrap_or_default();
         for sender in drained {
-            let _ = sender.send(());
+            let _ = sender.send(None);
         }
-        assert_eq!(waiting.receiver.try_recv(), Ok(()));
+        assert_eq!(waiting.receiver.try_recv(), Ok(None));
         drop(waiting);
         assert_eq!(waiter_count(&waiters), 0);
     }
