@@ -34,8 +34,13 @@ const STALL_GRACE: Duration = Duration::from_secs(5);
 /// path: a failed publish or mark is left to the sweep (a lost mark only costs a duplicate
 /// delivery, which at-least-once allows). The in-process queue is awaited, for backpressure.
 pub async fn dispatch(shared: &Shared, key: AttemptKey) -> Result<(), Error> {
+    dispatch_in(shared, "", key).await
+}
+
+/// [`dispatch`] in the lane of the run's workflow (see [`Queue::enqueue_in`]).
+pub async fn dispatch_in(shared: &Shared, workflow_id: &str, key: AttemptKey) -> Result<(), Error> {
     if !shared.queue.durable() {
-        return Ok(shared.queue.enqueue(key).await?);
+        return Ok(shared.queue.enqueue_in(workflow_id, key).await?);
     }
     let (queue, store) = (shared.queue.clone(), shared.store.clone());
     shared.tasks.spawn(async move {

@@ -103,7 +103,7 @@ pub async fn reopen(
         watch_deadline(shared, &run.id, deadline);
     }
     for key in plan.requeue {
-        dispatch::dispatch(shared, key).await?;
+        dispatch::dispatch_in(shared, &run.workflow_id, key).await?;
     }
     advance(shared, &run.id).await?;
     Ok(true)
@@ -129,17 +129,20 @@ async fn advance_now(shared: &Arc<Shared>, run_id: &str) -> Result<(), Error> {
     // Published after the lock is released: the attempts are committed already (the outbox
     // covers a crash from here on), and a process must never hold a run's lock while it waits
     // on the broker, or on itself when the broker hands the task straight back to it.
-    for key in queued {
-        dispatch::dispatch(shared, key).await?;
+    for (workflow_id, key) in queued {
+        dispatch::dispatch_in(shared, &workflow_id, key).await?;
     }
     advanced
 }
+
+/// Attempts to publish, with their run's workflow.
+type Queued = Vec<(String, AttemptKey)>;
 
 /// Decides and records what the run does next; `queued` receives the attempts to publish.
 async fn decide_and_perform(
     shared: &Arc<Shared>,
     run_id: &str,
-    queued: &mut Vec<AttemptKey>,
+    queued: &mut Queued,
 ) -> Result<(), Error> {
     // Skipping a node can make its dependents decidable at once, hence the loop.
     loop {
@@ -172,14 +175,14 @@ async fn perform(
     run: &RunRecord,
     attempts: &[AttemptRecord],
     action: Action,
-    queued: &mut Vec<AttemptKey>,
+    queued: &mut Queued,
 ) -> Result<bool, Error> {
     let store = &shared.store;
     match action {
         Action::Enqueue { node, attempt } => {
             let record = new_attempt(run, &node, attempt, AttemptStatus::Queued, None);
             if store.insert_attempt(&record).await? {
-                queued.push(record.key);
+                queued.push((run.workflow_id.clone(), record.key));
             }
             Ok(false)
         }

@@ -279,6 +279,12 @@ impl Engine {
             .expect("the HTTP client builds once a TLS crypto provider is installed");
         let revisions = Revisions::new(registry.clone(), templates.clone());
         let services = store.services();
+        // Embedded, this process alone writes the store: the runs it drives live in memory.
+        let store: Arc<dyn Store> = if options.role == Role::Embedded {
+            Arc::new(store::LiveStore::new(store))
+        } else {
+            store
+        };
         let shared = Shared {
             store,
             queue,

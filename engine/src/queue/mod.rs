@@ -45,6 +45,11 @@ pub trait Delivery: Send {
 pub trait Queue: Send + Sync + 'static {
     /// Adds a task; waits while the queue is full (backpressure).
     async fn enqueue(&self, attempt: AttemptKey) -> Result<(), Error>;
+    /// Adds a task to a lane (its workflow): an in-process queue serves lanes in turn.
+    async fn enqueue_in(&self, lane: &str, attempt: AttemptKey) -> Result<(), Error> {
+        let _ = lane;
+        self.enqueue(attempt).await
+    }
     /// The next task; `None` once the queue is closed and drained.
     async fn receive(&self) -> Option<Box<dyn Delivery>>;
     /// Tasks waiting, for the queue-depth gauge.

@@ -18,6 +18,7 @@ mod leads_sql;
 mod leads_sqlite;
 #[cfg(test)]
 mod leads_tests;
+mod live;
 mod postgres;
 mod record;
 mod rows;
@@ -41,6 +42,7 @@ pub use leads::{
     ContactRecord, DEFAULT_STATUS, LeadDetail, LeadQuery, LeadRecord, LeadView, OrganizationRecord,
     ScoreRecord,
 };
+pub use live::LiveStore;
 pub use postgres::{PostgresStore, is_postgres_url};
 pub use record::{
     AttemptKey, AttemptRecord, AttemptStatus, ErrorInfo, Listed, RunQuery, RunRecord, RunStatus,
