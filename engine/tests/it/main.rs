@@ -3,6 +3,7 @@
 mod api;
 mod broker;
 mod cli;
+mod crash_soak;
 mod cron;
 mod distributed;
 mod egress;
