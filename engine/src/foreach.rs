@@ -54,6 +54,8 @@ async fn report(
     let mut written = None;
     loop {
         tokio::select! {
+            // A stopped reporter writes nothing more, even when a tick is due as well.
+            biased;
             () = stop.cancelled() => return,
             _ = ticks.tick() => {}
         }
@@ -71,5 +73,88 @@ async fn report(
             Err(error) => tracing::debug!(run = %key.run_id, node = %key.node_id, %error,
                 "could not record the progress of a foreach"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::Utc;
+
+    use super::*;
+    use crate::store::{AttemptRecord, AttemptStatus, RunRecord, RunStatus, SqliteStore};
+
+    async fn store_with_running_attempt() -> (Arc<dyn Store>, AttemptKey) {
+        let store = SqliteStore::connect("sqlite::memory:")
+            .await
+            .expect("an in-memory store");
+        let now = Utc::now();
+        let run = RunRecord {
+            id: "run-1".into(),
+            workflow_id: "w".into(),
+            revision: "rev".into(),
+            status: RunStatus::Running,
+            trigger: serde_json::json!({}).into(),
+            output: None,
+            error: None,
+            created_at: now,
+            started_at: Some(now),
+            finished_at: None,
+            deadline_at: None,
+            cancel_requested: false,
+            idempotency_key: None,
+            idempotency_body_hash: None,
+        };
+        store.create_run(&run).await.expect("a run");
+        let key = AttemptKey {
+            run_id: run.id.clone(),
+            node_id: "each".into(),
+            attempt: 1,
+        };
+        let attempt = AttemptRecord {
+            key: key.clone(),
+            status: AttemptStatus::Running,
+            input: None,
+            output: None,
+            error: None,
+            retryable: false,
+            not_before: None,
+            created_at: now,
+            started_at: Some(now),
+            finished_at: None,
+            worker: None,
+        };
+        store.insert_attempt(&attempt).await.expect("an attempt");
+        (Arc::new(store), key)
+    }
+
+    #[tokio::test]
+    async fn progress_is_written_after_a_period_and_stops_with_the_reporter() {
+        let (store, key) = store_with_running_attempt().await;
+        let every = Duration::from_millis(20);
+        let reporter = Reporter::start(store.clone(), key.clone(), 5, every);
+        assert!(store.progress(&key.run_id).await.unwrap().is_empty());
+        reporter.item_done();
+        reporter.item_done();
+        let written = async {
+            loop {
+                tokio::time::sleep(every).await;
+                let progress = store.progress(&key.run_id).await.unwrap();
+                if let Some((_, progress)) = progress.first() {
+                    break *progress;
+                }
+            }
+        };
+        let progress = tokio::time::timeout(Duration::from_secs(30), written)
+            .await
+            .expect("written within many periods");
+        assert_eq!(progress, Progress { done: 2, total: 5 });
+
+        // Counted after the reporter is gone, an item is never written.
+        let counter = reporter.done.clone();
+        drop(reporter);
+        counter.fetch_add(1, Ordering::Relaxed);
+        tokio::time::sleep(every * 10).await;
+        let progress = store.progress(&key.run_id).await.unwrap();
+        assert_eq!(progress, vec![(key, Progress { done: 2, total: 5 })]);
     }
 }

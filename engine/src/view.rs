@@ -159,3 +159,45 @@ fn timestamp(at: Option<DateTime<Utc>>) -> Value {
 pub fn instant(at: DateTime<Utc>) -> String {
     at.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn attempt(node: &str, status: AttemptStatus) -> AttemptRecord {
+        let now = Utc::now();
+        AttemptRecord {
+            key: AttemptKey {
+                run_id: "run-1".into(),
+                node_id: node.into(),
+                attempt: 1,
+            },
+            status,
+            input: None,
+            output: None,
+            error: None,
+            retryable: false,
+            not_before: None,
+            created_at: now,
+            started_at: Some(now),
+            finished_at: status.is_finished().then_some(now),
+            worker: None,
+        }
+    }
+
+    #[test]
+    fn only_a_running_attempt_shows_its_progress() {
+        let running = attempt("each", AttemptStatus::Running);
+        let finished = attempt("done", AttemptStatus::Succeeded);
+        let progress = [
+            (running.key.clone(), Progress { done: 3, total: 10 }),
+            (finished.key.clone(), Progress { done: 9, total: 10 }),
+        ];
+        let each = node_json(&[&running], &progress);
+        assert_eq!(each["progress"], json!({ "done": 3, "total": 10 }));
+        let done = node_json(&[&finished], &progress);
+        assert!(done.get("progress").is_none(), "{done}");
+        let none = node_json(&[&running], &[]);
+        assert!(none.get("progress").is_none(), "{none}");
+    }
+}

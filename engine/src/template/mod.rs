@@ -372,6 +372,9 @@ enum Scope<'a> {
     Item(&'a ItemScope<'a>, &'a Value, usize),
 }
 
+/// A top-level name of a context and its value.
+type Entry = (String, minijinja::Value);
+
 /// The names a `foreach` item lays over its node's scope.
 const ITEM_NAMES: [&str; 2] = ["item", "index"];
 
@@ -384,7 +387,7 @@ pub struct ItemScope<'a> {
     templates: &'a Templates,
     scope: &'a Value,
     /// Per template source, the top-level names it reads from `scope`, converted.
-    shared: RefCell<HashMap<String, Rc<[(String, minijinja::Value)]>>>,
+    shared: RefCell<HashMap<String, Rc<[Entry]>>>,
 }
 
 impl ItemScope<'_> {
