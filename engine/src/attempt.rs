@@ -19,6 +19,7 @@ use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 use crate::engine::{Error, Shared};
+use crate::foreach::{PROGRESS_EVERY, Reporter};
 use crate::redaction::{self, Redactor, SecretUse};
 use crate::store::{AttemptKey, AttemptOutcome, AttemptStatus, ErrorInfo, Started, json};
 use crate::template::TemplateError;
@@ -291,6 +292,8 @@ fn prepare(
             ));
         }
     };
+    // The scope is laid under each item, not copied for it: it holds the list itself.
+    let each = templates.item_scope(scope);
     let inputs = items
         .iter()
         .enumerate()
@@ -301,9 +304,7 @@ fn prepare(
                     "rendering was abandoned",
                 ));
             }
-            let scope = scope::with_item(scope, item, index);
-            templates
-                .render_value(&node.with, &scope)
+            each.render_value(&node.with, item, index)
                 .map_err(template_error)
         })
         .collect::<Result<Vec<_>, _>>()?;
@@ -370,6 +371,13 @@ async fn run_prepared(
             call(implementation.as_ref(), ctx, input, limit).await
         }
         Prepared::Each(inputs) => {
+            let key = AttemptKey {
+                run_id: ctx.run_id.clone(),
+                node_id: ctx.node_id.clone(),
+                attempt: ctx.attempt,
+            };
+            let total = u64::try_from(inputs.len()).unwrap_or(u64::MAX);
+            let reporter = &Reporter::start(shared.store.clone(), key, total, PROGRESS_EVERY);
             let calls = inputs.into_iter().enumerate().map(|(index, input)| {
                 let implementation = implementation.clone();
                 async move {
@@ -377,12 +385,14 @@ async fn run_prepared(
                         timeout,
                         left: timeout,
                     });
-                    call(implementation.as_ref(), ctx, input, limit)
+                    let output = call(implementation.as_ref(), ctx, input, limit)
                         .await
                         .map_err(|mut error| {
                             error.message = format!("item {index}: {}", error.message);
                             error
-                        })
+                        })?;
+                    reporter.item_done();
+                    Ok(output)
                 }
             });
             let outputs: Vec<Value> = futures::stream::iter(calls)

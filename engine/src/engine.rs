@@ -16,7 +16,7 @@ use crate::catalog::{Catalog, CatalogHandle};
 use crate::inputs::Schemas;
 use crate::queue::Queue;
 use crate::revisions::Revisions;
-use crate::store::{self, Listed, RunQuery, RunRecord, RunStatus, Store, Trigger};
+use crate::store::{self, AttemptStatus, Listed, RunQuery, RunRecord, RunStatus, Store, Trigger};
 use crate::template::Templates;
 use crate::workflow::Workflow;
 use crate::{dispatch, driver, recovery, telemetry, view, worker};
@@ -562,7 +562,18 @@ impl Engine {
             .for_run(&run, store.as_ref())
             .await
             .ok();
-        Ok(Some(view::run_json(&run, &attempts, workflow.as_deref())))
+        // Only a running attempt shows its progress: a finished run needs no extra read.
+        let progress = if attempts.iter().any(|a| a.status == AttemptStatus::Running) {
+            store.progress(run_id).await?
+        } else {
+            Vec::new()
+        };
+        Ok(Some(view::run_json(
+            &run,
+            &attempts,
+            workflow.as_deref(),
+            &progress,
+        )))
     }
 
     /// Runs newest first, whole.

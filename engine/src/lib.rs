@@ -9,6 +9,7 @@ mod cron;
 mod dispatch;
 mod driver;
 pub mod engine;
+mod foreach;
 mod inputs;
 pub mod oneshot;
 pub mod queue;

@@ -1,5 +1,5 @@
-//! What templates can see (`trigger`, `nodes`, `secrets`, `vars`, `run`, `workflow`, `item`,
-//! `index`),
+//! What templates can see (`trigger`, `nodes`, `secrets`, `vars`, `run`, `workflow`; a `foreach`
+//! item's `item` and `index` are laid over it by [`crate::template::ItemScope`]),
 //! and the same scope with secrets hidden, whose renderings are what gets stored (see
 //! [`crate::redaction`]).
 
@@ -55,16 +55,6 @@ fn node_view(attempt: &AttemptRecord) -> Value {
 /// The scope of a webhook secret template: only `secrets`.
 pub fn secrets_only(secrets: &Secrets) -> Value {
     json!({ "secrets": secrets_object(secrets) })
-}
-
-/// A copy of `scope` with `item` and `index` set, for one `foreach` execution.
-pub fn with_item(scope: &Value, item: &Value, index: usize) -> Value {
-    let mut scope = scope.clone();
-    if let Some(map) = scope.as_object_mut() {
-        map.insert("item".into(), item.clone());
-        map.insert("index".into(), json!(index));
-    }
-    scope
 }
 
 fn secrets_object(secrets: &Secrets) -> Value {
@@ -123,12 +113,5 @@ mod tests {
         hide_secrets(&mut scope);
         assert_eq!(scope["secrets"], json!({ "TOKEN": "[redacted]" }));
         assert_eq!(scope["vars"], json!({ "SMTP_PORT": "587" }));
-    }
-
-    #[test]
-    fn item_scope_adds_item_and_index() {
-        let scope = with_item(&json!({"trigger": {}}), &json!({"a": 1}), 3);
-        assert_eq!(scope["item"]["a"], 1);
-        assert_eq!(scope["index"], 3);
     }
 }

@@ -5,12 +5,18 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{Map, Value, json};
 
-use crate::store::{AttemptRecord, AttemptStatus, RunRecord, RunSummary};
+use crate::store::{AttemptKey, AttemptRecord, AttemptStatus, Progress, RunRecord, RunSummary};
 use crate::workflow::Workflow;
 
 /// The run JSON with every node: its latest status and output, and every attempt in `history`.
-/// Nodes never reached are `pending`.
-pub fn run_json(run: &RunRecord, attempts: &[AttemptRecord], workflow: Option<&Workflow>) -> Value {
+/// Nodes never reached are `pending`. A node whose latest attempt is running and has recorded
+/// `progress` (a `foreach`) shows it.
+pub fn run_json(
+    run: &RunRecord,
+    attempts: &[AttemptRecord],
+    workflow: Option<&Workflow>,
+    progress: &[(AttemptKey, Progress)],
+) -> Value {
     let mut by_node: BTreeMap<&str, Vec<&AttemptRecord>> = BTreeMap::new();
     if let Some(workflow) = workflow {
         for id in workflow.nodes.keys() {
@@ -27,7 +33,7 @@ pub fn run_json(run: &RunRecord, attempts: &[AttemptRecord], workflow: Option<&W
         .into_iter()
         .map(|(id, mut attempts)| {
             attempts.sort_by_key(|a| a.key.attempt);
-            (id.to_owned(), node_json(&attempts))
+            (id.to_owned(), node_json(&attempts, progress))
         })
         .collect();
     let mut value = summary_json(run);
@@ -81,7 +87,7 @@ pub fn unreadable_json(id: &str, error: &str) -> Value {
     })
 }
 
-fn node_json(attempts: &[&AttemptRecord]) -> Value {
+fn node_json(attempts: &[&AttemptRecord], progress: &[(AttemptKey, Progress)]) -> Value {
     let Some(latest) = attempts.last() else {
         return json!({
             "status": "pending", "attempts": 0, "output": null, "error": null,
@@ -90,7 +96,7 @@ fn node_json(attempts: &[&AttemptRecord]) -> Value {
     };
     let ran = attempts.iter().filter(|a| a.started_at.is_some()).count();
     let history: Vec<Value> = attempts.iter().map(|a| attempt_json(a)).collect();
-    json!({
+    let mut node = json!({
         "status": node_status(latest.status),
         "attempts": ran,
         "output": latest.output,
@@ -98,7 +104,28 @@ fn node_json(attempts: &[&AttemptRecord]) -> Value {
         "started_at": timestamp(attempts.iter().find_map(|a| a.started_at)),
         "finished_at": timestamp(latest.finished_at),
         "history": history,
-    })
+    });
+    if let Some(progress) = running_progress(latest, progress)
+        && let Some(map) = node.as_object_mut()
+    {
+        map.insert("progress".into(), json!(progress));
+    }
+    node
+}
+
+/// The progress of `attempt` while it runs. Once it finished its output (or error) says
+/// more, and the last count written (up to a second before the end) would be stale.
+fn running_progress(
+    attempt: &AttemptRecord,
+    progress: &[(AttemptKey, Progress)],
+) -> Option<Progress> {
+    if attempt.status != AttemptStatus::Running {
+        return None;
+    }
+    progress
+        .iter()
+        .find(|(key, _)| *key == attempt.key)
+        .map(|(_, progress)| *progress)
 }
 
 fn attempt_json(attempt: &AttemptRecord) -> Value {
@@ -131,4 +158,46 @@ fn timestamp(at: Option<DateTime<Utc>>) -> Value {
 /// How every instant in the API's JSON is written: RFC 3339, UTC, milliseconds.
 pub fn instant(at: DateTime<Utc>) -> String {
     at.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn attempt(node: &str, status: AttemptStatus) -> AttemptRecord {
+        let now = Utc::now();
+        AttemptRecord {
+            key: AttemptKey {
+                run_id: "run-1".into(),
+                node_id: node.into(),
+                attempt: 1,
+            },
+            status,
+            input: None,
+            output: None,
+            error: None,
+            retryable: false,
+            not_before: None,
+            created_at: now,
+            started_at: Some(now),
+            finished_at: status.is_finished().then_some(now),
+            worker: None,
+        }
+    }
+
+    #[test]
+    fn only_a_running_attempt_shows_its_progress() {
+        let running = attempt("each", AttemptStatus::Running);
+        let finished = attempt("done", AttemptStatus::Succeeded);
+        let progress = [
+            (running.key.clone(), Progress { done: 3, total: 10 }),
+            (finished.key.clone(), Progress { done: 9, total: 10 }),
+        ];
+        let each = node_json(&[&running], &progress);
+        assert_eq!(each["progress"], json!({ "done": 3, "total": 10 }));
+        let done = node_json(&[&finished], &progress);
+        assert!(done.get("progress").is_none(), "{done}");
+        let none = node_json(&[&running], &[]);
+        assert!(none.get("progress").is_none(), "{none}");
+    }
 }

@@ -23,8 +23,8 @@ use tokio::sync::mpsc;
 
 use super::{
     AttemptKey, AttemptOutcome, AttemptRecord, AttemptStatus, Created, ErrorInfo, LeadDetail,
-    LeadQuery, LeadView, Listed, Result, RunLock, RunQuery, RunRecord, RunStatus, StatsQuery,
-    Store, StoreStats,
+    LeadQuery, LeadView, Listed, Progress, ProgressStore, Result, RunLock, RunQuery, RunRecord,
+    RunStatus, StatsQuery, Store, StoreStats,
 };
 
 /// A run as the store holds it: the run and every attempt, ordered by node then number.
@@ -164,6 +164,17 @@ fn is_open(status: AttemptStatus) -> bool {
         status,
         AttemptStatus::Pending | AttemptStatus::Queued | AttemptStatus::Running
     )
+}
+
+#[async_trait]
+impl ProgressStore for LiveStore {
+    async fn set_progress(&self, key: &AttemptKey, progress: Progress) -> Result<()> {
+        self.inner.set_progress(key, progress).await
+    }
+
+    async fn progress(&self, run_id: &str) -> Result<Vec<(AttemptKey, Progress)>> {
+        self.inner.progress(run_id).await
+    }
 }
 
 #[async_trait]

@@ -20,6 +20,9 @@ mod leads_sqlite;
 mod leads_tests;
 mod live;
 mod postgres;
+mod progress;
+#[cfg(test)]
+mod progress_tests;
 mod record;
 mod rows;
 mod sqlite;
@@ -44,6 +47,7 @@ pub use leads::{
 };
 pub use live::LiveStore;
 pub use postgres::{PostgresStore, is_postgres_url};
+pub use progress::{Progress, ProgressStore};
 pub use record::{
     AttemptKey, AttemptRecord, AttemptStatus, ErrorInfo, Listed, RunQuery, RunRecord, RunStatus,
     RunSummary, Trigger,
@@ -218,7 +222,7 @@ pub enum Created {
 
 /// Everything the engine persists. Implementations: SQLite (embedded), Postgres (distributed).
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store: ProgressStore + Send + Sync + 'static {
     /// Stores a workflow's exact YAML under its content hash; storing it again is a no-op.
     async fn save_revision(&self, workflow_id: &str, hash: &str, source: &str) -> Result<()>;
     /// The YAML text stored under `hash`.

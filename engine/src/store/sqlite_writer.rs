@@ -397,6 +397,8 @@ mod tests {
         Ok(())
     }
 
+    type TestJob = Box<dyn FnOnce(Writer) -> BoxFuture<'static, Result<()>>>;
+
     /// The poison rule's base: a commit that fails answers no job of its batch as written.
     #[tokio::test]
     async fn a_failed_commit_fails_every_job_of_its_batch_and_stores_none() -> anyhow::Result<()> {
@@ -423,8 +425,7 @@ mod tests {
         let fine = |writer: Writer| -> BoxFuture<'static, Result<()>> {
             Box::pin(async move { writer.execute(insert(11, None)).await.map(|_| ()) })
         };
-        let jobs: Vec<Box<dyn FnOnce(Writer) -> BoxFuture<'static, Result<()>>>> =
-            vec![Box::new(fine), Box::new(breaking)];
+        let jobs: Vec<TestJob> = vec![Box::new(fine), Box::new(breaking)];
         let (writer, results) = in_one_batch(&pool, jobs).await?;
         assert!(
             results

@@ -15,7 +15,9 @@ mod operators;
 
 pub use limits::Limits;
 
+use std::cell::RefCell;
 use std::collections::HashMap;
+use std::rc::Rc;
 use std::sync::{Arc, RwLock};
 
 use minijinja::value::Serde;
@@ -174,16 +176,29 @@ impl Templates {
 
     /// Renders every string inside `value` (map keys are left alone) with `scope` in view.
     pub fn render_value(&self, value: &Value, scope: &Value) -> Result<Value, TemplateError> {
+        self.render_in(value, Scope::Whole(scope))
+    }
+
+    /// The scope of the items of a `foreach` over `scope`: see [`ItemScope`].
+    pub fn item_scope<'a>(&'a self, scope: &'a Value) -> ItemScope<'a> {
+        ItemScope {
+            templates: self,
+            scope,
+            shared: RefCell::new(HashMap::new()),
+        }
+    }
+
+    fn render_in(&self, value: &Value, scope: Scope<'_>) -> Result<Value, TemplateError> {
         match value {
             Value::String(text) if has_template_syntax(text) => self.render_string(text, scope),
             Value::Array(items) => items
                 .iter()
-                .map(|item| self.render_value(item, scope))
+                .map(|item| self.render_in(item, scope))
                 .collect::<Result<_, _>>()
                 .map(Value::Array),
             Value::Object(map) => map
                 .iter()
-                .map(|(key, item)| Ok((key.clone(), self.render_value(item, scope)?)))
+                .map(|(key, item)| Ok((key.clone(), self.render_in(item, scope)?)))
                 .collect::<Result<_, _>>()
                 .map(Value::Object),
             other => Ok(other.clone()),
@@ -192,10 +207,10 @@ impl Templates {
 
     /// Evaluates a bare expression and applies minijinja's truthiness.
     pub fn eval_condition(&self, expr: &str, scope: &Value) -> Result<bool, TemplateError> {
-        Ok(self.evaluate(expr, expr, scope)?.is_true())
+        Ok(self.evaluate(expr, expr, Scope::Whole(scope))?.is_true())
     }
 
-    fn render_string(&self, text: &str, scope: &Value) -> Result<Value, TemplateError> {
+    fn render_string(&self, text: &str, scope: Scope<'_>) -> Result<Value, TemplateError> {
         if let Some(expression) = single_expression(text) {
             let value = self.evaluate(text, expression, scope)?;
             return serde_json::to_value(&value).map_err(|error| TemplateError {
@@ -206,7 +221,7 @@ impl Templates {
         let template = self.template(text, text)?;
         let mut output = CappedWriter::new(self.shared.limits.max_output_bytes);
         let rendered =
-            template.render_captured_to(self.context(text, &template, scope), &mut output);
+            template.render_captured_to(self.context_in(text, &template, scope), &mut output);
         if output.exceeded {
             return Err(self.output_too_large(text));
         }
@@ -250,7 +265,7 @@ impl Templates {
         &self,
         text: &str,
         expression: &str,
-        scope: &Value,
+        scope: Scope<'_>,
     ) -> Result<minijinja::Value, TemplateError> {
         let source = format!("{{% set {RESULT} = ({expression}) %}}");
         let template = match self.shared.environment.get_template(&source) {
@@ -262,7 +277,7 @@ impl Templates {
             }
         };
         let captured = template
-            .render_captured(self.context(&source, &template, scope))
+            .render_captured(self.context_in(&source, &template, scope))
             .map_err(|error| self.error(text, &error))?;
         let max = self.shared.limits.max_output_bytes;
         match captured.state().lookup(RESULT) {
@@ -286,12 +301,32 @@ impl Templates {
     }
 
     /// The parts of `scope` that the template compiled from `source` reads.
+    #[cfg(test)]
     fn context(
         &self,
         source: &str,
         template: &Template<'_, '_>,
         scope: &Value,
     ) -> minijinja::Value {
+        self.context_in(source, template, Scope::Whole(scope))
+    }
+
+    /// The parts of `scope` that the template compiled from `source` reads.
+    fn context_in(
+        &self,
+        source: &str,
+        template: &Template<'_, '_>,
+        scope: Scope<'_>,
+    ) -> minijinja::Value {
+        let reads = self.reads(source, template);
+        match scope {
+            Scope::Whole(scope) => reads.context(scope),
+            Scope::Item(items, item, index) => items.context(source, &reads, item, index),
+        }
+    }
+
+    /// What the template compiled from `source` reads, worked out once per source.
+    fn reads(&self, source: &str, template: &Template<'_, '_>) -> Arc<Reads> {
         let cached = self
             .shared
             .reads
@@ -299,12 +334,11 @@ impl Templates {
             .unwrap_or_else(|e| e.into_inner())
             .get(source)
             .cloned();
-        let reads = cached.unwrap_or_else(|| {
+        cached.unwrap_or_else(|| {
             let reads = Arc::new(Reads::of(template, self.shared.limits));
             let mut all = self.shared.reads.write().unwrap_or_else(|e| e.into_inner());
             all.entry(source.to_owned()).or_insert(reads).clone()
-        });
-        reads.context(scope)
+        })
     }
 
     fn compile_expression(&self, text: &str, expression: &str) -> Result<(), TemplateError> {
@@ -328,6 +362,64 @@ impl Default for Templates {
 impl std::fmt::Debug for Templates {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Templates").finish_non_exhaustive()
+    }
+}
+
+/// What a render reads names from: a whole scope, or one `foreach` item laid over one.
+#[derive(Clone, Copy)]
+enum Scope<'a> {
+    Whole(&'a Value),
+    Item(&'a ItemScope<'a>, &'a Value, usize),
+}
+
+/// A top-level name of a context and its value.
+type Entry = (String, minijinja::Value);
+
+/// The names a `foreach` item lays over its node's scope.
+const ITEM_NAMES: [&str; 2] = ["item", "index"];
+
+/// The scope of a `foreach` node's items: the node's scope with `item` and `index` laid over
+/// it, without copying it. What each template reads of the node's scope is converted once and
+/// shared by every item, so an item costs what it reads of itself, whatever the size of the
+/// scope (which holds the list being iterated, and often the body around it). Used by one
+/// thread: the cache is not shared.
+pub struct ItemScope<'a> {
+    templates: &'a Templates,
+    scope: &'a Value,
+    /// Per template source, the top-level names it reads from `scope`, converted.
+    shared: RefCell<HashMap<String, Rc<[Entry]>>>,
+}
+
+impl ItemScope<'_> {
+    /// Renders `value` like [`Templates::render_value`], with `item` and `index` in view.
+    pub fn render_value(
+        &self,
+        value: &Value,
+        item: &Value,
+        index: usize,
+    ) -> Result<Value, TemplateError> {
+        self.templates
+            .render_in(value, Scope::Item(self, item, index))
+    }
+
+    fn context(&self, source: &str, reads: &Reads, item: &Value, index: usize) -> minijinja::Value {
+        let cached = self.shared.borrow().get(source).cloned();
+        let shared = cached.unwrap_or_else(|| {
+            let paths = reads.top_level(|name| !ITEM_NAMES.contains(&name));
+            let pairs: Rc<[_]> = part_pairs(self.scope, &paths).into();
+            self.shared
+                .borrow_mut()
+                .insert(source.to_owned(), pairs.clone());
+            pairs
+        });
+        let of_item = reads.top_level(|name| name == "item");
+        let item = (!of_item.is_empty()).then(|| ("item".to_owned(), part(item, &rest(&of_item))));
+        let reads_index = reads
+            .paths
+            .iter()
+            .any(|path| path.first().is_none_or(|n| n == "index"));
+        let index = reads_index.then(|| ("index".to_owned(), minijinja::Value::from(index)));
+        minijinja::Value::from_pairs(shared.iter().cloned().chain(item).chain(index))
     }
 }
 
@@ -359,6 +451,15 @@ impl Reads {
     fn context(&self, scope: &Value) -> minijinja::Value {
         let paths: Vec<&[String]> = self.paths.iter().map(Vec::as_slice).collect();
         part(scope, &paths)
+    }
+
+    /// The paths whose first name `keep` accepts, and the empty path (the whole scope).
+    fn top_level(&self, keep: impl Fn(&str) -> bool) -> Vec<&[String]> {
+        self.paths
+            .iter()
+            .filter(|path| path.first().is_none_or(|name| keep(name)))
+            .map(Vec::as_slice)
+            .collect()
     }
 }
 
@@ -403,11 +504,26 @@ fn constant_too_large(too_large: &analysis::TooLarge) -> minijinja::Error {
 
 /// `value` narrowed to `paths` (relative to it); whole when a path ends here.
 fn part(value: &Value, paths: &[&[String]]) -> minijinja::Value {
+    match value {
+        Value::Object(_) if !paths.iter().any(|path| path.is_empty()) => {
+            minijinja::Value::from_pairs(part_pairs(value, paths))
+        }
+        _ => minijinja::Value::from(Serde(value)),
+    }
+}
+
+/// The entries of the map `value` that `paths` go through, each narrowed to the rest of its
+/// paths; every entry, whole, when a path ends here.
+fn part_pairs(value: &Value, paths: &[&[String]]) -> Vec<(String, minijinja::Value)> {
     let Value::Object(map) = value else {
-        return minijinja::Value::from(Serde(value));
+        return Vec::new();
     };
     if paths.iter().any(|path| path.is_empty()) {
-        return minijinja::Value::from(Serde(value));
+        return map
+            .iter()
+            .filter(|(key, _)| !ITEM_NAMES.contains(&key.as_str()))
+            .map(|(key, child)| (key.clone(), minijinja::Value::from(Serde(child))))
+            .collect();
     }
     let mut children: HashMap<&str, Vec<&[String]>> = HashMap::new();
     for path in paths {
@@ -416,11 +532,22 @@ fn part(value: &Value, paths: &[&[String]]) -> minijinja::Value {
             .or_default()
             .push(&path[1..]);
     }
-    minijinja::Value::from_pairs(children.into_iter().filter_map(|(key, rest)| {
-        // A name the scope lacks stays undefined (or resolves to a global such as `range`).
-        map.get(key)
-            .map(|child| (key.to_owned(), part(child, &rest)))
-    }))
+    children
+        .into_iter()
+        .filter_map(|(key, rest)| {
+            // A name the scope lacks stays undefined (or resolves to a global such as `range`).
+            map.get(key)
+                .map(|child| (key.to_owned(), part(child, &rest)))
+        })
+        .collect()
+}
+
+/// `paths` without their first name (an empty path stays empty: the whole value).
+fn rest<'p>(paths: &[&'p [String]]) -> Vec<&'p [String]> {
+    paths
+        .iter()
+        .map(|path| path.get(1..).unwrap_or(&[]))
+        .collect()
 }
 
 fn has_template_syntax(text: &str) -> bool {

@@ -575,3 +575,61 @@ fn extreme_arguments_do_not_panic() {
         let _ = templates.render_value(&json!(text), &scope());
     }
 }
+
+/// A `foreach` item renders exactly as it would in a copy of the scope with `item` and `index`
+/// set, which is what the engine did before items were laid over the scope.
+#[test]
+fn items_render_like_a_copy_of_the_scope_with_item_and_index() {
+    let templates = Templates::new();
+    let scope = scope();
+    let each = templates.item_scope(&scope);
+    let cases = [
+        "{{ item }}",
+        "{{ item.email }} #{{ index }}",
+        "{{ trigger.body.email }}/{{ item.n * index }}",
+        "{{ index + 1 }}",
+        "{% for k, v in item | items %}{{ k }}={{ v }};{% endfor %}",
+        "{{ nodes.score.output.tier }}-{{ item.email | upper }}",
+        "{{ item is defined }} {{ index is defined }} {{ missing is defined }}",
+        "{{ trigger }}",
+        "{{ trigger.body.contacts | map(attribute='email') | join(',') }} {{ item['n'] }}",
+        "{{ range(index) | list }} {{ run.id }}",
+    ];
+    let items = [json!({"email": "a@x.io", "n": 2}), json!(7), json!(null)];
+    for (index, item) in items.iter().enumerate() {
+        let mut copy = scope.clone();
+        copy["item"] = item.clone();
+        copy["index"] = json!(index);
+        for text in cases {
+            let template = json!({ "at": [text] });
+            let laid = each.render_value(&template, item, index);
+            let copied = templates.render_value(&template, &copy);
+            match (laid, copied) {
+                (Ok(laid), Ok(copied)) => assert_eq!(laid, copied, "{text} of {item}"),
+                (Err(laid), Err(copied)) => {
+                    assert_eq!(laid.to_string(), copied.to_string(), "{text} of {item}")
+                }
+                (laid, copied) => panic!("{text} of {item}: {laid:?} but {copied:?}"),
+            }
+        }
+    }
+}
+
+/// Items do not see the names of the items before them, nor leave theirs in the scope.
+#[test]
+fn an_item_sees_only_its_own_item_and_index() {
+    let templates = Templates::new();
+    let scope = scope();
+    let each = templates.item_scope(&scope);
+    let text = json!("{{ index }}:{{ item }}");
+    assert_eq!(
+        each.render_value(&text, &json!("a"), 0).unwrap(),
+        json!("0:a")
+    );
+    assert_eq!(
+        each.render_value(&text, &json!("b"), 1).unwrap(),
+        json!("1:b")
+    );
+    let outside = templates.render_value(&json!("{{ item }}"), &scope);
+    assert!(outside.is_err(), "{outside:?}");
+}

@@ -8,8 +8,8 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use enrichflow::store::{
-    self, AttemptKey, AttemptOutcome, AttemptRecord, AttemptStatus, ErrorInfo, RunLock, RunQuery,
-    RunRecord, RunStatus, Store,
+    self, AttemptKey, AttemptOutcome, AttemptRecord, AttemptStatus, ErrorInfo, Progress,
+    ProgressStore, RunLock, RunQuery, RunRecord, RunStatus, Store,
 };
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -44,6 +44,16 @@ fn take_one(counter: &AtomicU32) -> bool {
     counter
         .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
         .is_ok()
+}
+
+#[async_trait]
+impl ProgressStore for FaultyStore {
+    async fn set_progress(&self, key: &AttemptKey, progress: Progress) -> store::Result<()> {
+        self.inner.set_progress(key, progress).await
+    }
+    async fn progress(&self, run_id: &str) -> store::Result<Vec<(AttemptKey, Progress)>> {
+        self.inner.progress(run_id).await
+    }
 }
 
 #[async_trait]

@@ -9,6 +9,7 @@ mod distributed;
 mod egress;
 mod examples;
 mod faults;
+mod foreach_scale;
 mod hostile_templates;
 mod http_limits;
 mod idempotency;

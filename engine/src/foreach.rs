@@ -1,0 +1,160 @@
+//! The progress of a running `foreach` attempt: items done of its total, counted as items
+//! finish and written to the store about once a second by a task of its own, so neither an
+//! item nor the loop ever waits for the database (see [`crate::store::ProgressStore`]).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::time::{Instant, MissedTickBehavior};
+use tokio_util::sync::{CancellationToken, DropGuard};
+
+use crate::store::{AttemptKey, Progress, Store};
+
+/// How often a running `foreach` attempt writes its progress, at most: a list of a million
+/// items must not cost a million writes.
+pub const PROGRESS_EVERY: Duration = Duration::from_secs(1);
+
+/// Counts the finished items of one attempt; dropping it stops the writes.
+pub struct Reporter {
+    done: Arc<AtomicU64>,
+    _stop: DropGuard,
+}
+
+impl Reporter {
+    /// Starts writing the progress of the attempt `key` of `total` items every `every` (the
+    /// first write after one period, so a short loop writes nothing).
+    pub fn start(store: Arc<dyn Store>, key: AttemptKey, total: u64, every: Duration) -> Self {
+        let done = Arc::new(AtomicU64::new(0));
+        let stop = CancellationToken::new();
+        tokio::spawn(report(store, key, total, every, done.clone(), stop.clone()));
+        Self {
+            done,
+            _stop: stop.drop_guard(),
+        }
+    }
+
+    /// One more item finished.
+    pub fn item_done(&self) {
+        self.done.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+async fn report(
+    store: Arc<dyn Store>,
+    key: AttemptKey,
+    total: u64,
+    every: Duration,
+    done: Arc<AtomicU64>,
+    stop: CancellationToken,
+) {
+    let mut ticks = tokio::time::interval_at(Instant::now() + every, every);
+    // A slow write delays the next one rather than being followed by a burst.
+    ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut written = None;
+    loop {
+        tokio::select! {
+            // A stopped reporter writes nothing more, even when a tick is due as well.
+            biased;
+            () = stop.cancelled() => return,
+            _ = ticks.tick() => {}
+        }
+        let progress = Progress {
+            done: done.load(Ordering::Relaxed),
+            total,
+        };
+        if written == Some(progress) {
+            continue;
+        }
+        // Progress is for people watching: a failed write is retried at the next tick and
+        // never fails the attempt.
+        match store.set_progress(&key, progress).await {
+            Ok(()) => written = Some(progress),
+            Err(error) => tracing::debug!(run = %key.run_id, node = %key.node_id, %error,
+                "could not record the progress of a foreach"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::Utc;
+
+    use super::*;
+    use crate::store::{AttemptRecord, AttemptStatus, RunRecord, RunStatus, SqliteStore};
+
+    async fn store_with_running_attempt() -> (Arc<dyn Store>, AttemptKey) {
+        let store = SqliteStore::connect("sqlite::memory:")
+            .await
+            .expect("an in-memory store");
+        let now = Utc::now();
+        let run = RunRecord {
+            id: "run-1".into(),
+            workflow_id: "w".into(),
+            revision: "rev".into(),
+            status: RunStatus::Running,
+            trigger: serde_json::json!({}).into(),
+            output: None,
+            error: None,
+            created_at: now,
+            started_at: Some(now),
+            finished_at: None,
+            deadline_at: None,
+            cancel_requested: false,
+            idempotency_key: None,
+            idempotency_body_hash: None,
+        };
+        store.create_run(&run).await.expect("a run");
+        let key = AttemptKey {
+            run_id: run.id.clone(),
+            node_id: "each".into(),
+            attempt: 1,
+        };
+        let attempt = AttemptRecord {
+            key: key.clone(),
+            status: AttemptStatus::Running,
+            input: None,
+            output: None,
+            error: None,
+            retryable: false,
+            not_before: None,
+            created_at: now,
+            started_at: Some(now),
+            finished_at: None,
+            worker: None,
+        };
+        store.insert_attempt(&attempt).await.expect("an attempt");
+        (Arc::new(store), key)
+    }
+
+    #[tokio::test]
+    async fn progress_is_written_after_a_period_and_stops_with_the_reporter() {
+        let (store, key) = store_with_running_attempt().await;
+        let every = Duration::from_millis(20);
+        let reporter = Reporter::start(store.clone(), key.clone(), 5, every);
+        assert!(store.progress(&key.run_id).await.unwrap().is_empty());
+        reporter.item_done();
+        reporter.item_done();
+        let written = async {
+            loop {
+                tokio::time::sleep(every).await;
+                let progress = store.progress(&key.run_id).await.unwrap();
+                if let Some((_, progress)) = progress.first() {
+                    break *progress;
+                }
+            }
+        };
+        let progress = tokio::time::timeout(Duration::from_secs(30), written)
+            .await
+            .expect("written within many periods");
+        assert_eq!(progress, Progress { done: 2, total: 5 });
+
+        // Counted after the reporter is gone, an item is never written.
+        let counter = reporter.done.clone();
+        drop(reporter);
+        counter.fetch_add(1, Ordering::Relaxed);
+        tokio::time::sleep(every * 10).await;
+        let progress = store.progress(&key.run_id).await.unwrap();
+        assert_eq!(progress, vec![(key, Progress { done: 2, total: 5 })]);
+    }
+}

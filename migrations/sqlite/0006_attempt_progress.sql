@@ -1,0 +1,13 @@
+-- How far a running `foreach` attempt is: items done of its total. Written about once a second
+-- by the process that runs the attempt, never per item, and shown in the run JSON while the
+-- attempt runs (so the API server sees it in distributed mode too). Goes with its attempt.
+CREATE TABLE attempt_progress (
+    run_id  TEXT NOT NULL,
+    node_id TEXT NOT NULL,
+    attempt INTEGER NOT NULL,
+    done    INTEGER NOT NULL CHECK (done >= 0),
+    total   INTEGER NOT NULL CHECK (total >= 0),
+    PRIMARY KEY (run_id, node_id, attempt),
+    FOREIGN KEY (run_id, node_id, attempt)
+        REFERENCES node_attempts (run_id, node_id, attempt) ON DELETE CASCADE
+) STRICT;
