@@ -482,3 +482,92 @@ fn finish(attempt: &mut AttemptRecord, outcome: &AttemptOutcome) {
         attempt.worker = Some(started.worker.clone());
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::store::SqliteStore;
+    use crate::store::tests::{attempt, key, outcome, run};
+
+    async fn stores() -> anyhow::Result<(LiveStore, Arc<SqliteStore>)> {
+        let sqlite = Arc::new(SqliteStore::connect("sqlite::memory:").await?);
+        Ok((LiveStore::new(sqlite.clone()), sqlite))
+    }
+
+    #[tokio::test]
+    async fn reads_of_a_run_in_progress_come_from_memory_and_follow_its_writes()
+    -> anyhow::Result<()> {
+        let (live, sqlite) = stores().await?;
+        live.create_run(&run(1, "w", RunStatus::Running)).await?;
+        let first = key(1, "a", 1);
+        live.insert_attempt(&attempt(first.clone(), AttemptStatus::Queued))
+            .await?;
+        live.finish_attempt(&first, &outcome(AttemptStatus::Succeeded, Some(json!(7))))
+            .await?;
+        let attempts = live.attempts(&first.run_id).await?;
+        assert_eq!(attempts.len(), 1);
+        assert_eq!(attempts[0].status, AttemptStatus::Succeeded);
+        assert_eq!(attempts[0].output, Some(json!(7)));
+        assert_eq!(attempts, sqlite.attempts(&first.run_id).await?);
+        // Changed behind memory's back: memory, not the file, answers.
+        sqlite.request_cancel(&first.run_id).await?;
+        assert!(
+            !live
+                .run(&first.run_id)
+                .await?
+                .is_some_and(|r| r.cancel_requested)
+        );
+        Ok(())
+    }
+
+    /// The poison rule: after a write fails, memory may be ahead of the disk, so it is dropped
+    /// and the next read goes to the store.
+    #[tokio::test]
+    async fn a_failed_write_drops_memory_and_the_store_answers_again() -> anyhow::Result<()> {
+        let (live, sqlite) = stores().await?;
+        let record = run(1, "w", RunStatus::Running);
+        live.create_run(&record).await?;
+        assert_eq!(live.run(&record.id).await?, Some(record.clone()));
+        // Changed behind memory's back, then a write fails.
+        sqlite.request_cancel(&record.id).await?;
+        assert!(
+            !live
+                .run(&record.id)
+                .await?
+                .is_some_and(|r| r.cancel_requested)
+        );
+        let too_deep = (0..200).fold(json!(1), |inner, _| json!([inner]));
+        let refused = AttemptRecord {
+            input: Some(too_deep),
+            ..attempt(key(1, "a", 1), AttemptStatus::Queued)
+        };
+        assert!(live.insert_attempt(&refused).await.is_err());
+        assert!(
+            live.run(&record.id)
+                .await?
+                .is_some_and(|r| r.cancel_requested)
+        );
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_finished_run_leaves_memory() -> anyhow::Result<()> {
+        let (live, sqlite) = stores().await?;
+        let record = run(1, "w", RunStatus::Running);
+        live.create_run(&record).await?;
+        live.finish_run(
+            &record.id,
+            RunStatus::Succeeded,
+            None,
+            None,
+            record.created_at,
+        )
+        .await?;
+        assert!(live.memory().runs.is_empty());
+        assert_eq!(live.run(&record.id).await?, sqlite.run(&record.id).await?);
+        assert!(live.memory().runs.is_empty(), "a finished run is not kept");
+        Ok(())
+    }
+}
