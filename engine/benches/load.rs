@@ -54,8 +54,10 @@ struct Options {
     #[arg(long, default_value_t = 1)]
     threads: usize,
     /// `NAME=SPEC` whose CPU time over the window to report; SPEC is a comma-separated list of
-    /// pids, `user:NAME` (every process of that user) or `comm:NAME` (every process so named).
-    /// Repeat the flag for several names.
+    /// pids, `user:NAME` (every process of that user), `comm:NAME` (every process so named) or
+    /// `cmdline:TEXT` (every process whose command line contains TEXT); `&` joins conditions
+    /// (`comm:postgres&cmdline:DB`: the Postgres backends of one database). Repeat the flag for
+    /// several names.
     #[arg(long = "proc")]
     processes: Vec<String>,
     /// A label echoed in the output.
@@ -234,12 +236,6 @@ struct ProcessGroup {
     members: Vec<Member>,
 }
 
-enum Member {
-    Pid(u32),
-    User(u32),
-    Command(String),
-}
-
 impl ProcessGroup {
     fn parse(spec: &str) -> anyhow::Result<ProcessGroup> {
         let Some((name, list)) = spec.split_once('=') else {
@@ -257,7 +253,7 @@ impl ProcessGroup {
     }
 
     /// CPU seconds of the group now: its processes' own time plus that of their reaped children,
-    /// so that a process ending between two samples (a Postgres backend) is still counted.
+    /// so that a child ending between two samples is still counted when its parent is a member.
     fn cpu_seconds(&self) -> f64 {
         let mut ticks = 0;
         for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
@@ -276,27 +272,60 @@ impl ProcessGroup {
     }
 }
 
+/// One item of a `--proc` list: processes that meet every condition joined by `&`.
+struct Member {
+    conditions: Vec<Condition>,
+}
+
+enum Condition {
+    Pid(u32),
+    User(u32),
+    Command(String),
+    CommandLine(String),
+}
+
 impl Member {
     fn parse(item: &str) -> anyhow::Result<Member> {
+        let conditions = item
+            .split('&')
+            .map(Condition::parse)
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        Ok(Member { conditions })
+    }
+
+    fn matches(&self, pid: u32) -> bool {
+        self.conditions
+            .iter()
+            .all(|condition| condition.matches(pid))
+    }
+}
+
+impl Condition {
+    fn parse(item: &str) -> anyhow::Result<Condition> {
         if let Some(user) = item.strip_prefix("user:") {
-            return Ok(Member::User(user_id(user)?));
+            return Ok(Condition::User(user_id(user)?));
         }
         if let Some(command) = item.strip_prefix("comm:") {
-            return Ok(Member::Command(command.to_owned()));
+            return Ok(Condition::Command(command.to_owned()));
         }
-        Ok(Member::Pid(item.parse().with_context(|| {
-            format!("`{item}` is not a pid, user:NAME or comm:NAME")
+        if let Some(text) = item.strip_prefix("cmdline:") {
+            return Ok(Condition::CommandLine(text.to_owned()));
+        }
+        Ok(Condition::Pid(item.parse().with_context(|| {
+            format!("`{item}` is not a pid, user:NAME, comm:NAME or cmdline:TEXT")
         })?))
     }
 
     fn matches(&self, pid: u32) -> bool {
         use std::os::unix::fs::MetadataExt;
         match self {
-            Member::Pid(wanted) => pid == *wanted,
-            Member::User(uid) => std::fs::metadata(format!("/proc/{pid}"))
+            Condition::Pid(wanted) => pid == *wanted,
+            Condition::User(uid) => std::fs::metadata(format!("/proc/{pid}"))
                 .is_ok_and(|metadata| metadata.uid() == *uid),
-            Member::Command(command) => std::fs::read_to_string(format!("/proc/{pid}/comm"))
+            Condition::Command(command) => std::fs::read_to_string(format!("/proc/{pid}/comm"))
                 .is_ok_and(|comm| comm.trim_end() == command),
+            Condition::CommandLine(text) => std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|line| String::from_utf8_lossy(&line).contains(text.as_str())),
         }
     }
 }

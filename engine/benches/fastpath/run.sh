@@ -234,7 +234,9 @@ phase() {
     [ -n "$body" ] && args+=(--body "$body")
     if [ "${#worker_pids[@]}" -gt 0 ]; then
         args+=(--proc "workers=$(IFS=,; echo "${worker_pids[*]}")")
-        args+=(--proc "postgres=user:postgres" --proc "rabbitmq=comm:beam.smp")
+        # Postgres: the backends serving the bench database only (the server is shared with
+        # other users); RabbitMQ: the whole broker, so other users' traffic counts there.
+        args+=(--proc "postgres=comm:postgres&cmdline:$database_name" --proc "rabbitmq=comm:beam.smp")
     fi
     report=$("$load" "${args[@]}")
     if [ -n "$body" ]; then
