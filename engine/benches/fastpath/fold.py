@@ -29,7 +29,10 @@ def frame_name(line):
     name = HASH.sub("", OFFSET.sub("", rest.strip()))
     if name in ("", "[unknown]"):
         return f"[{dso or 'unknown'}]"
-    return name.replace(";", ":")
+    # The kernel's frames carry inferno's `_[k]` mark, so renderers colour them and the
+    # summary can tell kernel time from user time.
+    suffix = "_[k]" if dso.startswith("[kernel") else ""
+    return name.replace(";", ":") + suffix
 
 
 def fold(lines):
@@ -54,6 +57,30 @@ def fold(lines):
         print(f"{stack} {count}")
 
 
+# Where a leaf frame's time goes, by the first rule that matches its name.
+CATEGORIES = [
+    ("kernel (scheduler, futex, syscalls, I/O)", lambda name: name.endswith("_[k]")),
+    ("SQLite", lambda name: name.startswith(("sqlite3", "pcache1", "wal", "btree", "vdbe", "pager"))),
+    ("allocator", lambda name: any(word in name for word in
+                                   ("malloc", "free", "_int_", "cache_bin", "je_", "arena", "tcache"))),
+    ("libc copies and compares", lambda name: name.startswith(("__mem", "__str", "mem", "str"))),
+    ("sqlx", lambda name: "sqlx" in name),
+    ("serde / JSON", lambda name: "serde" in name),
+    ("minijinja (templates)", lambda name: "minijinja" in name),
+    ("tokio", lambda name: "tokio" in name),
+    ("flume", lambda name: "flume" in name),
+    ("hyper / axum / http", lambda name: any(word in name for word in ("hyper", "axum", "http"))),
+    ("enrichflow", lambda name: "enrichflow" in name),
+]
+
+
+def category(name):
+    for label, test in CATEGORIES:
+        if test(name):
+            return label
+    return "other"
+
+
 def summary(lines, top=40):
     stacks = []
     for line in lines:
@@ -61,21 +88,26 @@ def summary(lines, top=40):
         if stack:
             stacks.append((stack.split(";"), int(count)))
     total = sum(count for _, count in stacks) or 1
-    threads, leaves, inclusive, dsos = (collections.Counter() for _ in range(4))
+    threads, leaves, inclusive, categories = (collections.Counter() for _ in range(4))
     for frames, count in stacks:
         threads[frames[0]] += count
         leaves[frames[-1]] += count
+        categories[category(frames[-1])] += count
         for name in set(frames[1:]):
-            inclusive[name] += count
+            if name.startswith(("enrichflow::", "<enrichflow::")):
+                inclusive[name] += count
     share = lambda count: f"{100.0 * count / total:6.2f} %"
     print(f"{total} samples")
     print("\n## By thread (name without its number)")
     for name, count in threads.most_common(top):
         print(f"{share(count)}  {name}")
+    print("\n## Self time by kind of leaf frame (rules in fold.py)")
+    for name, count in categories.most_common():
+        print(f"{share(count)}  {name}")
     print(f"\n## Top {top} functions by self time (leaf frame)")
     for name, count in leaves.most_common(top):
         print(f"{share(count)}  {name[:160]}")
-    print(f"\n## Top {top} functions by inclusive time (on the stack)")
+    print(f"\n## Top {top} enrichflow functions by inclusive time (on the stack)")
     for name, count in inclusive.most_common(top):
         print(f"{share(count)}  {name[:160]}")
 
