@@ -88,8 +88,12 @@ def summary(lines, top=40):
         if stack:
             stacks.append((stack.split(";"), int(count)))
     total = sum(count for _, count in stacks) or 1
-    threads, leaves, inclusive, categories = (collections.Counter() for _ in range(4))
+    threads, leaves, inclusive, categories, syscalls = (collections.Counter() for _ in range(5))
     for frames, count in stacks:
+        if frames[-1].endswith("_[k]"):
+            entry = next((name for name in frames if name.startswith(("__x64_sys_", "__do_sys_"))),
+                         "(no system call: interrupt or fault)")
+            syscalls[entry.removesuffix("_[k]")] += count
         threads[frames[0]] += count
         leaves[frames[-1]] += count
         categories[category(frames[-1])] += count
@@ -103,6 +107,9 @@ def summary(lines, top=40):
         print(f"{share(count)}  {name}")
     print("\n## Self time by kind of leaf frame (rules in fold.py)")
     for name, count in categories.most_common():
+        print(f"{share(count)}  {name}")
+    print("\n## Kernel self time by the system call it is under")
+    for name, count in syscalls.most_common(15):
         print(f"{share(count)}  {name}")
     print(f"\n## Top {top} functions by self time (leaf frame)")
     for name, count in leaves.most_common(top):

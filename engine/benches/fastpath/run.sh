@@ -285,11 +285,16 @@ profile() {
         2>"$out/perf-record.log"
     wait "$generator"
     stop_processes
-    perf report -i "$out/perf.data" --no-children --stdio --percent-limit 0.5 2>/dev/null |
-        head -n 400 >"$out/report.txt"
+    # Flat (no call chains): the folded stacks carry those.
+    perf report -i "$out/perf.data" --no-children --stdio -g none --percent-limit 0.3 \
+        >"$out/report.txt" 2>/dev/null
     perf script -i "$out/perf.data" 2>/dev/null | python3 "$here/fold.py" >"$out/folded.txt"
     python3 "$here/fold.py" --summary <"$out/folded.txt" >"$out/summary.txt"
-    log "profile written to $out (load.txt, report.txt, folded.txt, summary.txt, perf.data)"
+    if command -v inferno-flamegraph >/dev/null; then
+        inferno-flamegraph --title "enrichflow serve, 16 clients, $revision" <"$out/folded.txt" \
+            >"$out/flame.svg"
+    fi
+    log "profile written to $out (load.txt, report.txt, folded.txt, summary.txt, flame.svg if inferno is installed, perf.data)"
 }
 
 main() {
@@ -303,7 +308,8 @@ main() {
     fi
     build
     choose_durability
-    revision=$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- engine/src migrations Cargo.lock || echo +dirty)
+    # The last commit that changed what is measured (benches and docs do not), + if edited since.
+    revision=$(git log -1 --format=%h -- engine/src migrations Cargo.lock)$(git diff --quiet HEAD -- engine/src migrations Cargo.lock || echo +dirty)
     load=$(load_binary)
     [ -x "$load" ] || { log "cannot find the load bench executable"; exit 1; }
     if [ "${configs[0]}" = profile ]; then
