@@ -140,6 +140,8 @@ trait Job: Send {
     ) -> BoxFuture<'c, Result<(), Arc<sqlx::Error>>>;
     /// Answers the caller once the batch committed (`Ok`) or failed.
     fn answer(self: Box<Self>, committed: Result<(), Arc<sqlx::Error>>);
+    /// One statement: alone in a batch, it is its own transaction.
+    fn single(&self) -> bool;
 }
 
 impl std::fmt::Debug for dyn Job {
@@ -206,6 +208,10 @@ where
                 }
             }
         })
+    }
+
+    fn single(&self) -> bool {
+        !self.savepoint
     }
 
     fn answer(self: Box<Self>, committed: Result<(), Arc<sqlx::Error>>) {
@@ -280,6 +286,13 @@ async fn commit(
     connection: &mut SqliteConnection,
     batch: &mut [Box<dyn Job>],
 ) -> Result<(), Arc<sqlx::Error>> {
+    // A lone statement commits by itself: BEGIN and COMMIT would cost two more round trips to
+    // SQLite's thread for nothing (the common case with one client).
+    if let [job] = batch
+        && job.single()
+    {
+        return job.apply(connection).await;
+    }
     statement(connection, "BEGIN IMMEDIATE").await?;
     for job in batch.iter_mut() {
         if let Err(error) = job.apply(connection).await {
