@@ -78,51 +78,21 @@ async fn report(
 
 #[cfg(test)]
 mod tests {
-    use chrono::Utc;
 
     use super::*;
-    use crate::store::{AttemptRecord, AttemptStatus, RunRecord, RunStatus, SqliteStore};
+    use crate::store::{AttemptStatus, RunStatus, SqliteStore};
 
     async fn store_with_running_attempt() -> (Arc<dyn Store>, AttemptKey) {
+        use crate::store::tests::{attempt, key, run};
         let store = SqliteStore::connect("sqlite::memory:")
             .await
             .expect("an in-memory store");
-        let now = Utc::now();
-        let run = RunRecord {
-            id: "run-1".into(),
-            workflow_id: "w".into(),
-            revision: "rev".into(),
-            status: RunStatus::Running,
-            trigger: serde_json::json!({}).into(),
-            output: None,
-            error: None,
-            created_at: now,
-            started_at: Some(now),
-            finished_at: None,
-            deadline_at: None,
-            cancel_requested: false,
-            idempotency_key: None,
-            idempotency_body_hash: None,
-        };
-        store.create_run(&run).await.expect("a run");
-        let key = AttemptKey {
-            run_id: run.id.clone(),
-            node_id: "each".into(),
-            attempt: 1,
-        };
-        let attempt = AttemptRecord {
-            key: key.clone(),
-            status: AttemptStatus::Running,
-            input: None,
-            output: None,
-            error: None,
-            retryable: false,
-            not_before: None,
-            created_at: now,
-            started_at: Some(now),
-            finished_at: None,
-            worker: None,
-        };
+        store
+            .create_run(&run(1, "w", RunStatus::Running))
+            .await
+            .expect("a run");
+        let key = key(1, "each", 1);
+        let attempt = attempt(key.clone(), AttemptStatus::Running);
         store.insert_attempt(&attempt).await.expect("an attempt");
         (Arc::new(store), key)
     }

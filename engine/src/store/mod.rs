@@ -32,7 +32,7 @@ mod stats_sql;
 #[cfg(test)]
 mod stats_tests;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};

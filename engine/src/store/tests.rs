@@ -36,7 +36,7 @@ pub(super) fn run_id(n: u128) -> String {
     uuid::Uuid::from_u128(0x0195_0000_0000_7000_8000_0000_0000_0000 + n).to_string()
 }
 
-pub(super) fn run(n: u128, workflow_id: &str, status: RunStatus) -> RunRecord {
+pub(crate) fn run(n: u128, workflow_id: &str, status: RunStatus) -> RunRecord {
     RunRecord {
         id: run_id(n),
         workflow_id: workflow_id.to_owned(),
@@ -55,7 +55,7 @@ pub(super) fn run(n: u128, workflow_id: &str, status: RunStatus) -> RunRecord {
     }
 }
 
-pub(super) fn key(run: u128, node_id: &str, attempt: u32) -> AttemptKey {
+pub(crate) fn key(run: u128, node_id: &str, attempt: u32) -> AttemptKey {
     AttemptKey {
         run_id: run_id(run),
         node_id: node_id.to_owned(),
@@ -63,7 +63,7 @@ pub(super) fn key(run: u128, node_id: &str, attempt: u32) -> AttemptKey {
     }
 }
 
-pub(super) fn attempt(key: AttemptKey, status: AttemptStatus) -> AttemptRecord {
+pub(crate) fn attempt(key: AttemptKey, status: AttemptStatus) -> AttemptRecord {
     AttemptRecord {
         key,
         status,
