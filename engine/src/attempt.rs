@@ -143,10 +143,10 @@ async fn start(shared: &Shared, key: &AttemptKey, started: &Started) -> Result<b
         .await?)
 }
 
-/// How long a node runs (embedded) before its attempt is written as `running`. A node that ends sooner is
-/// written once, its start folded into its outcome: one commit per node instead of two. A slower
-/// one shows as running (with its input) in the run JSON, and holds its lease in the
-/// distributed mode.
+/// How long a node runs (embedded) before its attempt is written as `running`. A node that ends
+/// sooner is written once, its start folded into its outcome: one commit per node instead of
+/// two. A slower one shows as running (with its input) in the run JSON. (Distributed, the mark
+/// is the lease and is written before the node runs.)
 const RUNNING_MARK_AFTER: Duration = Duration::from_millis(20);
 
 /// Awaits `node`; if it runs longer than [`RUNNING_MARK_AFTER`], writes the attempt as running

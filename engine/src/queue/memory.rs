@@ -105,10 +105,16 @@ impl Queue for MemoryQueue {
             let mut added = std::pin::pin!(added);
             // Registered before looking, so a task added in between still wakes this receiver.
             added.as_mut().enable();
-            if let Some(attempt) = self.lanes().pop() {
+            let (taken, more) = {
+                let mut lanes = self.lanes();
+                (lanes.pop(), lanes.waiting > 0)
+            };
+            if let Some(attempt) = taken {
                 self.room.add_permits(1);
-                // Another task may be waiting for another receiver.
-                self.added.notify_one();
+                // A wake-up this receiver consumed may have been meant for a task still waiting.
+                if more {
+                    self.added.notify_one();
+                }
                 return Some(Box::new(MemoryDelivery(attempt)));
             }
             added.await;

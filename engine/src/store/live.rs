@@ -87,30 +87,28 @@ impl LiveStore {
         self.memory.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The run in memory, loaded from the store when missing; None when the store has none.
-    async fn live(&self, run_id: &str) -> Result<Option<LiveRun>> {
-        let writes = {
-            let memory = self.memory();
-            if let Some(live) = memory.runs.get(run_id) {
-                return Ok(Some(live.clone()));
-            }
-            memory.writes(run_id)
-        };
-        let Some(run) = self.inner.run(run_id).await? else {
-            return Ok(None);
-        };
-        let attempts = self.inner.attempts(run_id).await?;
+    /// What `pick` takes of the run in memory, or the stripe's write count to load it with.
+    fn cached<T>(&self, run_id: &str, pick: impl FnOnce(&LiveRun) -> T) -> Result<T, u64> {
+        let memory = self.memory();
+        match memory.runs.get(run_id) {
+            Some(live) => Ok(pick(live)),
+            None => Err(memory.writes(run_id)),
+        }
+    }
+
+    /// `run`, just read from the store and unfinished, with its attempts; kept in memory only if
+    /// no write to its stripe completed since `writes` was taken (what was read may predate it).
+    async fn keep(&self, run: RunRecord, writes: u64) -> Result<LiveRun> {
+        let attempts = self.inner.attempts(&run.id).await?;
         let live = LiveRun { run, attempts };
         let mut memory = self.memory();
-        // Kept only if no write completed meanwhile (what was read may predate it), and never
-        // once finished.
-        if memory.writes(run_id) == writes && !live.run.status.is_finished() {
+        if memory.writes(&live.run.id) == writes {
             memory
                 .runs
-                .entry(run_id.to_owned())
+                .entry(live.run.id.clone())
                 .or_insert_with(|| live.clone());
         }
-        Ok(Some(live))
+        Ok(live)
     }
 
     /// Applies `change` to the run in memory, if it is there, after a write to it completed.
@@ -208,7 +206,15 @@ impl Store for LiveStore {
     }
 
     async fn run(&self, run_id: &str) -> Result<Option<RunRecord>> {
-        Ok(self.live(run_id).await?.map(|live| live.run))
+        let writes = match self.cached(run_id, |live| live.run.clone()) {
+            Ok(run) => return Ok(Some(run)),
+            Err(writes) => writes,
+        };
+        match self.inner.run(run_id).await? {
+            // A finished run is not kept, and its attempts are not needed here.
+            Some(run) if !run.status.is_finished() => Ok(Some(self.keep(run, writes).await?.run)),
+            found => Ok(found),
+        }
     }
 
     async fn list_runs(&self, query: &RunQuery) -> Result<Vec<RunRecord>> {
@@ -294,11 +300,14 @@ impl Store for LiveStore {
     }
 
     async fn attempts(&self, run_id: &str) -> Result<Vec<AttemptRecord>> {
-        Ok(self
-            .live(run_id)
-            .await?
-            .map(|live| live.attempts)
-            .unwrap_or_default())
+        let writes = match self.cached(run_id, |live| live.attempts.clone()) {
+            Ok(attempts) => return Ok(attempts),
+            Err(writes) => writes,
+        };
+        match self.inner.run(run_id).await? {
+            Some(run) if !run.status.is_finished() => Ok(self.keep(run, writes).await?.attempts),
+            _ => self.inner.attempts(run_id).await,
+        }
     }
 
     async fn insert_attempt(&self, attempt: &AttemptRecord) -> Result<bool> {
