@@ -18,6 +18,7 @@ use futures::{FutureExt, StreamExt, TryStreamExt};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
+use crate::driver::{self, Queued};
 use crate::engine::{Error, Shared};
 use crate::foreach::{PROGRESS_EVERY, Reporter};
 use crate::redaction::{self, Redactor, SecretUse};
@@ -35,18 +36,21 @@ enum Prepared {
 
 /// Executes the attempt unless it already finished (a duplicate delivery) or its run did. A
 /// run whose rows cannot be read fails rather than being retried forever.
-pub async fn execute(shared: &Arc<Shared>, key: &AttemptKey) -> Result<(), Error> {
+///
+/// When it recorded an outcome, the run has been brought forward too ([`driver::complete`]):
+/// the attempts to publish come back. `None` when nothing was recorded.
+pub async fn execute(shared: &Arc<Shared>, key: &AttemptKey) -> Result<Option<Queued>, Error> {
     let executed = execute_readable(shared, key).await;
     crate::unreadable::fail_if_unreadable(shared, &key.run_id, executed).await
 }
 
-async fn execute_readable(shared: &Arc<Shared>, key: &AttemptKey) -> Result<(), Error> {
+async fn execute_readable(shared: &Arc<Shared>, key: &AttemptKey) -> Result<Option<Queued>, Error> {
     let store = &shared.store;
     let Some(run) = store.run(&key.run_id).await? else {
-        return Ok(());
+        return Ok(None);
     };
     if run.status.is_finished() {
-        return Ok(());
+        return Ok(None);
     }
     let workflow = shared.revisions.for_run(&run, store.as_ref()).await?;
     let attempts = store.attempts(&run.id).await?;
@@ -54,7 +58,7 @@ async fn execute_readable(shared: &Arc<Shared>, key: &AttemptKey) -> Result<(), 
         .iter()
         .any(|a| a.key == *key && !a.status.is_finished());
     if !open {
-        return Ok(());
+        return Ok(None);
     }
     let Some(node) = workflow.node(&key.node_id) else {
         let error = NodeError::permanent(ErrorKind::Node, "the node is not in the workflow");
@@ -98,7 +102,7 @@ async fn execute_readable(shared: &Arc<Shared>, key: &AttemptKey) -> Result<(), 
             // runs, or a worker that stops (without dying, so RabbitMQ keeps its delivery)
             // would hold the attempt for ever.
             if shared.queue.durable() && !start(shared, key, &started).await? {
-                return Ok(());
+                return Ok(None);
             }
             let ctx = context(shared, &workflow, key, &run.id);
             let running = run_prepared(shared, node, &ctx, prepared, render_time);
@@ -174,18 +178,17 @@ async fn marked_running_when_slow<T>(
 }
 
 async fn finish(
-    shared: &Shared,
+    shared: &Arc<Shared>,
     workflow: &Workflow,
     key: &AttemptKey,
     kind: &str,
     outcome: AttemptOutcome,
-) -> Result<(), Error> {
+) -> Result<Option<Queued>, Error> {
     if let Some(error) = &outcome.error {
         tracing::info!(workflow = %workflow.id, run = %key.run_id, node = %key.node_id, r#type = kind,
             attempt = key.attempt, kind = %error.kind, message = %error.message, "node attempt failed");
     }
-    shared.store.finish_attempt(key, &outcome).await?;
-    Ok(())
+    Ok(Some(driver::complete(shared, key, &outcome).await?))
 }
 
 /// [`prepare`] on a blocking thread, under the node's timeout (the render timeout for a node

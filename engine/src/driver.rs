@@ -16,7 +16,9 @@ use serde_json::Value;
 use crate::engine::{Error, Shared};
 use crate::redaction::{self, Redactor};
 use crate::scheduler::{self, Action};
-use crate::store::{AttemptKey, AttemptRecord, AttemptStatus, ErrorInfo, RunRecord, RunStatus};
+use crate::store::{
+    AttemptKey, AttemptOutcome, AttemptRecord, AttemptStatus, ErrorInfo, RunRecord, RunStatus,
+};
 use crate::template::TemplateError;
 use crate::workflow::{NodeId, Workflow};
 use crate::{dispatch, reopen, scope, telemetry};
@@ -122,7 +124,7 @@ async fn advance_now(shared: &Arc<Shared>, run_id: &str) -> Result<(), Error> {
     // Other processes sharing the store (replicas, workers) may advance the same run.
     let lock = shared.store.lock_run(run_id).await?;
     let mut queued = Vec::new();
-    let advanced = decide_and_perform(shared, run_id, &mut queued).await;
+    let advanced = decide_and_perform(shared, run_id, None, &mut queued).await;
     // A run whose rows cannot be read would fail every advance the same way: it fails instead.
     let advanced = crate::unreadable::fail_if_unreadable(shared, run_id, advanced).await;
     lock.release().await;
@@ -136,27 +138,179 @@ async fn advance_now(shared: &Arc<Shared>, run_id: &str) -> Result<(), Error> {
 }
 
 /// Attempts to publish, with their run's workflow.
-type Queued = Vec<(String, AttemptKey)>;
+pub type Queued = Vec<(String, AttemptKey)>;
+
+/// Records an attempt's outcome and brings its run forward under one hold of the run's lock.
+/// The attempts the outcome makes ready (and the nodes it makes skipped) are inserted in the
+/// outcome's own commit: a node hop costs one durable write, not two, and a crash between the
+/// two can no longer leave a finished node whose dependents were never queued.
+///
+/// `Err` only when the outcome was not written (the caller keeps the attempt and tries again);
+/// once it is, a failure to advance is logged and left to recovery, like [`advance_logged`].
+/// The returned attempts are to publish, which the caller does off its own path.
+pub async fn complete(
+    shared: &Arc<Shared>,
+    key: &AttemptKey,
+    outcome: &AttemptOutcome,
+) -> Result<Queued, Error> {
+    let run_id = key.run_id.as_str();
+    let _guard = shared.run_locks[shared.stripe(run_id)].lock().await;
+    let lock = shared.store.lock_run(run_id).await?;
+    let mut queued = Vec::new();
+    let recorded = record(shared, key, outcome, &mut queued).await;
+    let state = match recorded {
+        Ok(state) => state,
+        Err(error) => {
+            lock.release().await;
+            return Err(error);
+        }
+    };
+    let advanced = decide_and_perform(shared, run_id, state, &mut queued).await;
+    let advanced = crate::unreadable::fail_if_unreadable(shared, run_id, advanced).await;
+    lock.release().await;
+    if let Err(error) = advanced {
+        tracing::error!(%error, run = %run_id, "advancing the run failed");
+    }
+    Ok(queued)
+}
+
+/// A run as it stands after a write this process made under its lock: deciding from it spares
+/// reading back what was just written.
+struct Known {
+    run: RunRecord,
+    workflow: Arc<Workflow>,
+    attempts: Vec<AttemptRecord>,
+}
+
+/// Writes `outcome` together with the attempts it makes ready; the run as it then stands, when
+/// it is known without reading it again.
+async fn record(
+    shared: &Arc<Shared>,
+    key: &AttemptKey,
+    outcome: &AttemptOutcome,
+    queued: &mut Queued,
+) -> Result<Option<Known>, Error> {
+    let store = &shared.store;
+    let Some(mut known) = open_attempt_of(shared, key).await? else {
+        // Nothing to fold into: the write decides (an attempt already closed is refused).
+        store.finish_attempt(key, outcome).await?;
+        return Ok(None);
+    };
+    if let Some(attempt) = known.attempts.iter_mut().find(|a| a.key == *key) {
+        attempt.apply(outcome);
+    }
+    let next = made_ready(&known);
+    if !store.finish_attempt_then(key, outcome, &next).await? {
+        return Ok(None);
+    }
+    for attempt in next {
+        if attempt.status == AttemptStatus::Queued {
+            queued.push((known.run.workflow_id.clone(), attempt.key.clone()));
+        }
+        known.insert(attempt);
+    }
+    Ok(Some(known))
+}
+
+/// The run of an attempt that is still open, with its workflow and attempts; `None` when the
+/// run ended, the attempt closed, or the revision cannot be loaded (the plain path handles it).
+async fn open_attempt_of(shared: &Arc<Shared>, key: &AttemptKey) -> Result<Option<Known>, Error> {
+    let store = &shared.store;
+    let Some(run) = store.run(&key.run_id).await? else {
+        return Ok(None);
+    };
+    if run.status.is_finished() {
+        return Ok(None);
+    }
+    let Ok(workflow) = shared.revisions.for_run(&run, store.as_ref()).await else {
+        return Ok(None);
+    };
+    let attempts = store.attempts(&key.run_id).await?;
+    let open = attempts
+        .iter()
+        .any(|a| a.key == *key && !a.status.is_finished());
+    Ok(open.then_some(Known {
+        run,
+        workflow,
+        attempts,
+    }))
+}
+
+/// The attempts the scheduler inserts next, as long as it only queues and skips nodes: what a
+/// node's outcome makes ready. Anything else it decides (a retry, the run's end) is left to the
+/// ordinary advance that follows the commit.
+fn made_ready(known: &Known) -> Vec<AttemptRecord> {
+    let mut attempts = known.attempts.clone();
+    let mut next = Vec::new();
+    loop {
+        let actions = scheduler::decide(&known.workflow, &known.run, &attempts, Utc::now());
+        let mut skipped = false;
+        let mut round = Vec::new();
+        for action in actions {
+            let record = match action {
+                Action::Enqueue { node, attempt } => {
+                    new_attempt(&known.run, &node, attempt, AttemptStatus::Queued, None)
+                }
+                Action::Skip { node } => {
+                    skipped = true;
+                    new_attempt(&known.run, &node, 1, AttemptStatus::Skipped, None)
+                }
+                _ => return next,
+            };
+            round.push(record);
+        }
+        for record in round {
+            insert_sorted(&mut attempts, record.clone());
+            next.push(record);
+        }
+        // A skip can make its dependents decidable at once, as in `decide_and_perform`.
+        if !skipped {
+            return next;
+        }
+    }
+}
+
+impl Known {
+    fn insert(&mut self, attempt: AttemptRecord) {
+        insert_sorted(&mut self.attempts, attempt);
+    }
+}
+
+/// Inserts `attempt` where the store's order (node, then number) puts it.
+fn insert_sorted(attempts: &mut Vec<AttemptRecord>, attempt: AttemptRecord) {
+    let position = attempts.partition_point(|a| {
+        (&a.key.node_id, a.key.attempt) < (&attempt.key.node_id, attempt.key.attempt)
+    });
+    attempts.insert(position, attempt);
+}
 
 /// Decides and records what the run does next; `queued` receives the attempts to publish.
+/// `known` is the run as it stands, when the caller just wrote it; otherwise it is read.
 async fn decide_and_perform(
     shared: &Arc<Shared>,
     run_id: &str,
+    mut known: Option<Known>,
     queued: &mut Queued,
 ) -> Result<(), Error> {
     // Skipping a node can make its dependents decidable at once, hence the loop.
     loop {
-        let Some(run) = shared.store.run(run_id).await? else {
-            return Ok(());
-        };
-        let workflow = match shared.revisions.for_run(&run, shared.store.as_ref()).await {
-            Ok(workflow) => workflow,
-            Err(error) if !error.is_retryable() && !run.status.is_finished() => {
-                return fail_unloadable(shared, &run, &error).await;
+        let (run, workflow, attempts) = match known.take() {
+            Some(known) => (known.run, known.workflow, known.attempts),
+            None => {
+                let Some(run) = shared.store.run(run_id).await? else {
+                    return Ok(());
+                };
+                let workflow = match shared.revisions.for_run(&run, shared.store.as_ref()).await {
+                    Ok(workflow) => workflow,
+                    Err(error) if !error.is_retryable() && !run.status.is_finished() => {
+                        return fail_unloadable(shared, &run, &error).await;
+                    }
+                    Err(error) => return Err(error),
+                };
+                let attempts = shared.store.attempts(run_id).await?;
+                (run, workflow, attempts)
             }
-            Err(error) => return Err(error),
         };
-        let attempts = shared.store.attempts(run_id).await?;
         let actions = scheduler::decide(&workflow, &run, &attempts, Utc::now());
         let mut decide_again = false;
         for action in actions {

@@ -14,14 +14,15 @@ pub const KIND: &str = "store";
 /// `result` of work on the run `run_id`, unless it failed because a row of that run cannot be
 /// decoded: then the run is failed (see [`fail_run`]) and the work counts as done, since
 /// trying again would read the same row.
-pub async fn fail_if_unreadable(
+pub async fn fail_if_unreadable<T: Default>(
     shared: &Arc<Shared>,
     run_id: &str,
-    result: Result<(), Error>,
-) -> Result<(), Error> {
+    result: Result<T, Error>,
+) -> Result<T, Error> {
     match result {
         Err(Error::Store(error)) if error.is_unreadable() => {
-            fail_run(shared, run_id, &error.to_string()).await
+            fail_run(shared, run_id, &error.to_string()).await?;
+            Ok(T::default())
         }
         other => other,
     }

@@ -15,6 +15,7 @@ use chrono::Utc;
 use futures::FutureExt;
 
 use crate::attempt;
+use crate::dispatch;
 use crate::driver;
 use crate::engine::{Error, Shared};
 use crate::store::{AttemptKey, AttemptOutcome, AttemptStatus, ErrorInfo, Started};
@@ -43,7 +44,12 @@ pub async fn work(shared: Arc<Shared>) {
             .await
             .unwrap_or_else(|panic| Err(Error::Panicked(attempt::panic_text(panic.as_ref()))));
         match executed {
-            Ok(()) => {
+            Ok(Some(queued)) => {
+                failures = 0;
+                delivery.ack().await;
+                publish_later(&shared, queued);
+            }
+            Ok(None) => {
                 failures = 0;
                 delivery.ack().await;
                 advance_later(&shared, key);
@@ -72,6 +78,22 @@ fn advance_later(shared: &Arc<Shared>, key: AttemptKey) {
     let advance_shared = shared.clone();
     shared.tasks.spawn(async move {
         driver::advance_logged(&advance_shared, &key.run_id).await;
+    });
+}
+
+/// Publishes the attempts a recorded outcome made ready. Publishing may wait on a full queue;
+/// doing it in a task keeps this worker draining the queue (see [`advance_later`]).
+fn publish_later(shared: &Arc<Shared>, queued: driver::Queued) {
+    if queued.is_empty() {
+        return;
+    }
+    let publish_shared = shared.clone();
+    shared.tasks.spawn(async move {
+        for (workflow_id, key) in queued {
+            if let Err(error) = dispatch::dispatch_in(&publish_shared, &workflow_id, key).await {
+                tracing::error!(%error, "queueing an attempt failed; it resumes on restart");
+            }
+        }
     });
 }
 
@@ -105,8 +127,8 @@ async fn fail(shared: &Arc<Shared>, key: AttemptKey, error: &Error) {
             started_at: now,
         }),
     };
-    match shared.store.finish_attempt(&key, &outcome).await {
-        Ok(_) => advance_later(shared, key),
+    match driver::complete(shared, &key, &outcome).await {
+        Ok(queued) => publish_later(shared, queued),
         Err(write) if write.is_retryable() => {
             tracing::error!(error = %write, run = %key.run_id, node = %key.node_id,
                 "recording the failure failed; queueing the attempt again");

@@ -355,14 +355,28 @@ impl Store for LiveStore {
     }
 
     async fn finish_attempt(&self, key: &AttemptKey, outcome: &AttemptOutcome) -> Result<bool> {
-        let finished = self.inner.finish_attempt(key, outcome).await;
+        self.finish_attempt_then(key, outcome, &[]).await
+    }
+
+    async fn finish_attempt_then(
+        &self,
+        key: &AttemptKey,
+        outcome: &AttemptOutcome,
+        next: &[AttemptRecord],
+    ) -> Result<bool> {
+        let finished = self.inner.finish_attempt_then(key, outcome, next).await;
         let finished = self.checked(finished)?;
         if finished {
             self.update(&key.run_id, |live| {
                 if let Some(attempt) = live.attempt_mut(key)
                     && is_open(attempt.status)
                 {
-                    finish(attempt, outcome);
+                    attempt.apply(outcome);
+                }
+                for attempt in next {
+                    if live.attempt_mut(&attempt.key).is_none() {
+                        live.insert_attempt(attempt.clone());
+                    }
                 }
             });
         }
@@ -476,22 +490,6 @@ impl LiveStore {
 }
 
 /// An open attempt as `finish_attempt` leaves it.
-fn finish(attempt: &mut AttemptRecord, outcome: &AttemptOutcome) {
-    attempt.status = outcome.status;
-    attempt.output = outcome.output.clone();
-    attempt.error = outcome.error.clone();
-    attempt.retryable = outcome.retryable;
-    attempt.not_before = outcome.not_before;
-    attempt.finished_at = Some(outcome.finished_at);
-    if let Some(started) = &outcome.started {
-        if started.input.is_some() {
-            attempt.input = started.input.clone();
-        }
-        attempt.started_at = attempt.started_at.or(Some(started.started_at));
-        attempt.worker = Some(started.worker.clone());
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use serde_json::json;

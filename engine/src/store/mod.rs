@@ -191,6 +191,26 @@ pub struct AttemptOutcome {
     pub started: Option<Started>,
 }
 
+impl AttemptRecord {
+    /// The attempt as [`Store::finish_attempt`] leaves it: `outcome` recorded, with its start
+    /// if that was not written yet.
+    pub fn apply(&mut self, outcome: &AttemptOutcome) {
+        self.status = outcome.status;
+        self.output = outcome.output.clone();
+        self.error = outcome.error.clone();
+        self.retryable = outcome.retryable;
+        self.not_before = outcome.not_before;
+        self.finished_at = Some(outcome.finished_at);
+        if let Some(started) = &outcome.started {
+            if started.input.is_some() {
+                self.input = started.input.clone();
+            }
+            self.started_at = self.started_at.or(Some(started.started_at));
+            self.worker = Some(started.worker.clone());
+        }
+    }
+}
+
 impl AttemptOutcome {
     /// The input of the folded start, as stored text; refused when nested too deeply.
     fn started_input(&self) -> Result<Option<String>> {
@@ -297,6 +317,15 @@ pub trait Store: ProgressStore + Send + Sync + 'static {
     ) -> Result<bool>;
     /// `pending`/`queued`/`running` → the outcome's status; false if it had already finished.
     async fn finish_attempt(&self, key: &AttemptKey, outcome: &AttemptOutcome) -> Result<bool>;
+    /// [`Store::finish_attempt`] and, only if it finished the attempt, inserts `next` (attempts
+    /// of the same run, each unless it exists) in the same transaction: a node's outcome and
+    /// the attempts it made ready are one commit.
+    async fn finish_attempt_then(
+        &self,
+        key: &AttemptKey,
+        outcome: &AttemptOutcome,
+        next: &[AttemptRecord],
+    ) -> Result<bool>;
     /// Moves `pending` attempts whose `not_before` has passed to `queued` and returns them.
     async fn promote_due_attempts(&self, now: DateTime<Utc>) -> Result<Vec<AttemptKey>>;
     /// The earliest `not_before` of a `pending` attempt.

@@ -449,18 +449,48 @@ impl Store for PostgresStore {
     }
 
     async fn finish_attempt(&self, key: &AttemptKey, outcome: &AttemptOutcome) -> Result<bool> {
+        self.finish_attempt_then(key, outcome, &[]).await
+    }
+
+    async fn finish_attempt_then(
+        &self,
+        key: &AttemptKey,
+        outcome: &AttemptOutcome,
+        next: &[AttemptRecord],
+    ) -> Result<bool> {
         debug_assert!(
             outcome.status.is_finished(),
             "finish_attempt with status {}",
             outcome.status
         );
-        let result = sqlx::query(
-            "UPDATE node_attempts
-             SET status = $1, output = $2::json, error = $3::json, retryable = $4,
-                 not_before = $5, finished_at = $6, input = COALESCE($10::json, input),
-                 started_at = COALESCE(started_at, $11), worker = COALESCE($12, worker)
-             WHERE run_id = $7 AND node_id = $8 AND attempt = $9
-               AND status IN ('pending', 'queued', 'running')",
+        let started = outcome.started.as_ref();
+        let next = NextAttempts::of(next)?;
+        // One statement, one round trip: the outcome, and only if it was recorded, the
+        // attempts it made ready. (Data-modifying CTEs run whole or not at all.)
+        let finished: bool = sqlx::query_scalar(
+            "WITH finished AS (
+                 UPDATE node_attempts
+                 SET status = $1, output = $2::json, error = $3::json, retryable = $4,
+                     not_before = $5, finished_at = $6, input = COALESCE($10::json, input),
+                     started_at = COALESCE(started_at, $11), worker = COALESCE($12, worker)
+                 WHERE run_id = $7 AND node_id = $8 AND attempt = $9
+                   AND status IN ('pending', 'queued', 'running')
+                 RETURNING 1
+             ), inserted AS (
+                 INSERT INTO node_attempts (run_id, node_id, attempt, status, input, output,
+                     error, retryable, not_before, created_at, started_at, finished_at)
+                 SELECT $7, next.node_id, next.attempt, next.status, next.input::json,
+                     next.output::json, next.error::json, next.retryable, next.not_before,
+                     next.created_at, next.started_at, next.finished_at
+                 FROM UNNEST($13::text[], $14::int8[], $15::text[], $16::text[], $17::text[],
+                     $18::text[], $19::bool[], $20::timestamptz[], $21::timestamptz[],
+                     $22::timestamptz[], $23::timestamptz[])
+                     AS next (node_id, attempt, status, input, output, error, retryable,
+                         not_before, created_at, started_at, finished_at)
+                 WHERE EXISTS (SELECT 1 FROM finished)
+                 ON CONFLICT (run_id, node_id, attempt) DO NOTHING
+             )
+             SELECT EXISTS (SELECT 1 FROM finished)",
         )
         .bind(outcome.status.as_str())
         .bind(to_optional_text(
@@ -475,21 +505,22 @@ impl Store for PostgresStore {
         .bind(&key.node_id)
         .bind(i64::from(key.attempt))
         .bind(outcome.started_input()?)
-        .bind(
-            outcome
-                .started
-                .as_ref()
-                .map(|started| timestamp(started.started_at)),
-        )
-        .bind(
-            outcome
-                .started
-                .as_ref()
-                .map(|started| started.worker.clone()),
-        )
-        .execute(&self.pool)
+        .bind(started.map(|started| timestamp(started.started_at)))
+        .bind(started.map(|started| started.worker.clone()))
+        .bind(next.node_id)
+        .bind(next.attempt)
+        .bind(next.status)
+        .bind(next.input)
+        .bind(next.output)
+        .bind(next.error)
+        .bind(next.retryable)
+        .bind(next.not_before)
+        .bind(next.created_at)
+        .bind(next.started_at)
+        .bind(next.finished_at)
+        .fetch_one(&self.pool)
         .await?;
-        Ok(result.rows_affected() > 0)
+        Ok(finished)
     }
 
     async fn promote_due_attempts(&self, now: DateTime<Utc>) -> Result<Vec<AttemptKey>> {
@@ -670,6 +701,48 @@ impl Store for PostgresStore {
 /// (rounding could move an instant past a `not_before` it has not reached).
 pub(super) fn timestamp(instant: DateTime<Utc>) -> DateTime<Utc> {
     instant.trunc_subsecs(6)
+}
+
+/// Attempts to insert, a column each, for `UNNEST`.
+#[derive(Default)]
+struct NextAttempts {
+    node_id: Vec<String>,
+    attempt: Vec<i64>,
+    status: Vec<&'static str>,
+    input: Vec<Option<String>>,
+    output: Vec<Option<String>>,
+    error: Vec<Option<String>>,
+    retryable: Vec<bool>,
+    not_before: Vec<Option<DateTime<Utc>>>,
+    created_at: Vec<DateTime<Utc>>,
+    started_at: Vec<Option<DateTime<Utc>>>,
+    finished_at: Vec<Option<DateTime<Utc>>>,
+}
+
+impl NextAttempts {
+    fn of(attempts: &[AttemptRecord]) -> Result<NextAttempts> {
+        let mut next = NextAttempts::default();
+        for attempt in attempts {
+            next.node_id.push(attempt.key.node_id.clone());
+            next.attempt.push(i64::from(attempt.key.attempt));
+            next.status.push(attempt.status.as_str());
+            next.input.push(to_optional_text(
+                "the attempt's input",
+                attempt.input.as_ref(),
+            )?);
+            next.output.push(to_optional_text(
+                "the node's output",
+                attempt.output.as_ref(),
+            )?);
+            next.error.push(attempt.error.as_ref().map(error_json));
+            next.retryable.push(attempt.retryable);
+            next.not_before.push(attempt.not_before.map(timestamp));
+            next.created_at.push(timestamp(attempt.created_at));
+            next.started_at.push(attempt.started_at.map(timestamp));
+            next.finished_at.push(attempt.finished_at.map(timestamp));
+        }
+        Ok(next)
+    }
 }
 
 /// `SELECT columns FROM runs` with the query's filters, newest first, one page.

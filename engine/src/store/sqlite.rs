@@ -22,7 +22,7 @@ use tokio::sync::mpsc;
 use super::connect::{Durability, without_credentials};
 use super::json::{check_text_depth, to_optional_text};
 use super::rows::{self, error_json, summary_columns};
-use super::sqlite_writer::{Submit, Writer};
+use super::sqlite_writer::{Query, Submit, Writer};
 use super::{
     AttemptKey, AttemptOutcome, AttemptRecord, Error, ErrorInfo, LeadDetail, LeadQuery, LeadView,
     Listed, Result, RunLock, RunQuery, RunRecord, RunStatus, Store,
@@ -137,10 +137,7 @@ macro_rules! insert_run_sql {
 
 /// Binds every column of `run` to `sql`, an [`insert_run_sql`] statement; refuses a trigger
 /// or output nested too deeply to store.
-fn bind_run(
-    sql: &'static str,
-    run: &RunRecord,
-) -> Result<sqlx::query::Query<'static, Sqlite, sqlx::sqlite::SqliteArguments>> {
+fn bind_run(sql: &'static str, run: &RunRecord) -> Result<Query> {
     Ok(sqlx::query(sql)
         .bind(&run.id)
         .bind(&run.workflow_id)
@@ -369,32 +366,7 @@ impl Store for SqliteStore {
     }
 
     async fn insert_attempt(&self, attempt: &AttemptRecord) -> Result<bool> {
-        let result = sqlx::query(
-            "INSERT INTO node_attempts (run_id, node_id, attempt, status, input, output, error,
-                 retryable, not_before, created_at, started_at, finished_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-             ON CONFLICT (run_id, node_id, attempt) DO NOTHING",
-        )
-        .bind(&attempt.key.run_id)
-        .bind(&attempt.key.node_id)
-        .bind(i64::from(attempt.key.attempt))
-        .bind(attempt.status.as_str())
-        .bind(to_optional_text(
-            "the attempt's input",
-            attempt.input.as_ref(),
-        )?)
-        .bind(to_optional_text(
-            "the node's output",
-            attempt.output.as_ref(),
-        )?)
-        .bind(attempt.error.as_ref().map(error_json))
-        .bind(attempt.retryable)
-        .bind(attempt.not_before.map(timestamp))
-        .bind(timestamp(attempt.created_at))
-        .bind(attempt.started_at.map(timestamp))
-        .bind(attempt.finished_at.map(timestamp))
-        .submit(&self.writes)
-        .await?;
+        let result = insert_attempt_query(attempt)?.submit(&self.writes).await?;
         Ok(result.rows_affected() > 0)
     }
 
@@ -423,47 +395,39 @@ impl Store for SqliteStore {
     }
 
     async fn finish_attempt(&self, key: &AttemptKey, outcome: &AttemptOutcome) -> Result<bool> {
-        debug_assert!(
-            outcome.status.is_finished(),
-            "finish_attempt with status {}",
-            outcome.status
-        );
-        let result = sqlx::query(
-            "UPDATE node_attempts
-             SET status = ?, output = ?, error = ?, retryable = ?, not_before = ?, finished_at = ?,
-                 input = COALESCE(?, input), started_at = COALESCE(started_at, ?),
-                 worker = COALESCE(?, worker)
-             WHERE run_id = ? AND node_id = ? AND attempt = ?
-               AND status IN ('pending', 'queued', 'running')",
-        )
-        .bind(outcome.status.as_str())
-        .bind(to_optional_text(
-            "the node's output",
-            outcome.output.as_ref(),
-        )?)
-        .bind(outcome.error.as_ref().map(error_json))
-        .bind(outcome.retryable)
-        .bind(outcome.not_before.map(timestamp))
-        .bind(timestamp(outcome.finished_at))
-        .bind(outcome.started_input()?)
-        .bind(
-            outcome
-                .started
-                .as_ref()
-                .map(|started| timestamp(started.started_at)),
-        )
-        .bind(
-            outcome
-                .started
-                .as_ref()
-                .map(|started| started.worker.clone()),
-        )
-        .bind(&key.run_id)
-        .bind(&key.node_id)
-        .bind(i64::from(key.attempt))
-        .submit(&self.writes)
-        .await?;
+        let result = finish_attempt_query(key, outcome)?
+            .submit(&self.writes)
+            .await?;
         Ok(result.rows_affected() > 0)
+    }
+
+    async fn finish_attempt_then(
+        &self,
+        key: &AttemptKey,
+        outcome: &AttemptOutcome,
+        next: &[AttemptRecord],
+    ) -> Result<bool> {
+        if next.is_empty() {
+            return self.finish_attempt(key, outcome).await;
+        }
+        let finish = finish_attempt_query(key, outcome)?;
+        let inserts = next
+            .iter()
+            .map(insert_attempt_query)
+            .collect::<Result<Vec<_>>>()?;
+        self.writes
+            .write(move |connection| {
+                Box::pin(async move {
+                    if finish.execute(&mut *connection).await?.rows_affected() == 0 {
+                        return Ok(false);
+                    }
+                    for insert in inserts {
+                        insert.execute(&mut *connection).await?;
+                    }
+                    Ok(true)
+                })
+            })
+            .await
     }
 
     async fn promote_due_attempts(&self, now: DateTime<Utc>) -> Result<Vec<AttemptKey>> {
@@ -635,6 +599,67 @@ impl Store for SqliteStore {
     async fn stats(&self, query: &super::StatsQuery) -> Result<super::StoreStats> {
         self.stats_of(query).await
     }
+}
+
+/// Inserts an attempt unless its (run, node, attempt) exists.
+fn insert_attempt_query(attempt: &AttemptRecord) -> Result<Query> {
+    Ok(sqlx::query(
+        "INSERT INTO node_attempts (run_id, node_id, attempt, status, input, output, error,
+             retryable, not_before, created_at, started_at, finished_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+         ON CONFLICT (run_id, node_id, attempt) DO NOTHING",
+    )
+    .bind(&attempt.key.run_id)
+    .bind(&attempt.key.node_id)
+    .bind(i64::from(attempt.key.attempt))
+    .bind(attempt.status.as_str())
+    .bind(to_optional_text(
+        "the attempt's input",
+        attempt.input.as_ref(),
+    )?)
+    .bind(to_optional_text(
+        "the node's output",
+        attempt.output.as_ref(),
+    )?)
+    .bind(attempt.error.as_ref().map(error_json))
+    .bind(attempt.retryable)
+    .bind(attempt.not_before.map(timestamp))
+    .bind(timestamp(attempt.created_at))
+    .bind(attempt.started_at.map(timestamp))
+    .bind(attempt.finished_at.map(timestamp)))
+}
+
+/// Records an open attempt's outcome (and its start, if not written yet).
+fn finish_attempt_query(key: &AttemptKey, outcome: &AttemptOutcome) -> Result<Query> {
+    debug_assert!(
+        outcome.status.is_finished(),
+        "finish_attempt with status {}",
+        outcome.status
+    );
+    let started = outcome.started.as_ref();
+    Ok(sqlx::query(
+        "UPDATE node_attempts
+         SET status = ?, output = ?, error = ?, retryable = ?, not_before = ?, finished_at = ?,
+             input = COALESCE(?, input), started_at = COALESCE(started_at, ?),
+             worker = COALESCE(?, worker)
+         WHERE run_id = ? AND node_id = ? AND attempt = ?
+           AND status IN ('pending', 'queued', 'running')",
+    )
+    .bind(outcome.status.as_str())
+    .bind(to_optional_text(
+        "the node's output",
+        outcome.output.as_ref(),
+    )?)
+    .bind(outcome.error.as_ref().map(error_json))
+    .bind(outcome.retryable)
+    .bind(outcome.not_before.map(timestamp))
+    .bind(timestamp(outcome.finished_at))
+    .bind(outcome.started_input()?)
+    .bind(started.map(|started| timestamp(started.started_at)))
+    .bind(started.map(|started| started.worker.clone()))
+    .bind(&key.run_id)
+    .bind(&key.node_id)
+    .bind(i64::from(key.attempt)))
 }
 
 /// [`Store::reopen_run`] inside the writer's transaction.

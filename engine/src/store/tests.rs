@@ -689,6 +689,66 @@ pub(super) async fn finish_attempt_transitions(store: &dyn Store) -> Result<()> 
     Ok(())
 }
 
+pub(super) async fn finish_attempt_then_inserts_only_with_the_outcome(
+    store: &dyn Store,
+) -> Result<()> {
+    store.create_run(&run(1, "w", RunStatus::Running)).await?;
+    let parent = attempt(key(1, "a", 1), AttemptStatus::Queued);
+    store.insert_attempt(&parent).await?;
+    let skipped = AttemptRecord {
+        finished_at: Some(at(150)),
+        error: Some(ErrorInfo::new("unreached", "never ran")),
+        ..attempt(key(1, "c", 1), AttemptStatus::Skipped)
+    };
+    let next = [
+        attempt(key(1, "b", 1), AttemptStatus::Queued),
+        skipped,
+        AttemptRecord {
+            not_before: Some(at(300)),
+            input: Some(json!({"deep": [1, null]})),
+            ..attempt(key(1, "d", 2), AttemptStatus::Pending)
+        },
+    ];
+    let success = outcome(AttemptStatus::Succeeded, Some(json!({"n": 1})));
+    assert!(
+        store
+            .finish_attempt_then(&parent.key, &success, &next)
+            .await?
+    );
+    let mut expected = parent.clone();
+    expected.apply(&success);
+    let mut all = vec![expected];
+    all.extend(next.iter().cloned());
+    assert_eq!(store.attempts(&run_id(1)).await?, all);
+    // A second outcome is refused, and then nothing it carries is inserted.
+    let later = [attempt(key(1, "e", 1), AttemptStatus::Queued)];
+    assert!(
+        !store
+            .finish_attempt_then(&parent.key, &success, &later)
+            .await?
+    );
+    assert_eq!(store.attempts(&run_id(1)).await?, all);
+    // An attempt that exists already is kept as it is; the rest still goes in.
+    let open = attempt(key(1, "b", 2), AttemptStatus::Queued);
+    store.insert_attempt(&open).await?;
+    let again = [
+        attempt(key(1, "b", 1), AttemptStatus::Failed),
+        attempt(key(1, "f", 1), AttemptStatus::Queued),
+    ];
+    assert!(
+        store
+            .finish_attempt_then(&open.key, &success, &again)
+            .await?
+    );
+    let attempts = store.attempts(&run_id(1)).await?;
+    assert_eq!(attempts.len(), 6);
+    assert_eq!(
+        attempts.iter().find(|a| a.key == key(1, "b", 1)),
+        Some(&next[0])
+    );
+    Ok(())
+}
+
 pub(super) async fn promote_due_attempts_respects_not_before(store: &dyn Store) -> Result<()> {
     store.create_run(&run(1, "w", RunStatus::Running)).await?;
     store.create_run(&run(2, "w", RunStatus::Running)).await?;
@@ -1231,6 +1291,7 @@ store_checks!(
     attempts_need_their_run,
     start_attempt_transitions,
     finish_attempt_transitions,
+    finish_attempt_then_inserts_only_with_the_outcome,
     promote_due_attempts_respects_not_before,
     pending_without_not_before_is_due,
     open_attempts_of_unfinished_runs,

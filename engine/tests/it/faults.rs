@@ -151,6 +151,14 @@ impl Store for FaultyStore {
         key: &AttemptKey,
         outcome: &AttemptOutcome,
     ) -> store::Result<bool> {
+        self.finish_attempt_then(key, outcome, &[]).await
+    }
+    async fn finish_attempt_then(
+        &self,
+        key: &AttemptKey,
+        outcome: &AttemptOutcome,
+        next: &[AttemptRecord],
+    ) -> store::Result<bool> {
         // Only the node's own outcome: the engine's record of the panic must get through.
         if outcome.status == AttemptStatus::Succeeded {
             assert!(!take_one(&self.panicking_finishes), "injected panic");
@@ -161,7 +169,7 @@ impl Store for FaultyStore {
         if take_one(&self.corrupt_finishes) {
             return Err(corrupt());
         }
-        self.inner.finish_attempt(key, outcome).await
+        self.inner.finish_attempt_then(key, outcome, next).await
     }
     async fn promote_due_attempts(&self, now: DateTime<Utc>) -> store::Result<Vec<AttemptKey>> {
         self.inner.promote_due_attempts(now).await
