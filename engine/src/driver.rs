@@ -17,7 +17,8 @@ use crate::engine::{Error, Shared};
 use crate::redaction::{self, Redactor};
 use crate::scheduler::{self, Action};
 use crate::store::{
-    AttemptKey, AttemptOutcome, AttemptRecord, AttemptStatus, ErrorInfo, RunRecord, RunStatus,
+    AttemptKey, AttemptOutcome, AttemptRecord, AttemptStatus, ErrorInfo, RunEnd, RunRecord,
+    RunStatus,
 };
 use crate::template::TemplateError;
 use crate::workflow::{NodeId, Workflow};
@@ -158,14 +159,19 @@ pub async fn complete(
     let lock = shared.store.lock_run(run_id).await?;
     let mut queued = Vec::new();
     let recorded = record(shared, key, outcome, &mut queued).await;
-    let state = match recorded {
-        Ok(state) => state,
+    let known = match recorded {
+        Ok(Recorded::Ended) => {
+            lock.release().await;
+            return Ok(queued);
+        }
+        Ok(Recorded::Known(known)) => Some(known),
+        Ok(Recorded::Unknown) => None,
         Err(error) => {
             lock.release().await;
             return Err(error);
         }
     };
-    let advanced = decide_and_perform(shared, run_id, state, &mut queued).await;
+    let advanced = decide_and_perform(shared, run_id, known, &mut queued).await;
     let advanced = crate::unreadable::fail_if_unreadable(shared, run_id, advanced).await;
     lock.release().await;
     if let Err(error) = advanced {
@@ -182,34 +188,88 @@ struct Known {
     attempts: Vec<AttemptRecord>,
 }
 
-/// Writes `outcome` together with the attempts it makes ready; the run as it then stands, when
-/// it is known without reading it again.
+/// What [`record`] leaves to decide.
+enum Recorded {
+    /// The run as it stands after the write.
+    Known(Known),
+    /// Read it again: the outcome went through the plain path, or was refused.
+    Unknown,
+    /// The run ended in the same commit: nothing is left to decide.
+    Ended,
+}
+
+/// Writes `outcome` together with what it leads to at once: the attempts it makes ready and,
+/// when it was the run's last node, the run's success.
 async fn record(
     shared: &Arc<Shared>,
     key: &AttemptKey,
     outcome: &AttemptOutcome,
     queued: &mut Queued,
-) -> Result<Option<Known>, Error> {
+) -> Result<Recorded, Error> {
     let store = &shared.store;
     let Some(mut known) = open_attempt_of(shared, key).await? else {
         // Nothing to fold into: the write decides (an attempt already closed is refused).
         store.finish_attempt(key, outcome).await?;
-        return Ok(None);
+        return Ok(Recorded::Unknown);
     };
     if let Some(attempt) = known.attempts.iter_mut().find(|a| a.key == *key) {
         attempt.apply(outcome);
     }
-    let next = made_ready(&known);
-    if !store.finish_attempt_then(key, outcome, &next).await? {
-        return Ok(None);
+    let ready = made_ready(&known);
+    let end = match ready.then.as_slice() {
+        [Action::Succeed] => success(shared, &known.workflow, &known.run, &ready.attempts),
+        _ => None,
+    };
+    let completed = store
+        .finish_attempt_then(key, outcome, &ready.next, end.as_ref())
+        .await?;
+    if !completed.attempt {
+        return Ok(Recorded::Unknown);
     }
-    for attempt in next {
+    if let Some(end) = end {
+        // Written: from here on a failure is no reason to write the outcome again.
+        if completed.run
+            && let Err(error) = after_finish(shared, &known.workflow, &known.run, end).await
+        {
+            tracing::error!(%error, run = %known.run.id, "finishing the run's bookkeeping failed");
+        }
+        return Ok(Recorded::Ended);
+    }
+    for attempt in ready.next {
         if attempt.status == AttemptStatus::Queued {
             queued.push((known.run.workflow_id.clone(), attempt.key.clone()));
         }
         known.insert(attempt);
     }
-    Ok(Some(known))
+    Ok(Recorded::Known(known))
+}
+
+/// The run's end when the scheduler decided it succeeds: its output rendered from `attempts`.
+/// `None` when the output does not render or nests too deeply; the ordinary advance after the
+/// commit then fails the run with the reason (see [`succeed`]).
+fn success(
+    shared: &Shared,
+    workflow: &Workflow,
+    run: &RunRecord,
+    attempts: &[AttemptRecord],
+) -> Option<RunEnd> {
+    let output = match &workflow.output {
+        None => None,
+        Some(template) => {
+            let trigger = run.trigger.value().ok()?;
+            let output = render_output(shared, workflow, template, trigger, run, attempts).ok()?;
+            if let Some(value) = &output {
+                crate::store::json::check_depth("the run's output", value).ok()?;
+            }
+            output
+        }
+    };
+    Some(RunEnd {
+        status: RunStatus::Succeeded,
+        output,
+        error: None,
+        finished_at: now(),
+    })
 }
 
 /// The run of an attempt that is still open, with its workflow and attempts; `None` when the
@@ -236,16 +296,37 @@ async fn open_attempt_of(shared: &Arc<Shared>, key: &AttemptKey) -> Result<Optio
     }))
 }
 
+/// What an outcome leads to at once (see [`made_ready`]).
+struct Ready {
+    /// The attempts to insert with the outcome.
+    next: Vec<AttemptRecord>,
+    /// The run's attempts with the outcome and `next`.
+    attempts: Vec<AttemptRecord>,
+    /// What the scheduler decided after `next`, beyond queueing and skipping (its end, a
+    /// retry); empty when nothing.
+    then: Vec<Action>,
+}
+
 /// The attempts the scheduler inserts next, as long as it only queues and skips nodes: what a
-/// node's outcome makes ready. Anything else it decides (a retry, the run's end) is left to the
-/// ordinary advance that follows the commit.
-fn made_ready(known: &Known) -> Vec<AttemptRecord> {
+/// node's outcome makes ready. What it decides beyond that is returned for the caller to fold
+/// (the run's success) or to leave to the ordinary advance that follows the commit.
+fn made_ready(known: &Known) -> Ready {
     let mut attempts = known.attempts.clone();
     let mut next = Vec::new();
     loop {
         let actions = scheduler::decide(&known.workflow, &known.run, &attempts, Utc::now());
+        let folds = actions
+            .iter()
+            .all(|action| matches!(action, Action::Enqueue { .. } | Action::Skip { .. }));
+        if !folds || actions.is_empty() {
+            let then = if folds { Vec::new() } else { actions };
+            return Ready {
+                next,
+                attempts,
+                then,
+            };
+        }
         let mut skipped = false;
-        let mut round = Vec::new();
         for action in actions {
             let record = match action {
                 Action::Enqueue { node, attempt } => {
@@ -255,17 +336,18 @@ fn made_ready(known: &Known) -> Vec<AttemptRecord> {
                     skipped = true;
                     new_attempt(&known.run, &node, 1, AttemptStatus::Skipped, None)
                 }
-                _ => return next,
+                _ => continue,
             };
-            round.push(record);
-        }
-        for record in round {
             insert_sorted(&mut attempts, record.clone());
             next.push(record);
         }
         // A skip can make its dependents decidable at once, as in `decide_and_perform`.
         if !skipped {
-            return next;
+            return Ready {
+                next,
+                attempts,
+                then: Vec::new(),
+            };
         }
     }
 }
@@ -586,14 +668,6 @@ async fn end_run(
         after_finish(shared, workflow, run, end).await?;
     }
     Ok(())
-}
-
-/// How a run ended, as [`Store::finish_run`](crate::store::Store::finish_run) stored it.
-struct RunEnd {
-    status: RunStatus,
-    output: Option<Value>,
-    error: Option<ErrorInfo>,
-    finished_at: DateTime<Utc>,
 }
 
 /// Metrics, waiters, and the next queued run of the workflow.

@@ -22,7 +22,9 @@
 # default; passed as --durability when `serve --help` lists it) BENCH_WAIT_IDLE (600: seconds to
 # wait for the 1-minute load average to drop below BENCH_IDLE_LOAD, 1.0) BENCH_SKIP_BUILD
 # BENCH_RESULTS (a .jsonl file; default under /tmp) BENCH_BINARY (target/release/enrichflow: another
-# build to compare, e.g. a copy of the previous commit's; BENCH_REVISION labels it) BENCH_DATABASE_URL
+# build to compare, e.g. a copy of the previous commit's; BENCH_REVISION labels it)
+# BENCH_LOAD (the load generator's executable; default: built and located by cargo, which
+# rebuilds it, and so needs a compiling tree, whenever the sources changed) BENCH_DATABASE_URL
 # (postgres://postgres@127.0.0.1:5432/postgres: a server where databases may be created)
 # BENCH_AMQP_URL (amqp://guest:guest@127.0.0.1:5672/%2f) BENCH_PG_POOL (10: --database-pool-size
 # of each distributed process; 5 processes × (10 + 5) stay under Postgres' 100 connections)
@@ -311,7 +313,7 @@ main() {
     choose_durability
     # The last commit that changed what is measured (benches and docs do not), + if edited since.
     revision=${BENCH_REVISION:-$(git log -1 --format=%h -- engine/src migrations Cargo.lock)$(git diff --quiet HEAD -- engine/src migrations Cargo.lock || echo +dirty)}
-    load=$(load_binary)
+    load=${BENCH_LOAD:-$(load_binary)}
     [ -x "$load" ] || { log "cannot find the load bench executable"; exit 1; }
     if [ "${configs[0]}" = profile ]; then
         profile

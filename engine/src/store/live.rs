@@ -22,9 +22,9 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 
 use super::{
-    AttemptKey, AttemptOutcome, AttemptRecord, AttemptStatus, Created, ErrorInfo, LeadDetail,
-    LeadQuery, LeadView, Listed, Progress, ProgressStore, Result, RunLock, RunQuery, RunRecord,
-    RunStatus, StatsQuery, Store, StoreStats,
+    AttemptKey, AttemptOutcome, AttemptRecord, AttemptStatus, Completed, Created, ErrorInfo,
+    LeadDetail, LeadQuery, LeadView, Listed, Progress, ProgressStore, Result, RunEnd, RunLock,
+    RunQuery, RunRecord, RunStatus, StatsQuery, Store, StoreStats,
 };
 
 /// A run as the store holds it: the run and every attempt, ordered by node then number.
@@ -355,7 +355,10 @@ impl Store for LiveStore {
     }
 
     async fn finish_attempt(&self, key: &AttemptKey, outcome: &AttemptOutcome) -> Result<bool> {
-        self.finish_attempt_then(key, outcome, &[]).await
+        Ok(self
+            .finish_attempt_then(key, outcome, &[], None)
+            .await?
+            .attempt)
     }
 
     async fn finish_attempt_then(
@@ -363,10 +366,18 @@ impl Store for LiveStore {
         key: &AttemptKey,
         outcome: &AttemptOutcome,
         next: &[AttemptRecord],
-    ) -> Result<bool> {
-        let finished = self.inner.finish_attempt_then(key, outcome, next).await;
-        let finished = self.checked(finished)?;
-        if finished {
+        end: Option<&RunEnd>,
+    ) -> Result<Completed> {
+        let completed = self
+            .inner
+            .finish_attempt_then(key, outcome, next, end)
+            .await;
+        let completed = self.checked(completed)?;
+        if completed.run || (completed.attempt && end.is_some()) {
+            // As after `finish_run`: an ended run needs no memory (and if it had already
+            // ended, it did not need it either).
+            self.forget(&key.run_id);
+        } else if completed.attempt {
             self.update(&key.run_id, |live| {
                 if let Some(attempt) = live.attempt_mut(key)
                     && is_open(attempt.status)
@@ -380,7 +391,7 @@ impl Store for LiveStore {
                 }
             });
         }
-        Ok(finished)
+        Ok(completed)
     }
 
     async fn promote_due_attempts(&self, now: DateTime<Utc>) -> Result<Vec<AttemptKey>> {
@@ -556,6 +567,42 @@ mod tests {
                 .await?
                 .is_some_and(|r| r.cancel_requested)
         );
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn an_outcome_with_what_it_made_ready_and_the_run_end_is_mirrored() -> anyhow::Result<()>
+    {
+        let (live, sqlite) = stores().await?;
+        let record = run(1, "w", RunStatus::Running);
+        live.create_run(&record).await?;
+        let first = key(1, "a", 1);
+        live.insert_attempt(&attempt(first.clone(), AttemptStatus::Queued))
+            .await?;
+        let next = [attempt(key(1, "b", 1), AttemptStatus::Queued)];
+        let success = outcome(AttemptStatus::Succeeded, Some(json!(1)));
+        live.finish_attempt_then(&first, &success, &next, None)
+            .await?;
+        assert!(!live.memory().runs.is_empty());
+        assert_eq!(
+            live.attempts(&record.id).await?,
+            sqlite.attempts(&record.id).await?
+        );
+        assert_eq!(live.attempts(&record.id).await?.len(), 2);
+        let end = RunEnd {
+            status: RunStatus::Succeeded,
+            output: Some(json!("done")),
+            error: None,
+            finished_at: record.created_at,
+        };
+        let completed = live
+            .finish_attempt_then(&next[0].key, &success, &[], Some(&end))
+            .await?;
+        assert!(completed.attempt && completed.run);
+        assert!(live.memory().runs.is_empty(), "an ended run leaves memory");
+        let ended = live.run(&record.id).await?;
+        assert_eq!(ended.as_ref().map(|r| r.status), Some(RunStatus::Succeeded));
+        assert_eq!(ended, sqlite.run(&record.id).await?);
         Ok(())
     }
 

@@ -172,6 +172,25 @@ fn sqlite_transient(extended: &str) -> bool {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// How a run ends, as [`Store::finish_run`] records it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunEnd {
+    /// `Succeeded`, `Failed` or `Cancelled`.
+    pub status: RunStatus,
+    pub output: Option<Value>,
+    pub error: Option<ErrorInfo>,
+    pub finished_at: DateTime<Utc>,
+}
+
+/// What [`Store::finish_attempt_then`] wrote.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Completed {
+    /// The attempt was open and now has its outcome (and nothing else was written if not).
+    pub attempt: bool,
+    /// The run was unfinished and has now ended as asked.
+    pub run: bool,
+}
+
 /// How a finished attempt ended, written in one transition.
 #[derive(Debug, Clone)]
 pub struct AttemptOutcome {
@@ -317,15 +336,17 @@ pub trait Store: ProgressStore + Send + Sync + 'static {
     ) -> Result<bool>;
     /// `pending`/`queued`/`running` → the outcome's status; false if it had already finished.
     async fn finish_attempt(&self, key: &AttemptKey, outcome: &AttemptOutcome) -> Result<bool>;
-    /// [`Store::finish_attempt`] and, only if it finished the attempt, inserts `next` (attempts
-    /// of the same run, each unless it exists) in the same transaction: a node's outcome and
-    /// the attempts it made ready are one commit.
+    /// [`Store::finish_attempt`] and, only if it finished the attempt, in the same transaction:
+    /// inserts `next` (attempts of the same run, each unless it exists) and ends the run as
+    /// `end` says (as [`Store::finish_run`] would). A node's outcome, the attempts it made
+    /// ready and the run's end are one commit.
     async fn finish_attempt_then(
         &self,
         key: &AttemptKey,
         outcome: &AttemptOutcome,
         next: &[AttemptRecord],
-    ) -> Result<bool>;
+        end: Option<&RunEnd>,
+    ) -> Result<Completed>;
     /// Moves `pending` attempts whose `not_before` has passed to `queued` and returns them.
     async fn promote_due_attempts(&self, now: DateTime<Utc>) -> Result<Vec<AttemptKey>>;
     /// The earliest `not_before` of a `pending` attempt.

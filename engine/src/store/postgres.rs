@@ -22,8 +22,8 @@ use super::connect::{PoolOptions, without_credentials};
 use super::json::{check_text_depth, to_optional_text};
 use super::rows::{self, error_json, summary_columns};
 use super::{
-    AttemptKey, AttemptOutcome, AttemptRecord, Error, ErrorInfo, LeadDetail, LeadQuery, LeadView,
-    Listed, Result, RunLock, RunQuery, RunRecord, RunStatus, Store,
+    AttemptKey, AttemptOutcome, AttemptRecord, Completed, Error, ErrorInfo, LeadDetail, LeadQuery,
+    LeadView, Listed, Result, RunEnd, RunLock, RunQuery, RunRecord, RunStatus, Store,
 };
 
 /// The schema, compiled into the binary.
@@ -449,7 +449,10 @@ impl Store for PostgresStore {
     }
 
     async fn finish_attempt(&self, key: &AttemptKey, outcome: &AttemptOutcome) -> Result<bool> {
-        self.finish_attempt_then(key, outcome, &[]).await
+        Ok(self
+            .finish_attempt_then(key, outcome, &[], None)
+            .await?
+            .attempt)
     }
 
     async fn finish_attempt_then(
@@ -457,7 +460,8 @@ impl Store for PostgresStore {
         key: &AttemptKey,
         outcome: &AttemptOutcome,
         next: &[AttemptRecord],
-    ) -> Result<bool> {
+        end: Option<&RunEnd>,
+    ) -> Result<Completed> {
         debug_assert!(
             outcome.status.is_finished(),
             "finish_attempt with status {}",
@@ -466,8 +470,9 @@ impl Store for PostgresStore {
         let started = outcome.started.as_ref();
         let next = NextAttempts::of(next)?;
         // One statement, one round trip: the outcome, and only if it was recorded, the
-        // attempts it made ready. (Data-modifying CTEs run whole or not at all.)
-        let finished: bool = sqlx::query_scalar(
+        // attempts it made ready and the run's end, whose notification goes out at commit as
+        // in `finish_run`. (Data-modifying CTEs run whole or not at all.)
+        let (attempt, run): (bool, bool) = sqlx::query_as(
             "WITH finished AS (
                  UPDATE node_attempts
                  SET status = $1, output = $2::json, error = $3::json, retryable = $4,
@@ -489,8 +494,16 @@ impl Store for PostgresStore {
                          not_before, created_at, started_at, finished_at)
                  WHERE EXISTS (SELECT 1 FROM finished)
                  ON CONFLICT (run_id, node_id, attempt) DO NOTHING
+             ), ended AS (
+                 UPDATE runs SET status = $24, output = $25::json, error = $26::json,
+                     finished_at = $27
+                 WHERE id = $7 AND $28 AND status IN ('queued', 'running')
+                   AND EXISTS (SELECT 1 FROM finished)
+                 RETURNING id
+             ), notified AS (
+                 SELECT pg_notify($29, id) FROM ended
              )
-             SELECT EXISTS (SELECT 1 FROM finished)",
+             SELECT EXISTS (SELECT 1 FROM finished), (SELECT count(*) FROM notified) > 0",
         )
         .bind(outcome.status.as_str())
         .bind(to_optional_text(
@@ -518,9 +531,20 @@ impl Store for PostgresStore {
         .bind(next.created_at)
         .bind(next.started_at)
         .bind(next.finished_at)
+        .bind(end.map(|end| end.status.as_str()))
+        .bind(
+            end.and_then(|end| {
+                to_optional_text("the run's output", end.output.as_ref()).transpose()
+            })
+            .transpose()?,
+        )
+        .bind(end.and_then(|end| end.error.as_ref().map(error_json)))
+        .bind(end.map(|end| timestamp(end.finished_at)))
+        .bind(end.is_some())
+        .bind(FINISHED_CHANNEL)
         .fetch_one(&self.pool)
         .await?;
-        Ok(finished)
+        Ok(Completed { attempt, run })
     }
 
     async fn promote_due_attempts(&self, now: DateTime<Utc>) -> Result<Vec<AttemptKey>> {

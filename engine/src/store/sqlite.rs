@@ -24,8 +24,8 @@ use super::json::{check_text_depth, to_optional_text};
 use super::rows::{self, error_json, summary_columns};
 use super::sqlite_writer::{Query, Submit, Writer};
 use super::{
-    AttemptKey, AttemptOutcome, AttemptRecord, Error, ErrorInfo, LeadDetail, LeadQuery, LeadView,
-    Listed, Result, RunLock, RunQuery, RunRecord, RunStatus, Store,
+    AttemptKey, AttemptOutcome, AttemptRecord, Completed, Error, ErrorInfo, LeadDetail, LeadQuery,
+    LeadView, Listed, Result, RunEnd, RunLock, RunQuery, RunRecord, RunStatus, Store,
 };
 
 /// The schema, compiled into the binary.
@@ -312,18 +312,13 @@ impl Store for SqliteStore {
         error: Option<&ErrorInfo>,
         finished_at: DateTime<Utc>,
     ) -> Result<bool> {
-        debug_assert!(status.is_finished(), "finish_run with status {status}");
-        let result = sqlx::query(
-            "UPDATE runs SET status = ?, output = ?, error = ?, finished_at = ?
-             WHERE id = ? AND status IN ('queued', 'running')",
-        )
-        .bind(status.as_str())
-        .bind(to_optional_text("the run's output", output)?)
-        .bind(error.map(error_json))
-        .bind(timestamp(finished_at))
-        .bind(run_id)
-        .submit(&self.writes)
-        .await?;
+        let end = RunEnd {
+            status,
+            output: output.cloned(),
+            error: error.cloned(),
+            finished_at,
+        };
+        let result = finish_run_query(run_id, &end)?.submit(&self.writes).await?;
         Ok(result.rows_affected() > 0)
     }
 
@@ -406,25 +401,38 @@ impl Store for SqliteStore {
         key: &AttemptKey,
         outcome: &AttemptOutcome,
         next: &[AttemptRecord],
-    ) -> Result<bool> {
-        if next.is_empty() {
-            return self.finish_attempt(key, outcome).await;
+        end: Option<&RunEnd>,
+    ) -> Result<Completed> {
+        if next.is_empty() && end.is_none() {
+            let attempt = self.finish_attempt(key, outcome).await?;
+            return Ok(Completed {
+                attempt,
+                run: false,
+            });
         }
         let finish = finish_attempt_query(key, outcome)?;
         let inserts = next
-            .iter()
-            .map(insert_attempt_query)
+            .chunks(ROWS_PER_INSERT)
+            .map(insert_attempts_query)
             .collect::<Result<Vec<_>>>()?;
+        let ending = end
+            .map(|end| finish_run_query(&key.run_id, end))
+            .transpose()?;
+        // Every statement is conditional and none is refused by data, so no savepoint.
         self.writes
-            .write(move |connection| {
+            .write_in_batch(move |connection| {
                 Box::pin(async move {
                     if finish.execute(&mut *connection).await?.rows_affected() == 0 {
-                        return Ok(false);
+                        return Ok(Completed::default());
                     }
                     for insert in inserts {
                         insert.execute(&mut *connection).await?;
                     }
-                    Ok(true)
+                    let run = match ending {
+                        Some(ending) => ending.execute(&mut *connection).await?.rows_affected() > 0,
+                        None => false,
+                    };
+                    Ok(Completed { attempt: true, run })
                 })
             })
             .await
@@ -603,30 +611,69 @@ impl Store for SqliteStore {
 
 /// Inserts an attempt unless its (run, node, attempt) exists.
 fn insert_attempt_query(attempt: &AttemptRecord) -> Result<Query> {
+    insert_attempts_query(std::slice::from_ref(attempt))
+}
+
+/// Ends an unfinished run.
+fn finish_run_query(run_id: &str, end: &RunEnd) -> Result<Query> {
+    debug_assert!(
+        end.status.is_finished(),
+        "finish_run with status {}",
+        end.status
+    );
     Ok(sqlx::query(
+        "UPDATE runs SET status = ?, output = ?, error = ?, finished_at = ?
+         WHERE id = ? AND status IN ('queued', 'running')",
+    )
+    .bind(end.status.as_str())
+    .bind(to_optional_text("the run's output", end.output.as_ref())?)
+    .bind(end.error.as_ref().map(error_json))
+    .bind(timestamp(end.finished_at))
+    .bind(run_id))
+}
+
+/// Rows one `INSERT` carries: 12 parameters each stay far below SQLite's 32,766 (a workflow
+/// may fan out to thousands of nodes).
+const ROWS_PER_INSERT: usize = 500;
+
+/// Inserts attempts (at most [`ROWS_PER_INSERT`]), each unless its (run, node, attempt)
+/// exists, in one statement.
+fn insert_attempts_query(attempts: &[AttemptRecord]) -> Result<Query> {
+    let rows = vec!["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"; attempts.len()].join(", ");
+    let sql = format!(
         "INSERT INTO node_attempts (run_id, node_id, attempt, status, input, output, error,
              retryable, not_before, created_at, started_at, finished_at)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-         ON CONFLICT (run_id, node_id, attempt) DO NOTHING",
-    )
-    .bind(&attempt.key.run_id)
-    .bind(&attempt.key.node_id)
-    .bind(i64::from(attempt.key.attempt))
-    .bind(attempt.status.as_str())
-    .bind(to_optional_text(
-        "the attempt's input",
-        attempt.input.as_ref(),
-    )?)
-    .bind(to_optional_text(
-        "the node's output",
-        attempt.output.as_ref(),
-    )?)
-    .bind(attempt.error.as_ref().map(error_json))
-    .bind(attempt.retryable)
-    .bind(attempt.not_before.map(timestamp))
-    .bind(timestamp(attempt.created_at))
-    .bind(attempt.started_at.map(timestamp))
-    .bind(attempt.finished_at.map(timestamp)))
+         VALUES {rows}
+         ON CONFLICT (run_id, node_id, attempt) DO NOTHING"
+    );
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+    for attempt in attempts {
+        query = bind_attempt(query, attempt)?;
+    }
+    Ok(query)
+}
+
+/// Binds the twelve columns [`insert_attempts_query`] inserts of one attempt.
+fn bind_attempt(query: Query, attempt: &AttemptRecord) -> Result<Query> {
+    Ok(query
+        .bind(&attempt.key.run_id)
+        .bind(&attempt.key.node_id)
+        .bind(i64::from(attempt.key.attempt))
+        .bind(attempt.status.as_str())
+        .bind(to_optional_text(
+            "the attempt's input",
+            attempt.input.as_ref(),
+        )?)
+        .bind(to_optional_text(
+            "the node's output",
+            attempt.output.as_ref(),
+        )?)
+        .bind(attempt.error.as_ref().map(error_json))
+        .bind(attempt.retryable)
+        .bind(attempt.not_before.map(timestamp))
+        .bind(timestamp(attempt.created_at))
+        .bind(attempt.started_at.map(timestamp))
+        .bind(attempt.finished_at.map(timestamp)))
 }
 
 /// Records an open attempt's outcome (and its start, if not written yet).

@@ -9,8 +9,10 @@
 //!
 //! Jobs run in the order they were queued, so an answer also proves every job queued before it
 //! is durable. A job whose statement is refused (a constraint) fails alone; a job of several
-//! statements runs in a savepoint, so it applies whole or not at all. Any other failure (the disk
-//! is full, the file cannot be written) rolls the whole batch back and fails every job in it:
+//! statements runs in a savepoint, so it applies whole or not at all — or, on the hot path,
+//! where a savepoint's two extra statements would double the cost, without one: such a job
+//! that fails fails its whole batch ([`Writer::write_in_batch`]). Any other failure (the disk is
+//! full, the file cannot be written) rolls the whole batch back and fails every job in it:
 //! nothing is answered as written that is not on disk.
 
 use std::sync::Arc;
@@ -65,7 +67,19 @@ impl Writer {
         T: Send + 'static,
         F: for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFuture<'c, Result<T>> + Send + 'static,
     {
-        self.answered(work, true).await
+        self.answered(work, Guard::Savepoint).await
+    }
+
+    /// As [`Writer::write`], without a savepoint: if `work` fails, the whole batch is rolled
+    /// back and fails. For jobs of several statements that nothing but a broken database
+    /// refuses (each statement conditional, inserts `ON CONFLICT DO NOTHING`): they apply whole
+    /// at the price of two statements, not four.
+    pub(super) async fn write_in_batch<T, F>(&self, work: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFuture<'c, Result<T>> + Send + 'static,
+    {
+        self.answered(work, Guard::Batch).await
     }
 
     /// As [`Writer::write`], without a savepoint: for `work` of one statement, which SQLite
@@ -75,7 +89,7 @@ impl Writer {
         T: Send + 'static,
         F: for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFuture<'c, Result<T>> + Send + 'static,
     {
-        self.answered(work, false).await
+        self.answered(work, Guard::Statement).await
     }
 
     /// Executes one statement in the next batch; its result once the batch has committed.
@@ -94,13 +108,13 @@ impl Writer {
         .await
     }
 
-    async fn answered<T, F>(&self, work: F, savepoint: bool) -> Result<T>
+    async fn answered<T, F>(&self, work: F, guard: Guard) -> Result<T>
     where
         T: Send + 'static,
         F: for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFuture<'c, Result<T>> + Send + 'static,
     {
         let (reply, answer) = oneshot::channel();
-        let job = typed(work, savepoint, Some(reply));
+        let job = typed(work, guard, Some(reply));
         self.submit(Box::new(job)).await?;
         answer.await.unwrap_or(Err(gone()))
     }
@@ -150,15 +164,26 @@ impl std::fmt::Debug for dyn Job {
     }
 }
 
+/// What keeps a failed job from leaving half its writes behind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Guard {
+    /// One statement: SQLite applies it whole or not at all.
+    Statement,
+    /// Several statements in a savepoint: a refused one undoes the job alone.
+    Savepoint,
+    /// Several statements, no savepoint: any failure fails the whole batch.
+    Batch,
+}
+
 /// A job of `work`; naming the bound here lets closures be general over the connection's
 /// lifetime.
-fn typed<T, F>(work: F, savepoint: bool, reply: Option<oneshot::Sender<Result<T>>>) -> Typed<T, F>
+fn typed<T, F>(work: F, guard: Guard, reply: Option<oneshot::Sender<Result<T>>>) -> Typed<T, F>
 where
     F: for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFuture<'c, Result<T>> + Send + 'static,
 {
     Typed {
         work: Some(work),
-        savepoint,
+        guard,
         result: None,
         reply,
     }
@@ -166,7 +191,7 @@ where
 
 struct Typed<T, F> {
     work: Option<F>,
-    savepoint: bool,
+    guard: Guard,
     result: Option<Result<T>>,
     /// None for a write nobody waits for.
     reply: Option<oneshot::Sender<Result<T>>>,
@@ -185,14 +210,20 @@ where
             let Some(work) = self.work.take() else {
                 return Ok(());
             };
-            if self.savepoint {
+            let savepoint = self.guard == Guard::Savepoint;
+            if savepoint {
                 statement(connection, "SAVEPOINT job").await?;
             }
             let result = work(connection).await;
             match result {
                 Err(Error::Database(error)) if !refused(&error) => Err(Arc::new(error)),
+                // Part of it may be written, and nothing can undo that part alone.
+                Err(error) if self.guard == Guard::Batch => Err(Arc::new(match error {
+                    Error::Database(error) => error,
+                    other => sqlx::Error::Protocol(other.to_string()),
+                })),
                 Err(error) => {
-                    if self.savepoint {
+                    if savepoint {
                         statement(connection, "ROLLBACK TO job").await?;
                         statement(connection, "RELEASE job").await?;
                     }
@@ -200,7 +231,7 @@ where
                     Ok(())
                 }
                 Ok(value) => {
-                    if self.savepoint {
+                    if savepoint {
                         statement(connection, "RELEASE job").await?;
                     }
                     self.result = Some(Ok(value));
@@ -211,7 +242,7 @@ where
     }
 
     fn single(&self) -> bool {
-        !self.savepoint
+        self.guard == Guard::Statement
     }
 
     fn answer(self: Box<Self>, committed: Result<(), Arc<sqlx::Error>>) {
@@ -411,6 +442,59 @@ mod tests {
     }
 
     type TestJob = Box<dyn FnOnce(Writer) -> BoxFuture<'static, Result<()>>>;
+
+    /// Without a savepoint, a job that fails half-way cannot be undone alone: its batch is.
+    #[tokio::test]
+    async fn a_job_without_a_savepoint_that_fails_fails_its_batch() -> anyhow::Result<()> {
+        let pool = database().await?;
+        let half = |writer: Writer| -> BoxFuture<'static, Result<()>> {
+            Box::pin(async move {
+                writer
+                    .write_in_batch(|connection| {
+                        Box::pin(async move {
+                            insert(20, None).execute(&mut *connection).await?;
+                            insert(20, None).execute(&mut *connection).await?;
+                            Ok(())
+                        })
+                    })
+                    .await
+            })
+        };
+        let fine = |writer: Writer| -> BoxFuture<'static, Result<()>> {
+            Box::pin(async move { writer.execute(insert(21, None)).await.map(|_| ()) })
+        };
+        let jobs: Vec<TestJob> = vec![Box::new(fine), Box::new(half)];
+        let (writer, results) = in_one_batch(&pool, jobs).await?;
+        assert!(
+            results
+                .iter()
+                .all(|result| matches!(result, Err(Error::Commit(_)))),
+            "{results:?}"
+        );
+        assert_eq!(stored(&pool).await?, Vec::<i64>::new());
+        // Alone, it is still one transaction; and one that succeeds applies whole.
+        let alone = writer
+            .write_in_batch(|connection| {
+                Box::pin(async move {
+                    insert(22, None).execute(&mut *connection).await?;
+                    insert(22, None).execute(&mut *connection).await?;
+                    Ok(())
+                })
+            })
+            .await;
+        assert!(matches!(alone, Err(Error::Commit(_))), "{alone:?}");
+        writer
+            .write_in_batch(|connection| {
+                Box::pin(async move {
+                    insert(23, None).execute(&mut *connection).await?;
+                    insert(24, Some(23)).execute(&mut *connection).await?;
+                    Ok(())
+                })
+            })
+            .await?;
+        assert_eq!(stored(&pool).await?, [23, 24]);
+        Ok(())
+    }
 
     /// The poison rule's base: a commit that fails answers no job of its batch as written.
     #[tokio::test]

@@ -13,11 +13,11 @@ use futures::FutureExt;
 use serde_json::{Value, json};
 use sqlx::{AssertSqlSafe, Connection, PgConnection};
 
-use super::Created;
 use super::{
     AttemptKey, AttemptOutcome, AttemptRecord, AttemptStatus, ErrorInfo, Listed, PostgresStore,
     RunQuery, RunRecord, RunStatus, SqliteStore, Store,
 };
+use super::{Completed, Created, RunEnd};
 
 /// 2026-03-04T05:06:07.123456Z: a full microsecond fraction, which must survive a round trip.
 const BASE_MICROS: i64 = 1_772_600_767_123_456;
@@ -710,24 +710,40 @@ pub(super) async fn finish_attempt_then_inserts_only_with_the_outcome(
         },
     ];
     let success = outcome(AttemptStatus::Succeeded, Some(json!({"n": 1})));
-    assert!(
+    let only_attempt = Completed {
+        attempt: true,
+        run: false,
+    };
+    assert_eq!(
         store
-            .finish_attempt_then(&parent.key, &success, &next)
-            .await?
+            .finish_attempt_then(&parent.key, &success, &next, None)
+            .await?,
+        only_attempt
     );
     let mut expected = parent.clone();
     expected.apply(&success);
     let mut all = vec![expected];
     all.extend(next.iter().cloned());
     assert_eq!(store.attempts(&run_id(1)).await?, all);
-    // A second outcome is refused, and then nothing it carries is inserted.
+    // A second outcome is refused, and then nothing it carries is written.
     let later = [attempt(key(1, "e", 1), AttemptStatus::Queued)];
-    assert!(
-        !store
-            .finish_attempt_then(&parent.key, &success, &later)
-            .await?
+    let end = RunEnd {
+        status: RunStatus::Succeeded,
+        output: Some(json!({"done": true})),
+        error: None,
+        finished_at: at(400),
+    };
+    assert_eq!(
+        store
+            .finish_attempt_then(&parent.key, &success, &later, Some(&end))
+            .await?,
+        Completed::default()
     );
     assert_eq!(store.attempts(&run_id(1)).await?, all);
+    assert_eq!(
+        stored_run(store, &run_id(1)).await?.status,
+        RunStatus::Running
+    );
     // An attempt that exists already is kept as it is; the rest still goes in.
     let open = attempt(key(1, "b", 2), AttemptStatus::Queued);
     store.insert_attempt(&open).await?;
@@ -735,16 +751,42 @@ pub(super) async fn finish_attempt_then_inserts_only_with_the_outcome(
         attempt(key(1, "b", 1), AttemptStatus::Failed),
         attempt(key(1, "f", 1), AttemptStatus::Queued),
     ];
-    assert!(
+    assert_eq!(
         store
-            .finish_attempt_then(&open.key, &success, &again)
-            .await?
+            .finish_attempt_then(&open.key, &success, &again, None)
+            .await?,
+        only_attempt
     );
     let attempts = store.attempts(&run_id(1)).await?;
     assert_eq!(attempts.len(), 6);
     assert_eq!(
         attempts.iter().find(|a| a.key == key(1, "b", 1)),
         Some(&next[0])
+    );
+    // The last outcome ends the run in the same write, once.
+    let both = Completed {
+        attempt: true,
+        run: true,
+    };
+    assert_eq!(
+        store
+            .finish_attempt_then(&key(1, "f", 1), &success, &[], Some(&end))
+            .await?,
+        both
+    );
+    let ended = stored_run(store, &run_id(1)).await?;
+    assert_eq!(
+        (ended.status, ended.output, ended.finished_at),
+        (RunStatus::Succeeded, end.output.clone(), Some(at(400)))
+    );
+    // An open attempt of an ended run still takes its outcome; the run is not ended twice.
+    let straggler = attempt(key(1, "g", 1), AttemptStatus::Running);
+    store.insert_attempt(&straggler).await?;
+    assert_eq!(
+        store
+            .finish_attempt_then(&straggler.key, &success, &[], Some(&end))
+            .await?,
+        only_attempt
     );
     Ok(())
 }

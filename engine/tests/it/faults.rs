@@ -151,14 +151,18 @@ impl Store for FaultyStore {
         key: &AttemptKey,
         outcome: &AttemptOutcome,
     ) -> store::Result<bool> {
-        self.finish_attempt_then(key, outcome, &[]).await
+        Ok(self
+            .finish_attempt_then(key, outcome, &[], None)
+            .await?
+            .attempt)
     }
     async fn finish_attempt_then(
         &self,
         key: &AttemptKey,
         outcome: &AttemptOutcome,
         next: &[AttemptRecord],
-    ) -> store::Result<bool> {
+        end: Option<&store::RunEnd>,
+    ) -> store::Result<store::Completed> {
         // Only the node's own outcome: the engine's record of the panic must get through.
         if outcome.status == AttemptStatus::Succeeded {
             assert!(!take_one(&self.panicking_finishes), "injected panic");
@@ -169,7 +173,9 @@ impl Store for FaultyStore {
         if take_one(&self.corrupt_finishes) {
             return Err(corrupt());
         }
-        self.inner.finish_attempt_then(key, outcome, next).await
+        self.inner
+            .finish_attempt_then(key, outcome, next, end)
+            .await
     }
     async fn promote_due_attempts(&self, now: DateTime<Utc>) -> store::Result<Vec<AttemptKey>> {
         self.inner.promote_due_attempts(now).await
