@@ -164,7 +164,7 @@ pub async fn complete(
             lock.release().await;
             return Ok(queued);
         }
-        Ok(Recorded::Known(known)) => Some(known),
+        Ok(Recorded::Known(known)) => Some(*known),
         Ok(Recorded::Unknown) => None,
         Err(error) => {
             lock.release().await;
@@ -191,7 +191,7 @@ struct Known {
 /// What [`record`] leaves to decide.
 enum Recorded {
     /// The run as it stands after the write.
-    Known(Known),
+    Known(Box<Known>),
     /// Read it again: the outcome went through the plain path, or was refused.
     Unknown,
     /// The run ended in the same commit: nothing is left to decide.
@@ -241,7 +241,7 @@ async fn record(
         }
         known.insert(attempt);
     }
-    Ok(Recorded::Known(known))
+    Ok(Recorded::Known(Box::new(known)))
 }
 
 /// The run's end when the scheduler decided it succeeds: its output rendered from `attempts`.
