@@ -26,6 +26,7 @@ mod progress_tests;
 mod record;
 mod rows;
 mod sqlite;
+mod sqlite_checkpoint;
 mod sqlite_writer;
 mod stats;
 mod stats_sql;

@@ -22,6 +22,7 @@ use tokio::sync::mpsc;
 use super::connect::{Durability, without_credentials};
 use super::json::{check_text_depth, to_optional_text};
 use super::rows::{self, error_json, summary_columns};
+use super::sqlite_checkpoint;
 use super::sqlite_writer::{Query, Submit, Writer};
 use super::{
     AttemptKey, AttemptOutcome, AttemptRecord, Completed, Error, ErrorInfo, LeadDetail, LeadQuery,
@@ -48,6 +49,8 @@ pub struct SqliteStore {
     pub(super) writer: SqlitePool,
     /// The group-commit queue on `writer`.
     pub(super) writes: Writer,
+    /// Held by every clone: the WAL checkpointer stops when the last one is dropped.
+    _alive: Arc<()>,
 }
 
 impl SqliteStore {
@@ -86,20 +89,27 @@ impl SqliteStore {
         // before every acquire would double the cost of each statement.
         .test_before_acquire(false);
         let pool = pool.connect_with(options.clone()).await?;
+        let alive = Arc::new(());
         let writer = if is_in_memory(location) {
             pool.clone()
         } else {
-            SqlitePoolOptions::new()
+            let writer = SqlitePoolOptions::new()
                 .max_connections(1)
                 .test_before_acquire(false)
-                .connect_with(options)
-                .await?
+                .connect_with(options.pragma(
+                    "wal_autocheckpoint",
+                    sqlite_checkpoint::WRITER_AUTOCHECKPOINT,
+                ))
+                .await?;
+            sqlite_checkpoint::start(pool.clone(), Arc::downgrade(&alive));
+            writer
         };
         let writes = Writer::start(writer.clone());
         let store = SqliteStore {
             pool,
             writer,
             writes,
+            _alive: alive,
         };
         store.migrate().await?;
         Ok(store)

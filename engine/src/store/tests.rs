@@ -972,6 +972,10 @@ pub(super) struct TempDatabase {
 }
 
 impl TempDatabase {
+    pub(super) fn path(&self) -> &std::path::Path {
+        &self.path
+    }
+
     pub(super) async fn create() -> Result<TempDatabase> {
         let name = format!("enrichflow-store-{}.db", uuid::Uuid::now_v7());
         let path = std::env::temp_dir().join(name);
