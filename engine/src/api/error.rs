@@ -194,3 +194,20 @@ impl From<QueryRejection> for Error {
         Error::BadRequest(rejection.body_text())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+
+    /// Rolled back only because another write broke its batch: nothing was recorded, and the
+    /// sender is told to try again, not that the server failed.
+    #[test]
+    fn a_write_rolled_back_with_its_batch_is_a_503() {
+        let rolled_back = crate::store::Error::RolledBack(Arc::new(sqlx::Error::RowNotFound));
+        assert!(rolled_back.is_retryable());
+        let answer = Error::from(rolled_back);
+        assert!(matches!(answer, Error::Unavailable(_)), "{answer:?}");
+    }
+}

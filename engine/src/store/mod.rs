@@ -64,10 +64,14 @@ pub use stats::{
 pub enum Error {
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
-    /// The shared commit of a batch of writes failed (see `sqlite_writer`): nothing of the
-    /// batch was stored. Every caller in the batch sees the same error.
+    /// This write broke the batch of writes it shared a transaction with (see
+    /// `sqlite_writer`), or the batch's commit failed: nothing of the batch was stored.
     #[error("database error: {0}")]
     Commit(std::sync::Arc<sqlx::Error>),
+    /// Rolled back with its batch, which another write broke or which failed to commit: nothing
+    /// of it was stored, and writing it again is expected to work.
+    #[error("rolled back with its batch: {0}")]
+    RolledBack(std::sync::Arc<sqlx::Error>),
     #[error("migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("stored data is unreadable: {0}")]
@@ -94,6 +98,9 @@ impl Error {
     /// True when the database could not be reached or is restarting, rather than refusing what
     /// was asked: the caller may try again shortly.
     pub fn is_unavailable(&self) -> bool {
+        if matches!(self, Error::RolledBack(_)) {
+            return true;
+        }
         match self.database() {
             Some(error) => match error {
                 sqlx::Error::PoolTimedOut
@@ -115,7 +122,7 @@ impl Error {
     fn database(&self) -> Option<&sqlx::Error> {
         match self {
             Error::Database(error) => Some(error),
-            Error::Commit(error) => Some(error),
+            Error::Commit(error) | Error::RolledBack(error) => Some(error),
             _ => None,
         }
     }
@@ -133,7 +140,7 @@ impl Error {
     /// what no retry fixes: a row that cannot be decoded, a refused statement. Decides whether
     /// a worker queues an attempt again or fails it.
     pub fn is_retryable(&self) -> bool {
-        if matches!(self, Error::KeyContended(_)) {
+        if matches!(self, Error::KeyContended(_) | Error::RolledBack(_)) {
             return true;
         }
         match self.database() {

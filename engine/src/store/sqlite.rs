@@ -23,7 +23,7 @@ use super::connect::{Durability, without_credentials};
 use super::json::{check_text_depth, to_optional_text};
 use super::rows::{self, error_json, summary_columns};
 use super::sqlite_checkpoint;
-use super::sqlite_writer::{Query, Submit, Writer};
+use super::sqlite_writer::{Query, Submit, Writer, partial};
 use super::{
     AttemptKey, AttemptOutcome, AttemptRecord, Completed, Error, ErrorInfo, LeadDetail, LeadQuery,
     LeadView, Listed, Result, RunEnd, RunLock, RunQuery, RunRecord, RunStatus, Store,
@@ -428,7 +428,8 @@ impl Store for SqliteStore {
         let ending = end
             .map(|end| finish_run_query(&key.run_id, end))
             .transpose()?;
-        // Every statement is conditional and none is refused by data, so no savepoint.
+        // The first statement may be refused alone; the rest are conditional and refused by
+        // nothing but a broken database: no savepoint (see `write_in_batch`).
         self.writes
             .write_in_batch(move |connection| {
                 Box::pin(async move {
@@ -436,10 +437,13 @@ impl Store for SqliteStore {
                         return Ok(Completed::default());
                     }
                     for insert in inserts {
-                        insert.execute(&mut *connection).await?;
+                        insert.execute(&mut *connection).await.map_err(partial)?;
                     }
                     let run = match ending {
-                        Some(ending) => ending.execute(&mut *connection).await?.rows_affected() > 0,
+                        Some(ending) => {
+                            let ended = ending.execute(&mut *connection).await;
+                            ended.map_err(partial)?.rows_affected() > 0
+                        }
                         None => false,
                     };
                     Ok(Completed { attempt: true, run })

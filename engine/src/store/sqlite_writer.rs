@@ -13,7 +13,9 @@
 //! where a savepoint's two extra statements would double the cost, without one: such a job
 //! that fails fails its whole batch ([`Writer::write_in_batch`]). Any other failure (the disk is
 //! full, the file cannot be written) rolls the whole batch back and fails every job in it:
-//! nothing is answered as written that is not on disk.
+//! nothing is answered as written that is not on disk. The job that broke the batch gets its
+//! error ([`Error::Commit`]); the others [`Error::RolledBack`], which callers retry: a write
+//! refused for its own data never fails another's for good.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -70,10 +72,12 @@ impl Writer {
         self.answered(work, Guard::Savepoint).await
     }
 
-    /// As [`Writer::write`], without a savepoint: if `work` fails, the whole batch is rolled
-    /// back and fails. For jobs of several statements that nothing but a broken database
-    /// refuses (each statement conditional, inserts `ON CONFLICT DO NOTHING`): they apply whole
-    /// at the price of two statements, not four.
+    /// As [`Writer::write`], without a savepoint, for the hot path: two statements fewer per
+    /// job. `work`'s first statement may be refused like a lone statement (the job fails
+    /// alone: nothing of it was written); an error after that must go through [`partial`],
+    /// and then the whole batch is rolled back and fails. So it suits jobs whose later
+    /// statements nothing but a broken database refuses (conditional updates, inserts
+    /// `ON CONFLICT DO NOTHING`).
     pub(super) async fn write_in_batch<T, F>(&self, work: F) -> Result<T>
     where
         T: Send + 'static,
@@ -122,6 +126,12 @@ impl Writer {
     async fn submit(&self, job: Box<dyn Job>) -> Result<()> {
         self.jobs.send(job).await.map_err(|_| gone())
     }
+}
+
+/// An error of a [`Writer::write_in_batch`] job after its first statement: part of the job
+/// is written, so its batch is rolled back.
+pub(super) fn partial(error: sqlx::Error) -> Error {
+    Error::Commit(Arc::new(error))
 }
 
 /// `query.submit(&writer)`: a statement executed by the writer, read like sqlx's `execute`.
@@ -215,13 +225,20 @@ where
                 statement(connection, "SAVEPOINT job").await?;
             }
             let result = work(connection).await;
+            let broke = |result: &mut Option<Result<T>>, error: sqlx::Error| {
+                let error = Arc::new(error);
+                // This job's caller learns what it did; the rest of the batch is rolled back.
+                *result = Some(Err(Error::Commit(error.clone())));
+                Err(error)
+            };
             match result {
-                Err(Error::Database(error)) if !refused(&error) => Err(Arc::new(error)),
-                // Part of it may be written, and nothing can undo that part alone.
-                Err(error) if self.guard == Guard::Batch => Err(Arc::new(match error {
-                    Error::Database(error) => error,
-                    other => sqlx::Error::Protocol(other.to_string()),
-                })),
+                Err(Error::Database(error)) if !refused(&error) => broke(&mut self.result, error),
+                // Part of the job is written (see `partial`), and nothing can undo that part
+                // alone.
+                Err(Error::Commit(error)) if self.guard == Guard::Batch => {
+                    self.result = Some(Err(Error::Commit(error.clone())));
+                    Err(error)
+                }
                 Err(error) => {
                     if savepoint {
                         statement(connection, "ROLLBACK TO job").await?;
@@ -247,7 +264,9 @@ where
 
     fn answer(self: Box<Self>, committed: Result<(), Arc<sqlx::Error>>) {
         let result = match (committed, self.result) {
-            (Err(error), _) => Err(Error::Commit(error)),
+            // The job that broke the batch.
+            (Err(_), Some(Err(own @ Error::Commit(_)))) => Err(own),
+            (Err(error), _) => Err(Error::RolledBack(error)),
             (Ok(()), Some(result)) => result,
             (Ok(()), None) => Err(gone()),
         };
@@ -453,7 +472,10 @@ mod tests {
                     .write_in_batch(|connection| {
                         Box::pin(async move {
                             insert(20, None).execute(&mut *connection).await?;
-                            insert(20, None).execute(&mut *connection).await?;
+                            insert(20, None)
+                                .execute(&mut *connection)
+                                .await
+                                .map_err(partial)?;
                             Ok(())
                         })
                     })
@@ -465,19 +487,26 @@ mod tests {
         };
         let jobs: Vec<TestJob> = vec![Box::new(fine), Box::new(half)];
         let (writer, results) = in_one_batch(&pool, jobs).await?;
+        // The job that broke the batch learns why; the other is told to write again.
         assert!(
-            results
-                .iter()
-                .all(|result| matches!(result, Err(Error::Commit(_)))),
+            matches!(
+                results.as_slice(),
+                [Err(Error::RolledBack(_)), Err(Error::Commit(_))]
+            ),
             "{results:?}"
         );
+        assert!(results[0].as_ref().is_err_and(Error::is_retryable));
+        assert!(!results[1].as_ref().is_err_and(Error::is_retryable));
         assert_eq!(stored(&pool).await?, Vec::<i64>::new());
         // Alone, it is still one transaction; and one that succeeds applies whole.
         let alone = writer
             .write_in_batch(|connection| {
                 Box::pin(async move {
                     insert(22, None).execute(&mut *connection).await?;
-                    insert(22, None).execute(&mut *connection).await?;
+                    insert(22, None)
+                        .execute(&mut *connection)
+                        .await
+                        .map_err(partial)?;
                     Ok(())
                 })
             })
@@ -493,6 +522,33 @@ mod tests {
             })
             .await?;
         assert_eq!(stored(&pool).await?, [23, 24]);
+        // Refused at its first statement, nothing of it is written: it fails alone.
+        let (_, results) = in_one_batch(
+            &pool,
+            vec![
+                Box::new(move |writer: Writer| -> BoxFuture<'static, Result<()>> {
+                    Box::pin(async move {
+                        writer
+                            .write_in_batch(|connection| {
+                                Box::pin(async move {
+                                    insert(23, None).execute(&mut *connection).await?;
+                                    Ok(())
+                                })
+                            })
+                            .await
+                    })
+                }) as TestJob,
+                Box::new(|writer: Writer| -> BoxFuture<'static, Result<()>> {
+                    Box::pin(async move { writer.execute(insert(31, None)).await.map(|_| ()) })
+                }),
+            ],
+        )
+        .await?;
+        assert!(
+            matches!(results.as_slice(), [Err(Error::Database(_)), Ok(())]),
+            "{results:?}"
+        );
+        assert_eq!(stored(&pool).await?, [23, 24, 31]);
         Ok(())
     }
 
@@ -524,10 +580,11 @@ mod tests {
         };
         let jobs: Vec<TestJob> = vec![Box::new(fine), Box::new(breaking)];
         let (writer, results) = in_one_batch(&pool, jobs).await?;
+        // Which job the commit refused is not known: all are rolled back, to be written again.
         assert!(
             results
                 .iter()
-                .all(|result| matches!(result, Err(Error::Commit(_)))),
+                .all(|result| matches!(result, Err(Error::RolledBack(_)))),
             "{results:?}"
         );
         assert_eq!(stored(&pool).await?, Vec::<i64>::new());

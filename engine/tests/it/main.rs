@@ -18,6 +18,7 @@ mod lead_pipeline;
 mod leads;
 mod loader_fuzz;
 mod poisoned;
+mod poisoned_batch;
 mod postgres;
 mod private_postgres;
 mod process;
