@@ -25,10 +25,6 @@ use crate::store::{AttemptKey, AttemptOutcome, AttemptStatus, ErrorInfo, Store};
 /// than a publish normally takes, so the sweep rarely duplicates a message still in flight.
 const OUTBOX_GRACE: Duration = Duration::from_secs(5);
 
-/// How long a running run may sit with no open attempt before the sweep advances it: far longer
-/// than the advance that normally follows an attempt, which only a database failure prevents.
-const STALL_GRACE: Duration = Duration::from_secs(5);
-
 /// Puts an attempt on the queue. With a durable queue the attempt is already committed, so the
 /// publish, its confirm and the `dispatched` mark happen in a task of their own, off the caller's
 /// path: a failed publish or mark is left to the sweep (a lost mark only costs a duplicate
@@ -97,16 +93,12 @@ async fn sweep_once(shared: &Arc<Shared>) -> Result<(), Error> {
     for run_id in store.overdue_runs(now).await? {
         driver::advance(shared, &run_id).await?;
     }
-    for run_id in store.stalled_runs(earlier_by(now, STALL_GRACE)).await? {
-        tracing::warn!(run = %run_id, "advancing a run nothing was left to advance");
-        driver::advance(shared, &run_id).await?;
-    }
-    Ok(())
+    crate::stalls::advance_stalled(shared).await
 }
 
 /// `time - span`, or the earliest time chrono knows when that is out of range (a lease of a
 /// million years claims nothing, rather than panicking the sweep).
-fn earlier_by(time: DateTime<Utc>, span: Duration) -> DateTime<Utc> {
+pub(crate) fn earlier_by(time: DateTime<Utc>, span: Duration) -> DateTime<Utc> {
     chrono::TimeDelta::from_std(span)
         .ok()
         .and_then(|span| time.checked_sub_signed(span))

@@ -84,7 +84,8 @@ pub struct EngineOptions {
     /// Distributed mode: a running attempt whose worker has not renewed it for this long is
     /// given to another worker. Workers renew it three times per lease.
     pub lease: Duration,
-    /// Distributed mode: how often a `serve` replica sweeps for attempts to publish again.
+    /// How often a `serve` replica sweeps for attempts to publish again (distributed), and
+    /// for runs nothing is left to advance (both modes, see `stalls`).
     pub sweep_interval: Duration,
     /// Where nodes may connect and the limits of their HTTP calls; private networks are
     /// refused by default.
@@ -332,6 +333,10 @@ impl Engine {
         }
         if role != Role::Worker {
             loops.push(tokio::spawn(driver::retry_timer(shared.clone())));
+        }
+        if role == Role::Embedded {
+            let interval = shared.options.sweep_interval;
+            loops.push(tokio::spawn(crate::stalls::run(shared.clone(), interval)));
         }
         if role == Role::Server {
             let interval = shared.options.sweep_interval;

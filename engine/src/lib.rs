@@ -21,6 +21,7 @@ pub mod scheduler;
 pub mod scope;
 pub mod secrets;
 pub mod serve;
+mod stalls;
 pub mod store;
 pub mod telemetry;
 pub mod template;

@@ -13,6 +13,7 @@ use enrichflow::store::{
 };
 use reqwest::StatusCode;
 use serde_json::{Value, json};
+use sqlx::Connection;
 
 use crate::support::{TestOptions, TestServer, fixtures};
 
@@ -379,4 +380,54 @@ async fn readyz_says_the_database_is_down() {
     assert_eq!(down.status(), StatusCode::SERVICE_UNAVAILABLE);
     let body: Value = down.json().await.expect("JSON");
     assert_eq!(body["down"], json!(["database"]));
+}
+
+/// A run left `running` with nothing open (an advance whose write failed) is found by the
+/// embedded engine's sweep and carried on, without a restart.
+#[tokio::test]
+async fn a_run_nothing_was_left_to_advance_is_advanced_by_the_sweep() {
+    let mut options = TestOptions::default();
+    options.engine.sweep_interval = std::time::Duration::from_millis(100);
+    let server = TestServer::start_with(&fixtures("faults"), options).await;
+    // A first run stores the workflow's revision.
+    let response = two_steps(&server).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let first = response
+        .headers()
+        .get("x-enrichflow-run-id")
+        .and_then(|id| id.to_str().ok())
+        .expect("the run id")
+        .to_owned();
+    // Its twin, as a failed write would leave it: running, nothing open, quiet for long.
+    let stalled = uuid::Uuid::now_v7().to_string();
+    let url = format!("sqlite://{}", server.database.display());
+    let mut sql = sqlx::SqliteConnection::connect(&url)
+        .await
+        .expect("connection");
+    sqlx::query(
+        r#"INSERT INTO runs (id, workflow_id, revision, status, "trigger", created_at, started_at,
+               cancel_requested)
+           SELECT ?, workflow_id, revision, 'running', "trigger", created_at,
+               '2020-01-01T00:00:00.000000Z', 0
+           FROM runs WHERE id = ?"#,
+    )
+    .bind(&stalled)
+    .bind(&first)
+    .execute(&mut sql)
+    .await
+    .expect("the stalled run");
+    for _ in 0..100 {
+        let run = server
+            .engine
+            .run_json(&stalled)
+            .await
+            .expect("the store answers")
+            .expect("the run");
+        if run["status"] == json!("succeeded") {
+            assert_eq!(run["output"], json!(2), "{run:#}");
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("the stalled run was not advanced within 10 s");
 }
