@@ -354,13 +354,6 @@ impl Store for LiveStore {
         Ok(started)
     }
 
-    async fn finish_attempt(&self, key: &AttemptKey, outcome: &AttemptOutcome) -> Result<bool> {
-        Ok(self
-            .finish_attempt_then(key, outcome, &[], None)
-            .await?
-            .attempt)
-    }
-
     async fn finish_attempt_then(
         &self,
         key: &AttemptKey,

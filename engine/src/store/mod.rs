@@ -343,7 +343,10 @@ pub trait Store: ProgressStore + Send + Sync + 'static {
         started_at: DateTime<Utc>,
     ) -> Result<bool>;
     /// `pending`/`queued`/`running` → the outcome's status; false if it had already finished.
-    async fn finish_attempt(&self, key: &AttemptKey, outcome: &AttemptOutcome) -> Result<bool>;
+    async fn finish_attempt(&self, key: &AttemptKey, outcome: &AttemptOutcome) -> Result<bool> {
+        let completed = self.finish_attempt_then(key, outcome, &[], None).await?;
+        Ok(completed.attempt)
+    }
     /// [`Store::finish_attempt`] and, only if it finished the attempt, in the same transaction:
     /// inserts `next` (attempts of the same run, each unless it exists) and ends the run as
     /// `end` says (as [`Store::finish_run`] would). A node's outcome, the attempts it made

@@ -448,13 +448,6 @@ impl Store for PostgresStore {
         Ok(result.rows_affected() > 0)
     }
 
-    async fn finish_attempt(&self, key: &AttemptKey, outcome: &AttemptOutcome) -> Result<bool> {
-        Ok(self
-            .finish_attempt_then(key, outcome, &[], None)
-            .await?
-            .attempt)
-    }
-
     async fn finish_attempt_then(
         &self,
         key: &AttemptKey,

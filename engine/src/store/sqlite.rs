@@ -399,13 +399,6 @@ impl Store for SqliteStore {
         Ok(result.rows_affected() > 0)
     }
 
-    async fn finish_attempt(&self, key: &AttemptKey, outcome: &AttemptOutcome) -> Result<bool> {
-        let result = finish_attempt_query(key, outcome)?
-            .submit(&self.writes)
-            .await?;
-        Ok(result.rows_affected() > 0)
-    }
-
     async fn finish_attempt_then(
         &self,
         key: &AttemptKey,
@@ -414,9 +407,12 @@ impl Store for SqliteStore {
         end: Option<&RunEnd>,
     ) -> Result<Completed> {
         if next.is_empty() && end.is_none() {
-            let attempt = self.finish_attempt(key, outcome).await?;
+            // One statement: it commits alone, with no BEGIN/COMMIT when nothing else waits.
+            let result = finish_attempt_query(key, outcome)?
+                .submit(&self.writes)
+                .await?;
             return Ok(Completed {
-                attempt,
+                attempt: result.rows_affected() > 0,
                 run: false,
             });
         }

@@ -147,16 +147,6 @@ impl Store for FaultyStore {
             .start_attempt(key, input, worker, started_at)
             .await
     }
-    async fn finish_attempt(
-        &self,
-        key: &AttemptKey,
-        outcome: &AttemptOutcome,
-    ) -> store::Result<bool> {
-        Ok(self
-            .finish_attempt_then(key, outcome, &[], None)
-            .await?
-            .attempt)
-    }
     async fn finish_attempt_then(
         &self,
         key: &AttemptKey,
