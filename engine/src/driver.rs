@@ -18,7 +18,7 @@ use crate::redaction::{self, Redactor};
 use crate::scheduler::{self, Action};
 use crate::store::{
     AttemptKey, AttemptOutcome, AttemptRecord, AttemptStatus, ErrorInfo, RunEnd, RunRecord,
-    RunStatus,
+    RunStatus, insert_ordered,
 };
 use crate::template::TemplateError;
 use crate::workflow::{NodeId, Workflow};
@@ -235,12 +235,13 @@ async fn record(
         }
         return Ok(Recorded::Ended);
     }
-    for attempt in ready.next {
+    for attempt in &ready.next {
         if attempt.status == AttemptStatus::Queued {
             queued.push((known.run.workflow_id.clone(), attempt.key.clone()));
         }
-        known.insert(attempt);
     }
+    // What was just written: the outcome and `next` applied.
+    known.attempts = ready.attempts;
     Ok(Recorded::Known(Box::new(known)))
 }
 
@@ -338,7 +339,7 @@ fn made_ready(known: &Known) -> Ready {
                 }
                 _ => continue,
             };
-            insert_sorted(&mut attempts, record.clone());
+            insert_ordered(&mut attempts, record.clone());
             next.push(record);
         }
         // A skip can make its dependents decidable at once, as in `decide_and_perform`.
@@ -350,20 +351,6 @@ fn made_ready(known: &Known) -> Ready {
             };
         }
     }
-}
-
-impl Known {
-    fn insert(&mut self, attempt: AttemptRecord) {
-        insert_sorted(&mut self.attempts, attempt);
-    }
-}
-
-/// Inserts `attempt` where the store's order (node, then number) puts it.
-fn insert_sorted(attempts: &mut Vec<AttemptRecord>, attempt: AttemptRecord) {
-    let position = attempts.partition_point(|a| {
-        (&a.key.node_id, a.key.attempt) < (&attempt.key.node_id, attempt.key.attempt)
-    });
-    attempts.insert(position, attempt);
 }
 
 /// Decides and records what the run does next; `queued` receives the attempts to publish.

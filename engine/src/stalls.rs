@@ -1,7 +1,7 @@
 //! Runs nothing is left to advance. An advance whose write failed (the database briefly
 //! unavailable, a batch rolled back by another write) can leave a run `running` with no open
 //! attempt, and no event would ever move it again: no attempt will finish, no retry is due.
-//! This sweep finds runs that have been quiet so for [`STALL_GRACE`] and advances them. The
+//! This sweep finds runs that have been quiet for [`STALL_GRACE`] and advances them. The
 //! embedded engine runs it as a loop of its own; a distributed `serve` replica runs it within
 //! `dispatch::sweep`.
 

@@ -150,10 +150,7 @@ impl LiveRun {
     }
 
     fn insert_attempt(&mut self, attempt: AttemptRecord) {
-        let position = self.attempts.partition_point(|a| {
-            (&a.key.node_id, a.key.attempt) < (&attempt.key.node_id, attempt.key.attempt)
-        });
-        self.attempts.insert(position, attempt);
+        super::insert_ordered(&mut self.attempts, attempt);
     }
 }
 

@@ -218,6 +218,14 @@ pub struct AttemptOutcome {
     pub started: Option<Started>,
 }
 
+/// Inserts `attempt` into a run's attempts where the store's order (node, then number) puts it.
+pub fn insert_ordered(attempts: &mut Vec<AttemptRecord>, attempt: AttemptRecord) {
+    let position = attempts.partition_point(|a| {
+        (&a.key.node_id, a.key.attempt) < (&attempt.key.node_id, attempt.key.attempt)
+    });
+    attempts.insert(position, attempt);
+}
+
 impl AttemptRecord {
     /// The attempt as [`Store::finish_attempt`] leaves it: `outcome` recorded, with its start
     /// if that was not written yet.

@@ -322,13 +322,9 @@ impl Store for SqliteStore {
         error: Option<&ErrorInfo>,
         finished_at: DateTime<Utc>,
     ) -> Result<bool> {
-        let end = RunEnd {
-            status,
-            output: output.cloned(),
-            error: error.cloned(),
-            finished_at,
-        };
-        let result = finish_run_query(run_id, &end)?.submit(&self.writes).await?;
+        let result = finish_run_query(run_id, status, output, error, finished_at)?
+            .submit(&self.writes)
+            .await?;
         Ok(result.rows_affected() > 0)
     }
 
@@ -422,7 +418,10 @@ impl Store for SqliteStore {
             .map(insert_attempts_query)
             .collect::<Result<Vec<_>>>()?;
         let ending = end
-            .map(|end| finish_run_query(&key.run_id, end))
+            .map(|end| {
+                let (output, error) = (end.output.as_ref(), end.error.as_ref());
+                finish_run_query(&key.run_id, end.status, output, error, end.finished_at)
+            })
             .transpose()?;
         // The first statement may be refused alone; the rest are conditional and refused by
         // nothing but a broken database: no savepoint (see `write_in_batch`).
@@ -625,20 +624,22 @@ fn insert_attempt_query(attempt: &AttemptRecord) -> Result<Query> {
 }
 
 /// Ends an unfinished run.
-fn finish_run_query(run_id: &str, end: &RunEnd) -> Result<Query> {
-    debug_assert!(
-        end.status.is_finished(),
-        "finish_run with status {}",
-        end.status
-    );
+fn finish_run_query(
+    run_id: &str,
+    status: RunStatus,
+    output: Option<&Value>,
+    error: Option<&ErrorInfo>,
+    finished_at: DateTime<Utc>,
+) -> Result<Query> {
+    debug_assert!(status.is_finished(), "finish_run with status {status}");
     Ok(sqlx::query(
         "UPDATE runs SET status = ?, output = ?, error = ?, finished_at = ?
          WHERE id = ? AND status IN ('queued', 'running')",
     )
-    .bind(end.status.as_str())
-    .bind(to_optional_text("the run's output", end.output.as_ref())?)
-    .bind(end.error.as_ref().map(error_json))
-    .bind(timestamp(end.finished_at))
+    .bind(status.as_str())
+    .bind(to_optional_text("the run's output", output)?)
+    .bind(error.map(error_json))
+    .bind(timestamp(finished_at))
     .bind(run_id))
 }
 
