@@ -27,6 +27,7 @@ mod record;
 mod rows;
 mod sqlite;
 mod sqlite_checkpoint;
+mod sqlite_native;
 mod sqlite_writer;
 mod stats;
 mod stats_sql;
@@ -147,10 +148,13 @@ impl Error {
             Some(sqlx::Error::WorkerCrashed) => true,
             Some(sqlx::Error::Database(database)) => {
                 let code = database.code().unwrap_or_default();
-                let transient = if database
+                let sqlite = database
                     .try_downcast_ref::<sqlx::sqlite::SqliteError>()
                     .is_some()
-                {
+                    || database
+                        .try_downcast_ref::<sqlite_native::Failure>()
+                        .is_some();
+                let transient = if sqlite {
                     sqlite_transient(&code)
                 } else {
                     postgres_transient(&code)

@@ -23,7 +23,8 @@ use super::connect::{Durability, without_credentials};
 use super::json::{check_text_depth, to_optional_text};
 use super::rows::{self, error_json, summary_columns};
 use super::sqlite_checkpoint;
-use super::sqlite_writer::{Query, Submit, Writer, partial};
+use super::sqlite_native::{Statement, statement};
+use super::sqlite_writer::{Submit, Writer, partial};
 use super::{
     AttemptKey, AttemptOutcome, AttemptRecord, Completed, Error, ErrorInfo, LeadDetail, LeadQuery,
     LeadView, Listed, Result, RunEnd, RunLock, RunQuery, RunRecord, RunStatus, Store,
@@ -104,7 +105,7 @@ impl SqliteStore {
             sqlite_checkpoint::start(pool.clone(), Arc::downgrade(&alive));
             writer
         };
-        let writes = Writer::start(writer.clone());
+        let writes = Writer::start(writer.clone())?;
         let store = SqliteStore {
             pool,
             writer,
@@ -147,8 +148,8 @@ macro_rules! insert_run_sql {
 
 /// Binds every column of `run` to `sql`, an [`insert_run_sql`] statement; refuses a trigger
 /// or output nested too deeply to store.
-fn bind_run(sql: &'static str, run: &RunRecord) -> Result<Query> {
-    Ok(sqlx::query(sql)
+fn bind_run(sql: &'static str, run: &RunRecord) -> Result<Statement> {
+    Ok(statement(sql)
         .bind(&run.id)
         .bind(&run.workflow_id)
         .bind(&run.revision)
@@ -181,8 +182,8 @@ impl super::idempotency::KeyedRuns for SqliteStore {
             " ON CONFLICT (workflow_id, idempotency_key) WHERE idempotency_key IS NOT NULL
               DO NOTHING"
         );
-        let result = bind_run(sql, run)?.submit(&self.writes).await?;
-        Ok(result.rows_affected() > 0)
+        let changed = bind_run(sql, run)?.submit(&self.writes).await?;
+        Ok(changed > 0)
     }
 
     async fn key_holder(&self, workflow_id: &str, key: &str) -> Result<Option<RunRecord>> {
@@ -195,7 +196,7 @@ impl super::idempotency::KeyedRuns for SqliteStore {
     }
 
     async fn release_key(&self, run_id: &str) -> Result<()> {
-        sqlx::query("UPDATE runs SET idempotency_key = NULL WHERE id = ?")
+        statement("UPDATE runs SET idempotency_key = NULL WHERE id = ?")
             .bind(run_id)
             .submit(&self.writes)
             .await?;
@@ -206,7 +207,7 @@ impl super::idempotency::KeyedRuns for SqliteStore {
 #[async_trait]
 impl Store for SqliteStore {
     async fn save_revision(&self, workflow_id: &str, hash: &str, source: &str) -> Result<()> {
-        sqlx::query(
+        statement(
             "INSERT INTO workflow_revisions (hash, workflow_id, source, created_at)
              VALUES (?, ?, ?, ?) ON CONFLICT (hash) DO NOTHING",
         )
@@ -302,7 +303,7 @@ impl Store for SqliteStore {
         started_at: DateTime<Utc>,
         deadline_at: Option<DateTime<Utc>>,
     ) -> Result<bool> {
-        let result = sqlx::query(
+        let changed = statement(
             "UPDATE runs SET status = 'running', started_at = ?, deadline_at = ?
              WHERE id = ? AND status = 'queued'",
         )
@@ -311,7 +312,7 @@ impl Store for SqliteStore {
         .bind(run_id)
         .submit(&self.writes)
         .await?;
-        Ok(result.rows_affected() > 0)
+        Ok(changed > 0)
     }
 
     async fn finish_run(
@@ -322,20 +323,20 @@ impl Store for SqliteStore {
         error: Option<&ErrorInfo>,
         finished_at: DateTime<Utc>,
     ) -> Result<bool> {
-        let result = finish_run_query(run_id, status, output, error, finished_at)?
+        let changed = finish_run_query(run_id, status, output, error, finished_at)?
             .submit(&self.writes)
             .await?;
-        Ok(result.rows_affected() > 0)
+        Ok(changed > 0)
     }
 
     async fn request_cancel(&self, run_id: &str) -> Result<bool> {
-        let result = sqlx::query(
+        let changed = statement(
             "UPDATE runs SET cancel_requested = 1 WHERE id = ? AND status IN ('queued', 'running')",
         )
         .bind(run_id)
         .submit(&self.writes)
         .await?;
-        Ok(result.rows_affected() > 0)
+        Ok(changed > 0)
     }
 
     async fn reopen_run(
@@ -350,9 +351,7 @@ impl Store for SqliteStore {
         let (deadline_at, now) = (deadline_at.map(timestamp), timestamp(now));
         self.writes
             .write(move |connection| {
-                Box::pin(async move {
-                    reopen_in(connection, &run_id, deadline_at, &remove, &requeue, &now).await
-                })
+                reopen_in(connection, &run_id, deadline_at, &remove, &requeue, &now)
             })
             .await
     }
@@ -367,8 +366,8 @@ impl Store for SqliteStore {
     }
 
     async fn insert_attempt(&self, attempt: &AttemptRecord) -> Result<bool> {
-        let result = insert_attempt_query(attempt)?.submit(&self.writes).await?;
-        Ok(result.rows_affected() > 0)
+        let changed = insert_attempt_query(attempt)?.submit(&self.writes).await?;
+        Ok(changed > 0)
     }
 
     async fn start_attempt(
@@ -378,7 +377,7 @@ impl Store for SqliteStore {
         worker: &str,
         started_at: DateTime<Utc>,
     ) -> Result<bool> {
-        let result = sqlx::query(
+        let changed = statement(
             "UPDATE node_attempts
              SET status = 'running', input = ?1, started_at = ?2, heartbeat_at = ?2, worker = ?3
              WHERE run_id = ?4 AND node_id = ?5 AND attempt = ?6
@@ -392,7 +391,7 @@ impl Store for SqliteStore {
         .bind(i64::from(key.attempt))
         .submit(&self.writes)
         .await?;
-        Ok(result.rows_affected() > 0)
+        Ok(changed > 0)
     }
 
     async fn finish_attempt_then(
@@ -404,11 +403,11 @@ impl Store for SqliteStore {
     ) -> Result<Completed> {
         if next.is_empty() && end.is_none() {
             // One statement: it commits alone, with no BEGIN/COMMIT when nothing else waits.
-            let result = finish_attempt_query(key, outcome)?
+            let changed = finish_attempt_query(key, outcome)?
                 .submit(&self.writes)
                 .await?;
             return Ok(Completed {
-                attempt: result.rows_affected() > 0,
+                attempt: changed > 0,
                 run: false,
             });
         }
@@ -427,22 +426,17 @@ impl Store for SqliteStore {
         // nothing but a broken database: no savepoint (see `write_in_batch`).
         self.writes
             .write_in_batch(move |connection| {
-                Box::pin(async move {
-                    if finish.execute(&mut *connection).await?.rows_affected() == 0 {
-                        return Ok(Completed::default());
-                    }
-                    for insert in inserts {
-                        insert.execute(&mut *connection).await.map_err(partial)?;
-                    }
-                    let run = match ending {
-                        Some(ending) => {
-                            let ended = ending.execute(&mut *connection).await;
-                            ended.map_err(partial)?.rows_affected() > 0
-                        }
-                        None => false,
-                    };
-                    Ok(Completed { attempt: true, run })
-                })
+                if finish.execute(connection)? == 0 {
+                    return Ok(Completed::default());
+                }
+                for insert in inserts {
+                    insert.execute(connection).map_err(partial)?;
+                }
+                let run = match ending {
+                    Some(ending) => ending.execute(connection).map_err(partial)? > 0,
+                    None => false,
+                };
+                Ok(Completed { attempt: true, run })
             })
             .await
     }
@@ -450,15 +444,14 @@ impl Store for SqliteStore {
     async fn promote_due_attempts(&self, now: DateTime<Utc>) -> Result<Vec<AttemptKey>> {
         // One statement, so two schedulers never both promote (and enqueue) the same attempt.
         // A pending attempt without a `not_before` has nothing to wait for.
-        let rows = sqlx::query(
+        let mut keys = statement(
             "UPDATE node_attempts SET status = 'queued', dispatched = 0
              WHERE status = 'pending' AND (not_before IS NULL OR not_before <= ?)
              RETURNING run_id, node_id, attempt",
         )
         .bind(timestamp(now))
-        .submit_fetch(&self.writes)
+        .submit_fetch_keys(&self.writes)
         .await?;
-        let mut keys = rows.iter().map(key_from_row).collect::<Result<Vec<_>>>()?;
         keys.sort_by(|a, b| {
             (&a.run_id, &a.node_id, a.attempt).cmp(&(&b.run_id, &b.node_id, b.attempt))
         });
@@ -489,7 +482,7 @@ impl Store for SqliteStore {
     }
 
     async fn cancel_open_attempts(&self, run_id: &str, finished_at: DateTime<Utc>) -> Result<u64> {
-        let result = sqlx::query(
+        let changed = statement(
             "UPDATE node_attempts SET status = 'cancelled', finished_at = ?
              WHERE run_id = ? AND status IN ('pending', 'queued', 'running')",
         )
@@ -497,7 +490,7 @@ impl Store for SqliteStore {
         .bind(run_id)
         .submit(&self.writes)
         .await?;
-        Ok(result.rows_affected())
+        Ok(changed)
     }
 
     async fn lock_run(&self, _run_id: &str) -> Result<RunLock> {
@@ -508,24 +501,23 @@ impl Store for SqliteStore {
         if keys.is_empty() {
             return Ok(());
         }
-        let keys = keys.to_vec();
-        self.writes
-            .write_single(move |connection| {
-                Box::pin(async move {
-                    let mut query = QueryBuilder::<Sqlite>::new(
-                        "UPDATE node_attempts SET dispatched = 1
-                         WHERE (run_id, node_id, attempt) IN ",
-                    );
-                    query.push_tuples(&keys, |mut row, key| {
-                        row.push_bind(&key.run_id)
-                            .push_bind(&key.node_id)
-                            .push_bind(i64::from(key.attempt));
-                    });
-                    query.build().execute(&mut *connection).await?;
-                    Ok(())
-                })
-            })
-            .await
+        // Three parameters a key: a chunk stays far below SQLite's 32,766.
+        for chunk in keys.chunks(ROWS_PER_INSERT) {
+            let tuples = vec!["(?, ?, ?)"; chunk.len()].join(", ");
+            let sql = format!(
+                "UPDATE node_attempts SET dispatched = 1 WHERE (run_id, node_id, attempt) IN \
+                 (VALUES {tuples})"
+            );
+            let mut update = statement(sql);
+            for key in chunk {
+                update = update
+                    .bind(&key.run_id)
+                    .bind(&key.node_id)
+                    .bind(i64::from(key.attempt));
+            }
+            update.submit(&self.writes).await?;
+        }
+        Ok(())
     }
 
     async fn undispatched_attempts(&self, before: DateTime<Utc>) -> Result<Vec<AttemptKey>> {
@@ -546,27 +538,26 @@ impl Store for SqliteStore {
         stale_before: DateTime<Utc>,
         now: DateTime<Utc>,
     ) -> Result<Vec<AttemptKey>> {
-        let rows = sqlx::query(
+        statement(
             "UPDATE node_attempts SET heartbeat_at = ?2
              WHERE status = 'running' AND heartbeat_at < ?1
              RETURNING run_id, node_id, attempt",
         )
         .bind(timestamp(stale_before))
         .bind(timestamp(now))
-        .submit_fetch(&self.writes)
-        .await?;
-        rows.iter().map(key_from_row).collect()
+        .submit_fetch_keys(&self.writes)
+        .await
     }
 
     async fn heartbeat(&self, worker: &str, now: DateTime<Utc>) -> Result<u64> {
-        let result = sqlx::query(
+        let changed = statement(
             "UPDATE node_attempts SET heartbeat_at = ? WHERE status = 'running' AND worker = ?",
         )
         .bind(timestamp(now))
         .bind(worker)
         .submit(&self.writes)
         .await?;
-        Ok(result.rows_affected())
+        Ok(changed)
     }
 
     async fn overdue_runs(&self, now: DateTime<Utc>) -> Result<Vec<String>> {
@@ -619,7 +610,7 @@ impl Store for SqliteStore {
 }
 
 /// Inserts an attempt unless its (run, node, attempt) exists.
-fn insert_attempt_query(attempt: &AttemptRecord) -> Result<Query> {
+fn insert_attempt_query(attempt: &AttemptRecord) -> Result<Statement> {
     insert_attempts_query(std::slice::from_ref(attempt))
 }
 
@@ -630,9 +621,9 @@ fn finish_run_query(
     output: Option<&Value>,
     error: Option<&ErrorInfo>,
     finished_at: DateTime<Utc>,
-) -> Result<Query> {
+) -> Result<Statement> {
     debug_assert!(status.is_finished(), "finish_run with status {status}");
-    Ok(sqlx::query(
+    Ok(statement(
         "UPDATE runs SET status = ?, output = ?, error = ?, finished_at = ?
          WHERE id = ? AND status IN ('queued', 'running')",
     )
@@ -649,7 +640,7 @@ const ROWS_PER_INSERT: usize = 500;
 
 /// Inserts attempts (at most [`ROWS_PER_INSERT`]), each unless its (run, node, attempt)
 /// exists, in one statement.
-fn insert_attempts_query(attempts: &[AttemptRecord]) -> Result<Query> {
+fn insert_attempts_query(attempts: &[AttemptRecord]) -> Result<Statement> {
     let rows = vec!["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"; attempts.len()].join(", ");
     let sql = format!(
         "INSERT INTO node_attempts (run_id, node_id, attempt, status, input, output, error,
@@ -657,7 +648,7 @@ fn insert_attempts_query(attempts: &[AttemptRecord]) -> Result<Query> {
          VALUES {rows}
          ON CONFLICT (run_id, node_id, attempt) DO NOTHING"
     );
-    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+    let mut query = statement(sql);
     for attempt in attempts {
         query = bind_attempt(query, attempt)?;
     }
@@ -665,7 +656,7 @@ fn insert_attempts_query(attempts: &[AttemptRecord]) -> Result<Query> {
 }
 
 /// Binds the twelve columns [`insert_attempts_query`] inserts of one attempt.
-fn bind_attempt(query: Query, attempt: &AttemptRecord) -> Result<Query> {
+fn bind_attempt(query: Statement, attempt: &AttemptRecord) -> Result<Statement> {
     Ok(query
         .bind(&attempt.key.run_id)
         .bind(&attempt.key.node_id)
@@ -688,14 +679,14 @@ fn bind_attempt(query: Query, attempt: &AttemptRecord) -> Result<Query> {
 }
 
 /// Records an open attempt's outcome (and its start, if not written yet).
-fn finish_attempt_query(key: &AttemptKey, outcome: &AttemptOutcome) -> Result<Query> {
+fn finish_attempt_query(key: &AttemptKey, outcome: &AttemptOutcome) -> Result<Statement> {
     debug_assert!(
         outcome.status.is_finished(),
         "finish_attempt with status {}",
         outcome.status
     );
     let started = outcome.started.as_ref();
-    Ok(sqlx::query(
+    Ok(statement(
         "UPDATE node_attempts
          SET status = ?, output = ?, error = ?, retryable = ?, not_before = ?, finished_at = ?,
              input = COALESCE(?, input), started_at = COALESCE(started_at, ?),
@@ -721,36 +712,34 @@ fn finish_attempt_query(key: &AttemptKey, outcome: &AttemptOutcome) -> Result<Qu
 }
 
 /// [`Store::reopen_run`] inside the writer's transaction.
-async fn reopen_in(
-    connection: &mut sqlx::SqliteConnection,
+fn reopen_in(
+    connection: &super::sqlite_writer::Connection,
     run_id: &str,
     deadline_at: Option<String>,
     remove: &[AttemptKey],
     requeue: &[AttemptKey],
     now: &str,
 ) -> Result<bool> {
-    let reopened = sqlx::query(
+    let reopened = statement(
         "UPDATE runs SET status = 'running', output = NULL, error = NULL, finished_at = NULL,
              deadline_at = ?, cancel_requested = 0
          WHERE id = ? AND status IN ('failed', 'cancelled')",
     )
     .bind(deadline_at)
     .bind(run_id)
-    .execute(&mut *connection)
-    .await?;
-    if reopened.rows_affected() == 0 {
+    .execute(connection)?;
+    if reopened == 0 {
         return Ok(false);
     }
     for key in remove {
-        sqlx::query("DELETE FROM node_attempts WHERE run_id = ? AND node_id = ? AND attempt = ?")
+        statement("DELETE FROM node_attempts WHERE run_id = ? AND node_id = ? AND attempt = ?")
             .bind(&key.run_id)
             .bind(&key.node_id)
             .bind(i64::from(key.attempt))
-            .execute(&mut *connection)
-            .await?;
+            .execute(connection)?;
     }
     for key in requeue {
-        sqlx::query(
+        statement(
             "INSERT INTO node_attempts (run_id, node_id, attempt, status, retryable, created_at)
              VALUES (?, ?, ?, 'queued', 0, ?)",
         )
@@ -758,8 +747,7 @@ async fn reopen_in(
         .bind(&key.node_id)
         .bind(i64::from(key.attempt))
         .bind(now)
-        .execute(&mut *connection)
-        .await?;
+        .execute(connection)?;
     }
     Ok(true)
 }

@@ -7,33 +7,40 @@
 //! transaction per write, while concurrent runs share each commit: the commit, not the
 //! statement, is what costs on disk.
 //!
+//! The batch runs on the handle of sqlx's one writer connection, taken from sqlx's thread once
+//! per batch ([`sqlx::sqlite::SqliteConnection::lock_handle`]) and driven through rusqlite: its
+//! statements, savepoints and COMMIT are plain C calls, where through sqlx each would be a
+//! hand-off to sqlx's thread and back (two thread wake-ups, most of a statement's cost). The
+//! writer has a thread of its own, so a COMMIT waiting for the disk holds no async worker. The
+//! leads, the cache and the migrations still write through sqlx on the same connection; the
+//! pool of one connection takes turns between them and the writer.
+//!
 //! Jobs run in the order they were queued, so an answer also proves every job queued before it
 //! is durable. A job whose statement is refused (a constraint) fails alone; a job of several
 //! statements runs in a savepoint, so it applies whole or not at all — or, on the hot path,
-//! where a savepoint's two extra statements would double the cost, without one: such a job
-//! that fails fails its whole batch ([`Writer::write_in_batch`]). Any other failure (the disk is
-//! full, the file cannot be written) rolls the whole batch back and fails every job in it:
-//! nothing is answered as written that is not on disk. The job that broke the batch gets its
-//! error ([`Error::Commit`]); the others [`Error::RolledBack`], which callers retry: a write
-//! refused for its own data never fails another's for good.
+//! without one: such a job that fails fails its whole batch ([`Writer::write_in_batch`]). Any
+//! other failure (the disk is full, the file cannot be written) rolls the whole batch back and
+//! fails every job in it: nothing is answered as written that is not on disk. The job that
+//! broke the batch gets its error ([`Error::Commit`]); the others [`Error::RolledBack`], which
+//! callers retry: a write refused for its own data never fails another's for good.
 
+use std::ptr::NonNull;
 use std::sync::Arc;
 use std::time::Instant;
 
-use futures::future::BoxFuture;
-use sqlx::sqlite::{SqliteArguments, SqliteQueryResult, SqliteRow};
-use sqlx::{Sqlite, SqliteConnection, SqlitePool};
+use sqlx::SqlitePool;
 use tokio::sync::{mpsc, oneshot};
 
-use super::{Error, Result};
+use super::sqlite_native::{Statement, into_sqlx};
+use super::{AttemptKey, Error, Result};
 
 /// The most jobs one transaction holds; more wait for the next commit.
 const MAX_BATCH: usize = 256;
 /// Jobs queued before callers wait for room: backpressure instead of unbounded memory.
 const QUEUE: usize = 4096;
 
-/// A statement with its parameters bound, owning them.
-pub(super) type Query = sqlx::query::Query<'static, Sqlite, SqliteArguments>;
+/// The connection a job writes on: the writer's, inside the batch's transaction.
+pub(super) type Connection = rusqlite::Connection;
 
 /// The handle callers write through; cloning is cheap.
 #[derive(Debug, Clone)]
@@ -42,24 +49,34 @@ pub(super) struct Writer {
 }
 
 impl Writer {
-    /// Starts the writer on `pool` (the one connection that writes). It stops when every handle
-    /// is dropped.
-    pub(super) fn start(pool: SqlitePool) -> Writer {
-        let (jobs, queued) = mpsc::channel(QUEUE);
-        tokio::spawn(run(pool, queued));
-        Writer { jobs }
+    /// Starts the writer's thread on `pool` (the one connection that writes). It stops when
+    /// every handle is dropped.
+    pub(super) fn start(pool: SqlitePool) -> Result<Writer> {
+        Self::start_after(pool, None)
     }
 
-    /// A writer that starts taking jobs when `gate` opens: a test queues jobs first, so they
-    /// are sure to share one batch.
-    #[cfg(test)]
-    fn start_gated(pool: SqlitePool, gate: oneshot::Receiver<()>) -> Writer {
+    /// A writer that starts taking jobs when `gate` opens, if there is one: a test queues jobs
+    /// first, so they are sure to share one batch.
+    fn start_after(pool: SqlitePool, gate: Option<oneshot::Receiver<()>>) -> Result<Writer> {
         let (jobs, queued) = mpsc::channel(QUEUE);
-        tokio::spawn(async move {
-            let _ = gate.await;
-            run(pool, queued).await;
-        });
-        Writer { jobs }
+        // sqlx's pool needs a runtime to wait on; one of the thread's own keeps the blocking
+        // batches off the caller's workers.
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(sqlx::Error::Io)?;
+        std::thread::Builder::new()
+            .name("sqlite-writer".into())
+            .spawn(move || {
+                runtime.block_on(async move {
+                    if let Some(gate) = gate {
+                        let _ = gate.await;
+                    }
+                    run(pool, queued).await;
+                });
+            })
+            .map_err(sqlx::Error::Io)?;
+        Ok(Writer { jobs })
     }
 
     /// Runs `work` in the next batch; returns its result once the batch has committed. `work`
@@ -67,7 +84,7 @@ impl Writer {
     pub(super) async fn write<T, F>(&self, work: F) -> Result<T>
     where
         T: Send + 'static,
-        F: for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFuture<'c, Result<T>> + Send + 'static,
+        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
     {
         self.answered(work, Guard::Savepoint).await
     }
@@ -81,72 +98,66 @@ impl Writer {
     pub(super) async fn write_in_batch<T, F>(&self, work: F) -> Result<T>
     where
         T: Send + 'static,
-        F: for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFuture<'c, Result<T>> + Send + 'static,
+        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
     {
         self.answered(work, Guard::Batch).await
     }
 
-    /// As [`Writer::write`], without a savepoint: for `work` of one statement, which SQLite
-    /// applies whole or not at all by itself.
-    pub(super) async fn write_single<T, F>(&self, work: F) -> Result<T>
-    where
-        T: Send + 'static,
-        F: for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFuture<'c, Result<T>> + Send + 'static,
-    {
+    /// Executes one statement in the next batch; once the batch has committed, how many rows
+    /// it changed.
+    pub(super) async fn execute(&self, statement: Statement) -> Result<u64> {
+        let work = move |connection: &Connection| statement.execute(connection);
         self.answered(work, Guard::Statement).await
     }
 
-    /// Executes one statement in the next batch; its result once the batch has committed.
-    pub(super) async fn execute(&self, query: Query) -> Result<SqliteQueryResult> {
-        self.write_single(move |connection| {
-            Box::pin(async move { Ok(query.execute(&mut *connection).await?) })
-        })
-        .await
-    }
-
-    /// Executes one statement that returns rows (`RETURNING`), once the batch has committed.
-    pub(super) async fn fetch_all(&self, query: Query) -> Result<Vec<SqliteRow>> {
-        self.write_single(move |connection| {
-            Box::pin(async move { Ok(query.fetch_all(&mut *connection).await?) })
-        })
-        .await
+    /// Executes one statement that returns attempt keys (`RETURNING run_id, node_id,
+    /// attempt`), once the batch has committed.
+    pub(super) async fn fetch_keys(&self, statement: Statement) -> Result<Vec<AttemptKey>> {
+        let work = move |connection: &Connection| {
+            statement.rows(connection, super::sqlite_native::attempt_key)
+        };
+        self.answered(work, Guard::Statement).await
     }
 
     async fn answered<T, F>(&self, work: F, guard: Guard) -> Result<T>
     where
         T: Send + 'static,
-        F: for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFuture<'c, Result<T>> + Send + 'static,
+        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
     {
         let (reply, answer) = oneshot::channel();
-        let job = typed(work, guard, Some(reply));
-        self.submit(Box::new(job)).await?;
+        let job = Typed {
+            work: Some(work),
+            guard,
+            result: None,
+            reply,
+        };
+        self.jobs.send(Box::new(job)).await.map_err(|_| gone())?;
         answer.await.unwrap_or(Err(gone()))
-    }
-
-    async fn submit(&self, job: Box<dyn Job>) -> Result<()> {
-        self.jobs.send(job).await.map_err(|_| gone())
     }
 }
 
 /// An error of a [`Writer::write_in_batch`] job after its first statement: part of the job
 /// is written, so its batch is rolled back.
-pub(super) fn partial(error: sqlx::Error) -> Error {
-    Error::Commit(Arc::new(error))
+pub(super) fn partial(error: Error) -> Error {
+    match error {
+        Error::Database(error) => Error::Commit(Arc::new(error)),
+        other => other,
+    }
 }
 
-/// `query.submit(&writer)`: a statement executed by the writer, read like sqlx's `execute`.
+/// `statement.submit(&writer)`: a statement executed by the writer, read like sqlx's `execute`.
 pub(super) trait Submit {
-    async fn submit(self, writer: &Writer) -> Result<SqliteQueryResult>;
-    async fn submit_fetch(self, writer: &Writer) -> Result<Vec<SqliteRow>>;
+    async fn submit(self, writer: &Writer) -> Result<u64>;
+    async fn submit_fetch_keys(self, writer: &Writer) -> Result<Vec<AttemptKey>>;
 }
 
-impl Submit for Query {
-    async fn submit(self, writer: &Writer) -> Result<SqliteQueryResult> {
+impl Submit for Statement {
+    async fn submit(self, writer: &Writer) -> Result<u64> {
         writer.execute(self).await
     }
 
-    async fn submit_fetch(self, writer: &Writer) -> Result<Vec<SqliteRow>> {
-        writer.fetch_all(self).await
+    async fn submit_fetch_keys(self, writer: &Writer) -> Result<Vec<AttemptKey>> {
+        writer.fetch_keys(self).await
     }
 }
 
@@ -158,14 +169,9 @@ fn gone() -> Error {
 /// A queued write, type-erased so one queue carries writes with any result type.
 trait Job: Send {
     /// Runs the write inside the batch's transaction. `Err` means the batch cannot commit.
-    fn apply<'c>(
-        &'c mut self,
-        connection: &'c mut SqliteConnection,
-    ) -> BoxFuture<'c, Result<(), Arc<sqlx::Error>>>;
+    fn apply(&mut self, connection: &Connection) -> Result<(), Arc<sqlx::Error>>;
     /// Answers the caller once the batch committed (`Ok`) or failed.
     fn answer(self: Box<Self>, committed: Result<(), Arc<sqlx::Error>>);
-    /// One statement: alone in a batch, it is its own transaction.
-    fn single(&self) -> bool;
 }
 
 impl std::fmt::Debug for dyn Job {
@@ -185,81 +191,54 @@ enum Guard {
     Batch,
 }
 
-/// A job of `work`; naming the bound here lets closures be general over the connection's
-/// lifetime.
-fn typed<T, F>(work: F, guard: Guard, reply: Option<oneshot::Sender<Result<T>>>) -> Typed<T, F>
-where
-    F: for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFuture<'c, Result<T>> + Send + 'static,
-{
-    Typed {
-        work: Some(work),
-        guard,
-        result: None,
-        reply,
-    }
-}
-
 struct Typed<T, F> {
     work: Option<F>,
     guard: Guard,
     result: Option<Result<T>>,
-    /// None for a write nobody waits for.
-    reply: Option<oneshot::Sender<Result<T>>>,
+    reply: oneshot::Sender<Result<T>>,
 }
 
 impl<T, F> Job for Typed<T, F>
 where
     T: Send + 'static,
-    F: for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFuture<'c, Result<T>> + Send + 'static,
+    F: FnOnce(&Connection) -> Result<T> + Send + 'static,
 {
-    fn apply<'c>(
-        &'c mut self,
-        connection: &'c mut SqliteConnection,
-    ) -> BoxFuture<'c, Result<(), Arc<sqlx::Error>>> {
-        Box::pin(async move {
-            let Some(work) = self.work.take() else {
-                return Ok(());
-            };
-            let savepoint = self.guard == Guard::Savepoint;
-            if savepoint {
-                statement(connection, "SAVEPOINT job").await?;
-            }
-            let result = work(connection).await;
-            let broke = |result: &mut Option<Result<T>>, error: sqlx::Error| {
+    fn apply(&mut self, connection: &Connection) -> Result<(), Arc<sqlx::Error>> {
+        let Some(work) = self.work.take() else {
+            return Ok(());
+        };
+        let savepoint = self.guard == Guard::Savepoint;
+        if savepoint {
+            execute(connection, "SAVEPOINT job")?;
+        }
+        match work(connection) {
+            Err(Error::Database(error)) if !refused(&error) => {
                 let error = Arc::new(error);
                 // This job's caller learns what it did; the rest of the batch is rolled back.
-                *result = Some(Err(Error::Commit(error.clone())));
+                self.result = Some(Err(Error::Commit(error.clone())));
                 Err(error)
-            };
-            match result {
-                Err(Error::Database(error)) if !refused(&error) => broke(&mut self.result, error),
-                // Part of the job is written (see `partial`), and nothing can undo that part
-                // alone.
-                Err(Error::Commit(error)) if self.guard == Guard::Batch => {
-                    self.result = Some(Err(Error::Commit(error.clone())));
-                    Err(error)
-                }
-                Err(error) => {
-                    if savepoint {
-                        statement(connection, "ROLLBACK TO job").await?;
-                        statement(connection, "RELEASE job").await?;
-                    }
-                    self.result = Some(Err(error));
-                    Ok(())
-                }
-                Ok(value) => {
-                    if savepoint {
-                        statement(connection, "RELEASE job").await?;
-                    }
-                    self.result = Some(Ok(value));
-                    Ok(())
-                }
             }
-        })
-    }
-
-    fn single(&self) -> bool {
-        self.guard == Guard::Statement
+            // Part of the job is written (see `partial`), and nothing can undo that part alone.
+            Err(Error::Commit(error)) if self.guard == Guard::Batch => {
+                self.result = Some(Err(Error::Commit(error.clone())));
+                Err(error)
+            }
+            Err(error) => {
+                if savepoint {
+                    execute(connection, "ROLLBACK TO job")?;
+                    execute(connection, "RELEASE job")?;
+                }
+                self.result = Some(Err(error));
+                Ok(())
+            }
+            Ok(value) => {
+                if savepoint {
+                    execute(connection, "RELEASE job")?;
+                }
+                self.result = Some(Ok(value));
+                Ok(())
+            }
+        }
     }
 
     fn answer(self: Box<Self>, committed: Result<(), Arc<sqlx::Error>>) {
@@ -270,16 +249,8 @@ where
             (Ok(()), Some(result)) => result,
             (Ok(()), None) => Err(gone()),
         };
-        match self.reply {
-            Some(reply) => {
-                let _ = reply.send(result);
-            }
-            None => {
-                if let Err(error) = result {
-                    tracing::warn!(%error, "a deferred write failed");
-                }
-            }
-        }
+        // A caller that stopped waiting has nothing to be told.
+        let _ = self.reply.send(result);
     }
 }
 
@@ -299,15 +270,11 @@ fn refused(error: &sqlx::Error) -> bool {
     }
 }
 
-async fn statement(
-    connection: &mut SqliteConnection,
-    sql: &'static str,
-) -> Result<(), Arc<sqlx::Error>> {
-    sqlx::query(sql)
-        .execute(&mut *connection)
-        .await
-        .map(|_| ())
-        .map_err(Arc::new)
+/// Executes `sql`, which takes no parameter.
+fn execute(connection: &Connection, sql: &str) -> Result<(), Arc<sqlx::Error>> {
+    connection
+        .execute_batch(sql)
+        .map_err(|error| Arc::new(into_sqlx(error)))
 }
 
 async fn run(pool: SqlitePool, mut queued: mpsc::Receiver<Box<dyn Job>>) {
@@ -316,7 +283,10 @@ async fn run(pool: SqlitePool, mut queued: mpsc::Receiver<Box<dyn Job>>) {
         let size = batch.len();
         let started = Instant::now();
         let committed = match pool.acquire().await {
-            Ok(mut connection) => commit(&mut connection, &mut batch).await,
+            Ok(mut connection) => match connection.lock_handle().await {
+                Ok(mut handle) => commit(handle.as_raw_handle(), &mut batch),
+                Err(error) => Err(Arc::new(error)),
+            },
             Err(error) => Err(Arc::new(error)),
         };
         if let Err(error) = &committed {
@@ -331,30 +301,32 @@ async fn run(pool: SqlitePool, mut queued: mpsc::Receiver<Box<dyn Job>>) {
     }
 }
 
-/// One transaction for the whole batch; rolled back if any job cannot be applied.
-async fn commit(
-    connection: &mut SqliteConnection,
+/// One transaction for the whole batch on `handle`; rolled back if any job cannot be applied.
+#[expect(
+    unsafe_code,
+    reason = "rusqlite on sqlx's locked handle: the one unsafe call of the workspace"
+)]
+fn commit(
+    handle: NonNull<rusqlite::ffi::sqlite3>,
     batch: &mut [Box<dyn Job>],
 ) -> Result<(), Arc<sqlx::Error>> {
-    // A lone statement commits by itself: BEGIN and COMMIT would cost two more round trips to
-    // SQLite's thread for nothing (the common case with one client).
-    if let [job] = batch
-        && job.single()
-    {
-        return job.apply(connection).await;
-    }
-    statement(connection, "BEGIN IMMEDIATE").await?;
+    // SAFETY: the caller holds sqlx's lock on the handle for this whole call, so sqlx's thread
+    // makes no call on it meanwhile; the connection made here does not own the handle (it does
+    // not close it) and is dropped, its statements finalized, before this returns.
+    let connection = unsafe { Connection::from_handle(handle.as_ptr()) }
+        .map_err(|error| Arc::new(into_sqlx(error)))?;
+    execute(&connection, "BEGIN IMMEDIATE")?;
     for job in batch.iter_mut() {
-        if let Err(error) = job.apply(connection).await {
-            if let Err(rollback) = statement(connection, "ROLLBACK").await {
+        if let Err(error) = job.apply(&connection) {
+            if let Err(rollback) = execute(&connection, "ROLLBACK") {
                 tracing::warn!(error = %rollback, "rolling back a failed batch failed");
             }
             return Err(error);
         }
     }
-    if let Err(error) = statement(connection, "COMMIT").await {
+    if let Err(error) = execute(&connection, "COMMIT") {
         // A failed COMMIT may leave the transaction open: end it, or the next batch's BEGIN fails.
-        let _ = statement(connection, "ROLLBACK").await;
+        let _ = execute(&connection, "ROLLBACK");
         return Err(error);
     }
     Ok(())
@@ -362,9 +334,11 @@ async fn commit(
 
 #[cfg(test)]
 mod tests {
+    use futures::future::BoxFuture;
     use sqlx::sqlite::SqlitePoolOptions;
 
     use super::*;
+    use crate::store::sqlite_native::statement;
 
     /// A private in-memory database with a table `t(k PRIMARY KEY, parent REFERENCES t)`.
     async fn database() -> anyhow::Result<SqlitePool> {
@@ -378,8 +352,8 @@ mod tests {
         Ok(pool)
     }
 
-    fn insert(k: i64, parent: Option<i64>) -> Query {
-        sqlx::query("INSERT INTO t (k, parent) VALUES (?, ?)")
+    fn insert(k: i64, parent: Option<i64>) -> Statement {
+        statement("INSERT INTO t (k, parent) VALUES (?, ?)")
             .bind(k)
             .bind(parent)
     }
@@ -398,7 +372,7 @@ mod tests {
         J: FnOnce(Writer) -> BoxFuture<'static, T>,
     {
         let (open, gate) = oneshot::channel();
-        let writer = Writer::start_gated(pool.clone(), gate);
+        let writer = Writer::start_after(pool.clone(), Some(gate))?;
         let count = jobs.len();
         let spawned: Vec<_> = jobs
             .into_iter()
@@ -415,7 +389,7 @@ mod tests {
         Ok((writer, results))
     }
 
-    fn inserting(k: i64) -> impl FnOnce(Writer) -> BoxFuture<'static, Result<SqliteQueryResult>> {
+    fn inserting(k: i64) -> impl FnOnce(Writer) -> BoxFuture<'static, Result<u64>> {
         move |writer| Box::pin(async move { writer.execute(insert(k, None)).await })
     }
 
@@ -423,9 +397,11 @@ mod tests {
     async fn queued_writes_commit_together_and_each_caller_gets_its_own_answer()
     -> anyhow::Result<()> {
         let pool = database().await?;
-        let (_, results) = in_one_batch(&pool, (1..=20).map(inserting).collect()).await?;
+        // The writer lives until the end: its thread's last return of the connection to the
+        // pool would be dropped with it, and the in-memory database with that connection.
+        let (_writer, results) = in_one_batch(&pool, (1..=20).map(inserting).collect()).await?;
         for result in results {
-            assert_eq!(result?.rows_affected(), 1);
+            assert_eq!(result?, 1);
         }
         assert_eq!(stored(&pool).await?, (1..=20).collect::<Vec<_>>());
         Ok(())
@@ -434,7 +410,7 @@ mod tests {
     #[tokio::test]
     async fn a_refused_statement_fails_alone() -> anyhow::Result<()> {
         let pool = database().await?;
-        let (_, results) = in_one_batch(&pool, [1, 1, 2].map(inserting).into()).await?;
+        let (_writer, results) = in_one_batch(&pool, [1, 1, 2].map(inserting).into()).await?;
         let failed: Vec<bool> = results.iter().map(Result::is_err).collect();
         assert_eq!(failed, [false, true, false]);
         assert_eq!(stored(&pool).await?, [1, 2]);
@@ -444,14 +420,12 @@ mod tests {
     #[tokio::test]
     async fn a_job_of_several_statements_applies_whole_or_not_at_all() -> anyhow::Result<()> {
         let pool = database().await?;
-        let writer = Writer::start(pool.clone());
+        let writer = Writer::start(pool.clone())?;
         let both = writer
             .write(|connection| {
-                Box::pin(async move {
-                    insert(1, None).execute(&mut *connection).await?;
-                    insert(1, None).execute(&mut *connection).await?;
-                    Ok(())
-                })
+                insert(1, None).execute(connection)?;
+                insert(1, None).execute(connection)?;
+                Ok(())
             })
             .await;
         assert!(both.is_err());
@@ -460,27 +434,46 @@ mod tests {
         Ok(())
     }
 
+    #[tokio::test]
+    async fn returned_rows_are_read_once_committed() -> anyhow::Result<()> {
+        let pool = database().await?;
+        sqlx::query("CREATE TABLE a (run_id TEXT, node_id TEXT, attempt INTEGER)")
+            .execute(&pool)
+            .await?;
+        let writer = Writer::start(pool.clone())?;
+        let keys = writer
+            .fetch_keys(statement(
+                "INSERT INTO a VALUES ('r', 'n', 2) RETURNING run_id, node_id, attempt",
+            ))
+            .await?;
+        assert_eq!(
+            keys,
+            [AttemptKey {
+                run_id: "r".into(),
+                node_id: "n".into(),
+                attempt: 2
+            }]
+        );
+        Ok(())
+    }
+
     type TestJob = Box<dyn FnOnce(Writer) -> BoxFuture<'static, Result<()>>>;
+
+    /// Half a job: the first insert of `k` is written, the second refused.
+    fn twice(k: i64) -> impl FnOnce(&Connection) -> Result<()> + Send + 'static {
+        move |connection| {
+            insert(k, None).execute(connection)?;
+            insert(k, None).execute(connection).map_err(partial)?;
+            Ok(())
+        }
+    }
 
     /// Without a savepoint, a job that fails half-way cannot be undone alone: its batch is.
     #[tokio::test]
     async fn a_job_without_a_savepoint_that_fails_fails_its_batch() -> anyhow::Result<()> {
         let pool = database().await?;
         let half = |writer: Writer| -> BoxFuture<'static, Result<()>> {
-            Box::pin(async move {
-                writer
-                    .write_in_batch(|connection| {
-                        Box::pin(async move {
-                            insert(20, None).execute(&mut *connection).await?;
-                            insert(20, None)
-                                .execute(&mut *connection)
-                                .await
-                                .map_err(partial)?;
-                            Ok(())
-                        })
-                    })
-                    .await
-            })
+            Box::pin(async move { writer.write_in_batch(twice(20)).await })
         };
         let fine = |writer: Writer| -> BoxFuture<'static, Result<()>> {
             Box::pin(async move { writer.execute(insert(21, None)).await.map(|_| ()) })
@@ -499,41 +492,25 @@ mod tests {
         assert!(!results[1].as_ref().is_err_and(Error::is_retryable));
         assert_eq!(stored(&pool).await?, Vec::<i64>::new());
         // Alone, it is still one transaction; and one that succeeds applies whole.
-        let alone = writer
-            .write_in_batch(|connection| {
-                Box::pin(async move {
-                    insert(22, None).execute(&mut *connection).await?;
-                    insert(22, None)
-                        .execute(&mut *connection)
-                        .await
-                        .map_err(partial)?;
-                    Ok(())
-                })
-            })
-            .await;
+        let alone = writer.write_in_batch(twice(22)).await;
         assert!(matches!(alone, Err(Error::Commit(_))), "{alone:?}");
         writer
             .write_in_batch(|connection| {
-                Box::pin(async move {
-                    insert(23, None).execute(&mut *connection).await?;
-                    insert(24, Some(23)).execute(&mut *connection).await?;
-                    Ok(())
-                })
+                insert(23, None).execute(connection)?;
+                insert(24, Some(23)).execute(connection)?;
+                Ok(())
             })
             .await?;
         assert_eq!(stored(&pool).await?, [23, 24]);
         // Refused at its first statement, nothing of it is written: it fails alone.
-        let (_, results) = in_one_batch(
+        let (_other_writer, results) = in_one_batch(
             &pool,
             vec![
                 Box::new(move |writer: Writer| -> BoxFuture<'static, Result<()>> {
                     Box::pin(async move {
                         writer
                             .write_in_batch(|connection| {
-                                Box::pin(async move {
-                                    insert(23, None).execute(&mut *connection).await?;
-                                    Ok(())
-                                })
+                                insert(23, None).execute(connection).map(|_| ())
                             })
                             .await
                     })
@@ -564,13 +541,9 @@ mod tests {
             Box::pin(async move {
                 writer
                     .write(|connection| {
-                        Box::pin(async move {
-                            sqlx::query("PRAGMA defer_foreign_keys = ON")
-                                .execute(&mut *connection)
-                                .await?;
-                            insert(10, Some(99)).execute(&mut *connection).await?;
-                            Ok(())
-                        })
+                        connection.execute_batch("PRAGMA defer_foreign_keys = ON")?;
+                        insert(10, Some(99)).execute(connection)?;
+                        Ok(())
                     })
                     .await
             })
