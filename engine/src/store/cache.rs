@@ -60,13 +60,12 @@ fn service_error(error: impl Into<super::Error>) -> ServiceError {
 }
 
 /// `Cache` for one store: `dialect` names the store's module (`timestamp`) and its
-/// [`dialect`] function; reads run on `read_pool`, writes on `write_pool`.
+/// [`dialect`] function; reads run on `read_pool`, writes on the store's `write_connection()`.
 macro_rules! cache {
     (
         store: $store:ident,
         dialect: $dialect:ident,
         read_pool: $read_pool:ident,
-        write_pool: $write_pool:ident,
         purge: $purge:ident $(,)?
     ) => {
         #[async_trait]
@@ -90,18 +89,19 @@ macro_rules! cache {
                 ttl: Duration,
             ) -> Result<(), ServiceError> {
                 let now = Utc::now();
+                let mut writer = self.write_connection().await.map_err(service_error)?;
                 sqlx::query(dialect::$dialect(PUT))
                     .bind(namespace)
                     .bind(key)
                     .bind(value.to_string())
                     .bind($dialect::timestamp(expiry(now, ttl)))
-                    .execute(&self.$write_pool)
+                    .execute(&mut *writer)
                     .await
                     .map_err(service_error)?;
                 sqlx::query(dialect::$dialect($purge))
                     .bind($dialect::timestamp(now))
                     .bind(PURGE_BATCH)
-                    .execute(&self.$write_pool)
+                    .execute(&mut *writer)
                     .await
                     .map_err(service_error)?;
                 Ok(())
@@ -114,7 +114,6 @@ cache! {
     store: SqliteStore,
     dialect: sqlite,
     read_pool: pool,
-    write_pool: writer,
     purge: SQLITE_PURGE,
 }
 
@@ -122,6 +121,5 @@ cache! {
     store: PostgresStore,
     dialect: postgres,
     read_pool: pool,
-    write_pool: pool,
     purge: POSTGRES_PURGE,
 }

@@ -26,7 +26,7 @@ impl Poison for SqliteStore {
         sqlx::query(AssertSqlSafe(sql))
             .bind(text)
             .bind(run_id)
-            .execute(&self.writer)
+            .execute(&mut *self.write_connection().await.expect("the writer"))
             .await
             .expect("poisoned");
     }

@@ -7,6 +7,5 @@ super::leads_sql::lead_store! {
     database: Postgres,
     dialect: postgres,
     read_pool: pool,
-    write_pool: pool,
     position: "strpos",
 }

@@ -64,7 +64,7 @@ pub(super) fn tags_text(tags: &[String]) -> String {
 
 /// `LeadStore`, `list`, `detail` and `Upserts` for one store, expanded in a child module of
 /// `store`. `dialect` names both the store's module (`Columns`, `timestamp`) and its
-/// [`dialect`](super::dialect) function; upserts run on `write_pool`, queries on `read_pool`;
+/// [`dialect`](super::dialect) function; upserts run on the store's `write_connection()`, queries on `read_pool`;
 /// `position` is the database's `strpos(haystack, needle)`.
 macro_rules! lead_store {
     (
@@ -72,7 +72,6 @@ macro_rules! lead_store {
         database: $database:ident,
         dialect: $dialect:ident,
         read_pool: $read_pool:ident,
-        write_pool: $write_pool:ident,
         position: $position:literal $(,)?
     ) => {
         use async_trait::async_trait;
@@ -103,7 +102,8 @@ macro_rules! lead_store {
         }
 
         async fn upsert(store: &$store, lead: &LeadUpsert) -> Result<UpsertedLead> {
-            let mut transaction = store.$write_pool.begin().await?;
+            let mut writer = store.write_connection().await?;
+            let mut transaction = sqlx::Connection::begin(&mut *writer).await?;
             let upserted = leads::upsert(&mut transaction, lead, Utc::now()).await?;
             transaction.commit().await?;
             Ok(upserted)
@@ -157,7 +157,7 @@ macro_rules! lead_store {
         }
 
         #[async_trait]
-        impl Upserts for Transaction<'static, $database> {
+        impl Upserts for Transaction<'_, $database> {
             async fn claim_organization(
                 &mut self,
                 new: &OrganizationRecord,

@@ -7,6 +7,5 @@ super::leads_sql::lead_store! {
     database: Sqlite,
     dialect: sqlite,
     read_pool: pool,
-    write_pool: writer,
     position: "instr",
 }

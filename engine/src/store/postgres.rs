@@ -99,6 +99,12 @@ impl PostgresStore {
         Ok(())
     }
 
+    /// A connection to write on, for code written once for both stores (SQLite's is its one
+    /// writer connection).
+    pub(super) async fn write_connection(&self) -> Result<sqlx::pool::PoolConnection<Postgres>> {
+        Ok(self.pool.acquire().await?)
+    }
+
     /// Closes every connection; the store is unusable afterwards.
     pub async fn close(&self) {
         self.locks.close().await;

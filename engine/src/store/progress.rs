@@ -57,20 +57,21 @@ fn decoded(
     Ok((key, progress))
 }
 
-/// `ProgressStore` for one store: `dialect` names its [`dialect`] function; writes go to
-/// `write_pool`, reads to `read_pool`.
+/// `ProgressStore` for one store: `dialect` names its [`dialect`] function; writes go to the
+/// store's `write_connection()`, reads to `read_pool`.
 macro_rules! progress_store {
-    (store: $store:ident, dialect: $dialect:ident, read_pool: $read_pool:ident, write_pool: $write_pool:ident $(,)?) => {
+    (store: $store:ident, dialect: $dialect:ident, read_pool: $read_pool:ident $(,)?) => {
         #[async_trait]
         impl ProgressStore for $store {
             async fn set_progress(&self, key: &AttemptKey, progress: Progress) -> Result<()> {
+                let mut writer = self.write_connection().await?;
                 sqlx::query(dialect::$dialect(SET))
                     .bind(&key.run_id)
                     .bind(&key.node_id)
                     .bind(i64::from(key.attempt))
                     .bind(stored(progress.done))
                     .bind(stored(progress.total))
-                    .execute(&self.$write_pool)
+                    .execute(&mut *writer)
                     .await?;
                 Ok(())
             }
@@ -86,5 +87,5 @@ macro_rules! progress_store {
     };
 }
 
-progress_store! { store: SqliteStore, dialect: sqlite, read_pool: pool, write_pool: writer }
-progress_store! { store: PostgresStore, dialect: postgres, read_pool: pool, write_pool: pool }
+progress_store! { store: SqliteStore, dialect: sqlite, read_pool: pool }
+progress_store! { store: PostgresStore, dialect: postgres, read_pool: pool }

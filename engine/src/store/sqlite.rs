@@ -4,6 +4,7 @@
 //! order and SQL compares instants with `<=`; like Postgres' `timestamptz`, they keep microseconds.
 //! JSON values are text: SQL NULL is an absent value, the text `null` a JSON null.
 
+use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,7 +17,7 @@ use sqlx::migrate::Migrator;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
 };
-use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
+use sqlx::{ConnectOptions, QueryBuilder, Row, Sqlite, SqlitePool};
 use tokio::sync::mpsc;
 
 use super::connect::{Durability, without_credentials};
@@ -24,7 +25,7 @@ use super::json::{check_text_depth, to_optional_text};
 use super::rows::{self, error_json, summary_columns};
 use super::sqlite_checkpoint;
 use super::sqlite_native::{Statement, statement};
-use super::sqlite_writer::{Submit, Writer, partial};
+use super::sqlite_writer::{Lent, Submit, Writer, partial};
 use super::{
     AttemptKey, AttemptOutcome, AttemptRecord, Completed, Error, ErrorInfo, LeadDetail, LeadQuery,
     LeadView, Listed, Result, RunEnd, RunLock, RunQuery, RunRecord, RunStatus, Store,
@@ -43,15 +44,14 @@ const MAX_CONNECTIONS: u32 = 8;
 pub struct SqliteStore {
     /// Readers; WAL lets them run beside the writer.
     pub(super) pool: SqlitePool,
-    /// The one connection that writes. Funnelling writes through it queues them in async code
-    /// instead of letting several connections collide on SQLite's write lock, whose busy
-    /// handler sleeps. Runs and attempts are written through [`Writer`] on it (group commit);
-    /// the leads and the cache still take it directly.
-    pub(super) writer: SqlitePool,
-    /// The group-commit queue on `writer`.
+    /// The one connection that writes, on a thread of its own (group commit). Funnelling every
+    /// write through it queues writes in async code instead of letting several connections
+    /// collide on SQLite's write lock, whose busy handler sleeps.
     pub(super) writes: Writer,
     /// Held by every clone: the WAL checkpointer stops when the last one is dropped.
     _alive: Arc<()>,
+    /// Where a private database lives, removed when the last clone is dropped.
+    _scratch: Option<Arc<Scratch>>,
 }
 
 impl SqliteStore {
@@ -66,51 +66,44 @@ impl SqliteStore {
         let Some(location) = url.strip_prefix("sqlite:") else {
             return Err(Error::UnsupportedUrl(without_credentials(url)));
         };
-        let options = SqliteConnectOptions::from_str(url)?
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(match durability {
-                Durability::Process => SqliteSynchronous::Normal,
-                Durability::Power => SqliteSynchronous::Full,
-            })
-            .busy_timeout(BUSY_TIMEOUT)
-            .foreign_keys(true);
-        let pool = if is_in_memory(location) {
-            // Every connection to `:memory:` opens its own empty database, and the database dies
-            // with its last connection: keep exactly one, forever.
-            SqlitePoolOptions::new()
-                .max_connections(1)
-                .min_connections(1)
-                .idle_timeout(None)
-                .max_lifetime(None)
-        } else {
-            SqlitePoolOptions::new().max_connections(MAX_CONNECTIONS)
+        // The writer and the readers are separate connections, and each connection to
+        // `:memory:` would open its own empty database: a private database is a file in a
+        // directory of its own instead, removed with the store, that nothing needs to survive.
+        let scratch = is_in_memory(location).then(Scratch::create).transpose()?;
+        let options = match &scratch {
+            Some(scratch) => SqliteConnectOptions::new().filename(scratch.database()),
+            None => SqliteConnectOptions::from_str(url)?,
         }
-        // A local file cannot drop a connection the way a network peer can; the default ping
-        // before every acquire would double the cost of each statement.
-        .test_before_acquire(false);
-        let pool = pool.connect_with(options.clone()).await?;
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(match (durability, &scratch) {
+            (_, Some(_)) => SqliteSynchronous::Off,
+            (Durability::Process, None) => SqliteSynchronous::Normal,
+            (Durability::Power, None) => SqliteSynchronous::Full,
+        })
+        .busy_timeout(BUSY_TIMEOUT)
+        .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(MAX_CONNECTIONS)
+            // A local file cannot drop a connection the way a network peer can; the default
+            // ping before every acquire would double the cost of each statement.
+            .test_before_acquire(false)
+            .connect_with(options.clone())
+            .await?;
+        let writer = options
+            .pragma(
+                "wal_autocheckpoint",
+                sqlite_checkpoint::WRITER_AUTOCHECKPOINT,
+            )
+            .connect()
+            .await?;
         let alive = Arc::new(());
-        let writer = if is_in_memory(location) {
-            pool.clone()
-        } else {
-            let writer = SqlitePoolOptions::new()
-                .max_connections(1)
-                .test_before_acquire(false)
-                .connect_with(options.pragma(
-                    "wal_autocheckpoint",
-                    sqlite_checkpoint::WRITER_AUTOCHECKPOINT,
-                ))
-                .await?;
-            sqlite_checkpoint::start(pool.clone(), Arc::downgrade(&alive));
-            writer
-        };
-        let writes = Writer::start(writer.clone())?;
+        sqlite_checkpoint::start(pool.clone(), Arc::downgrade(&alive));
         let store = SqliteStore {
             pool,
-            writer,
-            writes,
+            writes: Writer::start(writer)?,
             _alive: alive,
+            _scratch: scratch.map(Arc::new),
         };
         store.migrate().await?;
         Ok(store)
@@ -118,14 +111,43 @@ impl SqliteStore {
 
     /// Applies the migrations this binary carries that the database has not seen yet.
     pub async fn migrate(&self) -> Result<()> {
-        MIGRATOR.run(&self.writer).await?;
+        let mut writer = self.writes.lend().await?;
+        MIGRATOR.run(&mut *writer).await?;
         Ok(())
+    }
+
+    /// The writer connection, for sqlx code shared with Postgres; see [`Writer::lend`].
+    pub(super) async fn write_connection(&self) -> Result<Lent> {
+        self.writes.lend().await
     }
 
     /// Closes every connection (checkpointing the WAL); the store is unusable afterwards.
     pub async fn close(&self) {
         self.pool.close().await;
-        self.writer.close().await;
+        self.writes.close().await;
+    }
+}
+
+/// The directory of a private database (`sqlite::memory:`), removed when the store is dropped.
+#[derive(Debug)]
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn create() -> Result<Scratch> {
+        let directory = std::env::temp_dir().join(format!("enrichflow-{}", uuid::Uuid::now_v7()));
+        std::fs::create_dir(&directory).map_err(sqlx::Error::Io)?;
+        Ok(Scratch(directory))
+    }
+
+    fn database(&self) -> PathBuf {
+        self.0.join("db.sqlite")
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        // Open connections keep their files until they close; the names go now.
+        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 

@@ -7,13 +7,15 @@
 //! transaction per write, while concurrent runs share each commit: the commit, not the
 //! statement, is what costs on disk.
 //!
-//! The batch runs on the handle of sqlx's one writer connection, taken from sqlx's thread once
-//! per batch ([`sqlx::sqlite::SqliteConnection::lock_handle`]) and driven through rusqlite: its
-//! statements, savepoints and COMMIT are plain C calls, where through sqlx each would be a
-//! hand-off to sqlx's thread and back (two thread wake-ups, most of a statement's cost). The
-//! writer has a thread of its own, so a COMMIT waiting for the disk holds no async worker. The
-//! leads, the cache and the migrations still write through sqlx on the same connection; the
-//! pool of one connection takes turns between them and the writer.
+//! The writer's thread owns the one writer connection. It holds the connection's handle,
+//! taken from sqlx's thread ([`sqlx::sqlite::SqliteConnection::lock_handle`]), and drives it
+//! through rusqlite with its statements prepared once: a statement, a savepoint, a COMMIT is a
+//! plain C call, where through sqlx each would be a hand-off to sqlx's thread and back (two
+//! thread wake-ups, most of a statement's cost). A job costs two wake-ups: the caller's queueing
+//! and its answer. Its own thread keeps a COMMIT waiting for the disk off the async workers.
+//! The leads, the cache, progress and the migrations are written with sqlx code shared with
+//! Postgres: for them the writer lends the connection itself ([`Writer::lend`]), in queue
+//! order, and takes the handle back when it returns.
 //!
 //! Jobs run in the order they were queued, so an answer also proves every job queued before it
 //! is durable. A job whose statement is refused (a constraint) fails alone; a job of several
@@ -24,11 +26,12 @@
 //! broke the batch gets its error ([`Error::Commit`]); the others [`Error::RolledBack`], which
 //! callers retry: a write refused for its own data never fails another's for good.
 
-use std::ptr::NonNull;
+use std::collections::VecDeque;
+use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
 use std::time::Instant;
 
-use sqlx::SqlitePool;
+use sqlx::SqliteConnection;
 use tokio::sync::{mpsc, oneshot};
 
 use super::sqlite_native::{Statement, into_sqlx};
@@ -45,22 +48,35 @@ pub(super) type Connection = rusqlite::Connection;
 /// The handle callers write through; cloning is cheap.
 #[derive(Debug, Clone)]
 pub(super) struct Writer {
-    jobs: mpsc::Sender<Box<dyn Job>>,
+    jobs: mpsc::Sender<Queued>,
+}
+
+/// What waits in the writer's queue.
+enum Queued {
+    /// A write of runs and attempts, run in the next batch.
+    Job(Box<dyn Job>),
+    /// A caller waiting for the connection itself.
+    Lend(oneshot::Sender<Lent>),
+    /// Close the connection once what was queued before is written.
+    Close(oneshot::Sender<()>),
 }
 
 impl Writer {
-    /// Starts the writer's thread on `pool` (the one connection that writes). It stops when
-    /// every handle is dropped.
-    pub(super) fn start(pool: SqlitePool) -> Result<Writer> {
-        Self::start_after(pool, None)
+    /// Starts the writer's thread on `connection` (the one that writes). It stops, closing
+    /// the connection, when every handle is dropped.
+    pub(super) fn start(connection: SqliteConnection) -> Result<Writer> {
+        Self::start_after(connection, None)
     }
 
     /// A writer that starts taking jobs when `gate` opens, if there is one: a test queues jobs
     /// first, so they are sure to share one batch.
-    fn start_after(pool: SqlitePool, gate: Option<oneshot::Receiver<()>>) -> Result<Writer> {
+    fn start_after(
+        connection: SqliteConnection,
+        gate: Option<oneshot::Receiver<()>>,
+    ) -> Result<Writer> {
         let (jobs, queued) = mpsc::channel(QUEUE);
-        // sqlx's pool needs a runtime to wait on; one of the thread's own keeps the blocking
-        // batches off the caller's workers.
+        // sqlx's connection needs a runtime to wait on; one of the thread's own keeps the
+        // blocking batches off the caller's workers.
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -72,11 +88,32 @@ impl Writer {
                     if let Some(gate) = gate {
                         let _ = gate.await;
                     }
-                    run(pool, queued).await;
+                    run(connection, queued).await;
                 });
             })
             .map_err(sqlx::Error::Io)?;
         Ok(Writer { jobs })
+    }
+
+    /// The writer connection itself, once every write queued before is done, for sqlx code
+    /// shared with Postgres (the leads, the cache, progress, migrations). Batches wait until it
+    /// is dropped, so hold it for a few statements only. What it runs is its own: it commits
+    /// as it says (autocommit, or its own transaction), not with a batch.
+    pub(super) async fn lend(&self) -> Result<Lent> {
+        let (reply, lent) = oneshot::channel();
+        self.jobs
+            .send(Queued::Lend(reply))
+            .await
+            .map_err(|_| gone())?;
+        lent.await.map_err(|_| gone())
+    }
+
+    /// Writes what is queued, then closes the connection; later writes fail.
+    pub(super) async fn close(&self) {
+        let (reply, closed) = oneshot::channel();
+        if self.jobs.send(Queued::Close(reply)).await.is_ok() {
+            let _ = closed.await;
+        }
     }
 
     /// Runs `work` in the next batch; returns its result once the batch has committed. `work`
@@ -131,8 +168,40 @@ impl Writer {
             result: None,
             reply,
         };
-        self.jobs.send(Box::new(job)).await.map_err(|_| gone())?;
+        let queued = Queued::Job(Box::new(job));
+        self.jobs.send(queued).await.map_err(|_| gone())?;
         answer.await.unwrap_or(Err(gone()))
+    }
+}
+
+/// The writer connection, lent by [`Writer::lend`]; dropping it gives it back.
+#[derive(Debug)]
+pub(super) struct Lent {
+    connection: Option<SqliteConnection>,
+    back: Option<oneshot::Sender<SqliteConnection>>,
+}
+
+impl Deref for Lent {
+    type Target = SqliteConnection;
+
+    fn deref(&self) -> &SqliteConnection {
+        // Present until dropped.
+        self.connection.as_ref().expect("a lent connection")
+    }
+}
+
+impl DerefMut for Lent {
+    fn deref_mut(&mut self) -> &mut SqliteConnection {
+        self.connection.as_mut().expect("a lent connection")
+    }
+}
+
+impl Drop for Lent {
+    fn drop(&mut self) {
+        if let (Some(connection), Some(back)) = (self.connection.take(), self.back.take()) {
+            // The writer is gone if nobody takes it back: then it closes as it drops.
+            let _ = back.send(connection);
+        }
     }
 }
 
@@ -270,63 +339,156 @@ fn refused(error: &sqlx::Error) -> bool {
     }
 }
 
-/// Executes `sql`, which takes no parameter.
+/// Executes `sql`, which takes no parameter and returns no row.
 fn execute(connection: &Connection, sql: &str) -> Result<(), Arc<sqlx::Error>> {
     connection
-        .execute_batch(sql)
+        .prepare_cached(sql)
+        .and_then(|mut statement| statement.execute([]))
+        .map(|_| ())
         .map_err(|error| Arc::new(into_sqlx(error)))
 }
 
-async fn run(pool: SqlitePool, mut queued: mpsc::Receiver<Box<dyn Job>>) {
-    let mut batch = Vec::with_capacity(MAX_BATCH);
-    while queued.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        let size = batch.len();
-        let started = Instant::now();
-        let committed = match pool.acquire().await {
-            Ok(mut connection) => match connection.lock_handle().await {
-                Ok(mut handle) => commit(handle.as_raw_handle(), &mut batch),
-                Err(error) => Err(Arc::new(error)),
-            },
-            Err(error) => Err(Arc::new(error)),
+async fn run(mut connection: SqliteConnection, mut queued: mpsc::Receiver<Queued>) {
+    let mut waiting = VecDeque::new();
+    let closed = loop {
+        let lend = match batches(&mut connection, &mut queued, &mut waiting).await {
+            Ok(Next::Lend(lend)) => lend,
+            Ok(Next::Close(closed)) => break closed,
+            Err(error) => {
+                // Only when sqlx's thread for the connection is gone: nothing can be written.
+                tracing::error!(%error, "the SQLite writer lost its connection");
+                break None;
+            }
         };
+        match lent_and_back(connection, lend).await {
+            Some(back) => connection = back,
+            None => {
+                tracing::error!("the SQLite writer's connection was not given back");
+                return;
+            }
+        }
+    };
+    // Jobs still queued, and queued from now on, are answered `gone` as they drop.
+    drop(waiting);
+    drop(queued);
+    let _ = sqlx::Connection::close(connection).await;
+    if let Some(closed) = closed {
+        let _ = closed.send(());
+    }
+}
+
+/// Why the writer put the handle down.
+enum Next {
+    /// A caller asked for the connection.
+    Lend(oneshot::Sender<Lent>),
+    /// Closing: asked (answered once closed), or every [`Writer`] was dropped.
+    Close(Option<oneshot::Sender<()>>),
+}
+
+/// Holds the connection's handle and commits batches of queued jobs on it until a caller asks
+/// for the connection itself or the writer closes.
+async fn batches(
+    connection: &mut SqliteConnection,
+    queued: &mut mpsc::Receiver<Queued>,
+    waiting: &mut VecDeque<Queued>,
+) -> Result<Next, sqlx::Error> {
+    let mut handle = connection.lock_handle().await?;
+    let native = Native::on(handle.as_raw_handle()).map_err(into_sqlx)?;
+    // A caller's transaction that was dropped unfinished is not this batch's.
+    if !native.0.is_autocommit()
+        && let Err(error) = execute(&native.0, "ROLLBACK")
+    {
+        tracing::warn!(%error, "ending a lent connection's transaction failed");
+    }
+    let mut received = Vec::with_capacity(MAX_BATCH);
+    loop {
+        if waiting.is_empty() {
+            if queued.recv_many(&mut received, MAX_BATCH).await == 0 {
+                return Ok(Next::Close(None));
+            }
+            waiting.extend(received.drain(..));
+        }
+        let mut batch = Vec::new();
+        while batch.len() < MAX_BATCH
+            && let Some(Queued::Job(_)) = waiting.front()
+            && let Some(Queued::Job(job)) = waiting.pop_front()
+        {
+            batch.push(job);
+        }
+        if batch.is_empty() {
+            match waiting.pop_front() {
+                Some(Queued::Lend(lend)) => return Ok(Next::Lend(lend)),
+                Some(Queued::Close(closed)) => return Ok(Next::Close(Some(closed))),
+                // Jobs were taken above; nothing left means receive again.
+                Some(Queued::Job(_)) | None => continue,
+            }
+        }
+        let started = Instant::now();
+        let committed = commit(&native.0, &mut batch);
         if let Err(error) = &committed {
+            let size = batch.len();
             tracing::error!(%error, jobs = size, "a batch of writes failed; none of it is stored");
         }
-        metrics::histogram!("enrichflow_store_batch_size").record(size as f64);
+        metrics::histogram!("enrichflow_store_batch_size").record(batch.len() as f64);
         metrics::histogram!("enrichflow_store_commit_seconds")
             .record(started.elapsed().as_secs_f64());
-        for job in batch.drain(..) {
+        for job in batch {
             job.answer(committed.clone());
         }
     }
 }
 
-/// One transaction for the whole batch on `handle`; rolled back if any job cannot be applied.
-#[expect(
-    unsafe_code,
-    reason = "rusqlite on sqlx's locked handle: the one unsafe call of the workspace"
-)]
-fn commit(
-    handle: NonNull<rusqlite::ffi::sqlite3>,
-    batch: &mut [Box<dyn Job>],
-) -> Result<(), Arc<sqlx::Error>> {
-    // SAFETY: the caller holds sqlx's lock on the handle for this whole call, so sqlx's thread
-    // makes no call on it meanwhile; the connection made here does not own the handle (it does
-    // not close it) and is dropped, its statements finalized, before this returns.
-    let connection = unsafe { Connection::from_handle(handle.as_ptr()) }
-        .map_err(|error| Arc::new(into_sqlx(error)))?;
-    execute(&connection, "BEGIN IMMEDIATE")?;
+/// Lends `connection` through `lend` and waits for it to come back (`None` if it never does).
+async fn lent_and_back(
+    connection: SqliteConnection,
+    lend: oneshot::Sender<Lent>,
+) -> Option<SqliteConnection> {
+    let (back, returned) = oneshot::channel();
+    let lent = Lent {
+        connection: Some(connection),
+        back: Some(back),
+    };
+    match lend.send(lent) {
+        Ok(()) => returned.await.ok(),
+        // The caller stopped waiting: the connection comes straight back.
+        Err(mut lent) => lent.connection.take(),
+    }
+}
+
+/// rusqlite on the handle of sqlx's connection, with its own statement cache.
+struct Native(Connection);
+
+impl Native {
+    /// Wraps `handle`. The caller holds sqlx's lock on it while this lives.
+    #[expect(
+        unsafe_code,
+        reason = "rusqlite on sqlx's locked handle: the one unsafe call of the workspace"
+    )]
+    fn on(handle: std::ptr::NonNull<rusqlite::ffi::sqlite3>) -> rusqlite::Result<Native> {
+        // SAFETY: the caller holds sqlx's lock on the handle for as long as this value lives
+        // (it is dropped first), so sqlx's thread makes no call on it meanwhile; the connection
+        // made here does not own the handle (it never closes it), and dropping it finalizes
+        // its cached statements, so sqlx closes a handle with none of ours left open.
+        let connection = unsafe { Connection::from_handle(handle.as_ptr()) }?;
+        connection.set_prepared_statement_cache_capacity(64);
+        Ok(Native(connection))
+    }
+}
+
+/// One transaction for the whole batch; rolled back if any job cannot be applied.
+fn commit(connection: &Connection, batch: &mut [Box<dyn Job>]) -> Result<(), Arc<sqlx::Error>> {
+    execute(connection, "BEGIN IMMEDIATE")?;
     for job in batch.iter_mut() {
-        if let Err(error) = job.apply(&connection) {
-            if let Err(rollback) = execute(&connection, "ROLLBACK") {
+        if let Err(error) = job.apply(connection) {
+            if let Err(rollback) = execute(connection, "ROLLBACK") {
                 tracing::warn!(error = %rollback, "rolling back a failed batch failed");
             }
             return Err(error);
         }
     }
-    if let Err(error) = execute(&connection, "COMMIT") {
+    if let Err(error) = execute(connection, "COMMIT") {
         // A failed COMMIT may leave the transaction open: end it, or the next batch's BEGIN fails.
-        let _ = execute(&connection, "ROLLBACK");
+        let _ = execute(connection, "ROLLBACK");
         return Err(error);
     }
     Ok(())
@@ -335,21 +497,57 @@ fn commit(
 #[cfg(test)]
 mod tests {
     use futures::future::BoxFuture;
-    use sqlx::sqlite::SqlitePoolOptions;
+    use sqlx::ConnectOptions;
+    use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
+    use sqlx::{Sqlite, SqlitePool};
 
     use super::*;
     use crate::store::sqlite_native::statement;
 
-    /// A private in-memory database with a table `t(k PRIMARY KEY, parent REFERENCES t)`.
-    async fn database() -> anyhow::Result<SqlitePool> {
+    /// A database file with a table `t(k PRIMARY KEY, parent REFERENCES t)`: a pool to read
+    /// it, and the options of a connection for the writer.
+    struct Database {
+        directory: std::path::PathBuf,
+        options: SqliteConnectOptions,
+        pool: SqlitePool,
+    }
+
+    impl Drop for Database {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.directory);
+        }
+    }
+
+    impl Database {
+        async fn writer_connection(&self) -> anyhow::Result<SqliteConnection> {
+            Ok(self.options.connect().await?)
+        }
+
+        async fn writer(&self) -> anyhow::Result<Writer> {
+            Ok(Writer::start(self.writer_connection().await?)?)
+        }
+    }
+
+    async fn database() -> anyhow::Result<Database> {
+        let directory =
+            std::env::temp_dir().join(format!("enrichflow-writer-{}", uuid::Uuid::now_v7()));
+        std::fs::create_dir(&directory)?;
+        let options = SqliteConnectOptions::new()
+            .filename(directory.join("db.sqlite"))
+            .create_if_missing(true)
+            .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal);
         let pool = SqlitePoolOptions::new()
             .max_connections(1)
-            .connect("sqlite::memory:")
+            .connect_with(options.clone())
             .await?;
         sqlx::query("CREATE TABLE t (k INTEGER PRIMARY KEY, parent INTEGER REFERENCES t (k))")
             .execute(&pool)
             .await?;
-        Ok(pool)
+        Ok(Database {
+            directory,
+            options,
+            pool,
+        })
     }
 
     fn insert(k: i64, parent: Option<i64>) -> Statement {
@@ -358,21 +556,26 @@ mod tests {
             .bind(parent)
     }
 
-    async fn stored(pool: &SqlitePool) -> anyhow::Result<Vec<i64>> {
-        Ok(sqlx::query_scalar("SELECT k FROM t ORDER BY k")
-            .fetch_all(pool)
-            .await?)
+    async fn stored(database: &Database) -> anyhow::Result<Vec<i64>> {
+        Ok(
+            sqlx::query_scalar::<Sqlite, i64>("SELECT k FROM t ORDER BY k")
+                .fetch_all(&database.pool)
+                .await?,
+        )
     }
 
-    /// Runs `jobs` (each given a writer on `pool`) so that they commit together, as one batch:
-    /// they are all queued before the writer starts.
-    async fn in_one_batch<T, J>(pool: &SqlitePool, jobs: Vec<J>) -> anyhow::Result<(Writer, Vec<T>)>
+    /// Runs `jobs` (each given a writer on `database`) so that they commit together, as one
+    /// batch: they are all queued before the writer starts.
+    async fn in_one_batch<T, J>(
+        database: &Database,
+        jobs: Vec<J>,
+    ) -> anyhow::Result<(Writer, Vec<T>)>
     where
         T: Send + 'static,
         J: FnOnce(Writer) -> BoxFuture<'static, T>,
     {
         let (open, gate) = oneshot::channel();
-        let writer = Writer::start_after(pool.clone(), Some(gate))?;
+        let writer = Writer::start_after(database.writer_connection().await?, Some(gate))?;
         let count = jobs.len();
         let spawned: Vec<_> = jobs
             .into_iter()
@@ -396,31 +599,29 @@ mod tests {
     #[tokio::test]
     async fn queued_writes_commit_together_and_each_caller_gets_its_own_answer()
     -> anyhow::Result<()> {
-        let pool = database().await?;
-        // The writer lives until the end: its thread's last return of the connection to the
-        // pool would be dropped with it, and the in-memory database with that connection.
-        let (_writer, results) = in_one_batch(&pool, (1..=20).map(inserting).collect()).await?;
+        let database = database().await?;
+        let (_, results) = in_one_batch(&database, (1..=20).map(inserting).collect()).await?;
         for result in results {
             assert_eq!(result?, 1);
         }
-        assert_eq!(stored(&pool).await?, (1..=20).collect::<Vec<_>>());
+        assert_eq!(stored(&database).await?, (1..=20).collect::<Vec<_>>());
         Ok(())
     }
 
     #[tokio::test]
     async fn a_refused_statement_fails_alone() -> anyhow::Result<()> {
-        let pool = database().await?;
-        let (_writer, results) = in_one_batch(&pool, [1, 1, 2].map(inserting).into()).await?;
+        let database = database().await?;
+        let (_, results) = in_one_batch(&database, [1, 1, 2].map(inserting).into()).await?;
         let failed: Vec<bool> = results.iter().map(Result::is_err).collect();
         assert_eq!(failed, [false, true, false]);
-        assert_eq!(stored(&pool).await?, [1, 2]);
+        assert_eq!(stored(&database).await?, [1, 2]);
         Ok(())
     }
 
     #[tokio::test]
     async fn a_job_of_several_statements_applies_whole_or_not_at_all() -> anyhow::Result<()> {
-        let pool = database().await?;
-        let writer = Writer::start(pool.clone())?;
+        let database = database().await?;
+        let writer = database.writer().await?;
         let both = writer
             .write(|connection| {
                 insert(1, None).execute(connection)?;
@@ -430,17 +631,17 @@ mod tests {
             .await;
         assert!(both.is_err());
         writer.execute(insert(2, None)).await?;
-        assert_eq!(stored(&pool).await?, [2]);
+        assert_eq!(stored(&database).await?, [2]);
         Ok(())
     }
 
     #[tokio::test]
     async fn returned_rows_are_read_once_committed() -> anyhow::Result<()> {
-        let pool = database().await?;
+        let database = database().await?;
         sqlx::query("CREATE TABLE a (run_id TEXT, node_id TEXT, attempt INTEGER)")
-            .execute(&pool)
+            .execute(&database.pool)
             .await?;
-        let writer = Writer::start(pool.clone())?;
+        let writer = database.writer().await?;
         let keys = writer
             .fetch_keys(statement(
                 "INSERT INTO a VALUES ('r', 'n', 2) RETURNING run_id, node_id, attempt",
@@ -454,6 +655,47 @@ mod tests {
                 attempt: 2
             }]
         );
+        Ok(())
+    }
+
+    /// Lending keeps queue order: the lent connection sees every write queued before, and a
+    /// write queued while it is lent waits for it to come back.
+    #[tokio::test]
+    async fn a_lent_connection_takes_its_turn_in_the_queue() -> anyhow::Result<()> {
+        let database = database().await?;
+        let writer = database.writer().await?;
+        let before = tokio::spawn({
+            let writer = writer.clone();
+            async move { writer.execute(insert(1, None)).await }
+        });
+        before.await??;
+        let mut lent = writer.lend().await?;
+        let seen: Vec<i64> = sqlx::query_scalar("SELECT k FROM t")
+            .fetch_all(&mut *lent)
+            .await?;
+        assert_eq!(seen, [1]);
+        let after = tokio::spawn({
+            let writer = writer.clone();
+            async move { writer.execute(insert(3, None)).await }
+        });
+        sqlx::query("INSERT INTO t (k) VALUES (2)")
+            .execute(&mut *lent)
+            .await?;
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        assert!(
+            !after.is_finished(),
+            "a batch ran while the connection was lent"
+        );
+        // An unfinished transaction of the borrower does not reach the next batch.
+        sqlx::query("BEGIN").execute(&mut *lent).await?;
+        sqlx::query("INSERT INTO t (k) VALUES (4)")
+            .execute(&mut *lent)
+            .await?;
+        drop(lent);
+        assert_eq!(after.await??, 1);
+        assert_eq!(stored(&database).await?, [1, 2, 3]);
+        writer.close().await;
+        assert!(writer.execute(insert(5, None)).await.is_err());
         Ok(())
     }
 
@@ -471,7 +713,7 @@ mod tests {
     /// Without a savepoint, a job that fails half-way cannot be undone alone: its batch is.
     #[tokio::test]
     async fn a_job_without_a_savepoint_that_fails_fails_its_batch() -> anyhow::Result<()> {
-        let pool = database().await?;
+        let database = database().await?;
         let half = |writer: Writer| -> BoxFuture<'static, Result<()>> {
             Box::pin(async move { writer.write_in_batch(twice(20)).await })
         };
@@ -479,7 +721,7 @@ mod tests {
             Box::pin(async move { writer.execute(insert(21, None)).await.map(|_| ()) })
         };
         let jobs: Vec<TestJob> = vec![Box::new(fine), Box::new(half)];
-        let (writer, results) = in_one_batch(&pool, jobs).await?;
+        let (writer, results) = in_one_batch(&database, jobs).await?;
         // The job that broke the batch learns why; the other is told to write again.
         assert!(
             matches!(
@@ -490,7 +732,7 @@ mod tests {
         );
         assert!(results[0].as_ref().is_err_and(Error::is_retryable));
         assert!(!results[1].as_ref().is_err_and(Error::is_retryable));
-        assert_eq!(stored(&pool).await?, Vec::<i64>::new());
+        assert_eq!(stored(&database).await?, Vec::<i64>::new());
         // Alone, it is still one transaction; and one that succeeds applies whole.
         let alone = writer.write_in_batch(twice(22)).await;
         assert!(matches!(alone, Err(Error::Commit(_))), "{alone:?}");
@@ -501,10 +743,10 @@ mod tests {
                 Ok(())
             })
             .await?;
-        assert_eq!(stored(&pool).await?, [23, 24]);
+        assert_eq!(stored(&database).await?, [23, 24]);
         // Refused at its first statement, nothing of it is written: it fails alone.
-        let (_other_writer, results) = in_one_batch(
-            &pool,
+        let (_, results) = in_one_batch(
+            &database,
             vec![
                 Box::new(move |writer: Writer| -> BoxFuture<'static, Result<()>> {
                     Box::pin(async move {
@@ -525,17 +767,14 @@ mod tests {
             matches!(results.as_slice(), [Err(Error::Database(_)), Ok(())]),
             "{results:?}"
         );
-        assert_eq!(stored(&pool).await?, [23, 24, 31]);
+        assert_eq!(stored(&database).await?, [23, 24, 31]);
         Ok(())
     }
 
     /// The poison rule's base: a commit that fails answers no job of its batch as written.
     #[tokio::test]
     async fn a_failed_commit_fails_every_job_of_its_batch_and_stores_none() -> anyhow::Result<()> {
-        let pool = database().await?;
-        sqlx::query("PRAGMA foreign_keys = ON")
-            .execute(&pool)
-            .await?;
+        let database = database().await?;
         // Checked at COMMIT: the parent is missing, so the whole commit fails.
         let breaking = |writer: Writer| -> BoxFuture<'static, Result<()>> {
             Box::pin(async move {
@@ -552,7 +791,7 @@ mod tests {
             Box::pin(async move { writer.execute(insert(11, None)).await.map(|_| ()) })
         };
         let jobs: Vec<TestJob> = vec![Box::new(fine), Box::new(breaking)];
-        let (writer, results) = in_one_batch(&pool, jobs).await?;
+        let (writer, results) = in_one_batch(&database, jobs).await?;
         // Which job the commit refused is not known: all are rolled back, to be written again.
         assert!(
             results
@@ -560,10 +799,10 @@ mod tests {
                 .all(|result| matches!(result, Err(Error::RolledBack(_)))),
             "{results:?}"
         );
-        assert_eq!(stored(&pool).await?, Vec::<i64>::new());
+        assert_eq!(stored(&database).await?, Vec::<i64>::new());
         // The writer goes on with the next batch.
         writer.execute(insert(12, None)).await?;
-        assert_eq!(stored(&pool).await?, [12]);
+        assert_eq!(stored(&database).await?, [12]);
         Ok(())
     }
 }
