@@ -59,13 +59,44 @@ pub async fn start(shared: &Arc<Shared>, workflow: &Workflow, run_id: &str) -> R
     Ok(())
 }
 
-/// Carries on with a run just stored as `running`: its deadline armed, its first nodes enqueued.
-pub async fn started(shared: &Arc<Shared>, run: &RunRecord) -> Result<(), Error> {
+/// The attempts a run stored as `running` starts with (its first nodes, queued), to insert in
+/// the run's own commit: a new run is one durable write, and no crash can leave it running
+/// with nothing queued.
+pub fn first_attempts(workflow: &Arc<Workflow>, run: &RunRecord) -> Vec<AttemptRecord> {
+    let known = Known {
+        run: run.clone(),
+        workflow: workflow.clone(),
+        attempts: Vec::new(),
+    };
+    made_ready(&known).next
+}
+
+/// Carries on with a run just stored as `running` with its [`first_attempts`]: its deadline
+/// armed, those attempts published, and anything else the scheduler decides done.
+pub async fn started(
+    shared: &Arc<Shared>,
+    workflow: &Arc<Workflow>,
+    run: &RunRecord,
+    first: &[AttemptRecord],
+) -> Result<(), Error> {
     telemetry::run_started(&run.workflow_id);
     if let Some(deadline) = run.deadline_at {
         watch_deadline(shared, &run.id, deadline);
     }
-    advance(shared, &run.id).await
+    let mut attempts = Vec::with_capacity(first.len());
+    let mut queued = Vec::new();
+    for attempt in first {
+        if attempt.status == AttemptStatus::Queued {
+            queued.push((run.workflow_id.clone(), attempt.key.clone()));
+        }
+        insert_ordered(&mut attempts, attempt.clone());
+    }
+    let known = Known {
+        run: run.clone(),
+        workflow: workflow.clone(),
+        attempts,
+    };
+    advance_from(shared, &run.id, Some(known), queued).await
 }
 
 /// Now, as the store keeps instants (microseconds), so a record built in memory equals the
@@ -121,11 +152,20 @@ pub fn advance<'a>(shared: &'a Arc<Shared>, run_id: &'a str) -> BoxFuture<'a, Re
 }
 
 async fn advance_now(shared: &Arc<Shared>, run_id: &str) -> Result<(), Error> {
+    advance_from(shared, run_id, None, Vec::new()).await
+}
+
+/// Advances the run from `known` (read if `None`), publishing `queued` and what it queues.
+async fn advance_from(
+    shared: &Arc<Shared>,
+    run_id: &str,
+    known: Option<Known>,
+    mut queued: Queued,
+) -> Result<(), Error> {
     let _guard = shared.run_locks[shared.stripe(run_id)].lock().await;
     // Other processes sharing the store (replicas, workers) may advance the same run.
     let lock = shared.store.lock_run(run_id).await?;
-    let mut queued = Vec::new();
-    let advanced = decide_and_perform(shared, run_id, None, &mut queued).await;
+    let advanced = decide_and_perform(shared, run_id, known, &mut queued).await;
     // A run whose rows cannot be read would fail every advance the same way: it fails instead.
     let advanced = crate::unreadable::fail_if_unreadable(shared, run_id, advanced).await;
     lock.release().await;

@@ -434,8 +434,15 @@ impl Engine {
             idempotency_body_hash: request.idempotency_body_hash,
         };
         let fresh_since = run.created_at - IDEMPOTENCY_WINDOW;
-        if let store::Created::Existing(existing) =
-            shared.store.create_run_once(&run, fresh_since).await?
+        let first = if admitted {
+            driver::first_attempts(&workflow, &run)
+        } else {
+            Vec::new()
+        };
+        if let store::Created::Existing(existing) = shared
+            .store
+            .create_run_then(&run, fresh_since, &first)
+            .await?
         {
             if let (Some(first), Some(now)) =
                 (&existing.idempotency_body_hash, &run.idempotency_body_hash)
@@ -450,7 +457,7 @@ impl Engine {
             });
         }
         if admitted {
-            driver::started(shared, &run).await?;
+            driver::started(shared, &workflow, &run, &first).await?;
             // As stored; the run moves on from here, and readers ask the store.
             return Ok(Triggered {
                 run,

@@ -189,15 +189,23 @@ impl Store for LiveStore {
         Ok(())
     }
 
-    async fn create_run_once(
+    async fn create_run_then(
         &self,
         run: &RunRecord,
         fresh_since: DateTime<Utc>,
+        first: &[AttemptRecord],
     ) -> Result<Created> {
-        let created = self.inner.create_run_once(run, fresh_since).await;
+        let created = self.inner.create_run_then(run, fresh_since, first).await;
         let created = self.checked(created)?;
         if created == Created::New {
             self.remember_new(run);
+            self.update(&run.id, |live| {
+                for attempt in first {
+                    if live.attempt_mut(&attempt.key).is_none() {
+                        live.insert_attempt(attempt.clone());
+                    }
+                }
+            });
         }
         Ok(created)
     }

@@ -294,8 +294,22 @@ pub trait Store: ProgressStore + Send + Sync + 'static {
     /// created before `fresh_since` gives its key up first, so the new run can take it. Safe
     /// across processes: the unique index on `(workflow_id, idempotency_key)` decides, so two
     /// concurrent calls with one key store exactly one run. A run without a key is inserted.
-    async fn create_run_once(&self, run: &RunRecord, fresh_since: DateTime<Utc>)
-    -> Result<Created>;
+    async fn create_run_once(
+        &self,
+        run: &RunRecord,
+        fresh_since: DateTime<Utc>,
+    ) -> Result<Created> {
+        self.create_run_then(run, fresh_since, &[]).await
+    }
+    /// [`Store::create_run_once`] and, only if it inserted the run, in the same transaction:
+    /// inserts `first` (attempts of the run: its first nodes, each unless it exists). A run and
+    /// the nodes it starts with are one commit.
+    async fn create_run_then(
+        &self,
+        run: &RunRecord,
+        fresh_since: DateTime<Utc>,
+        first: &[AttemptRecord],
+    ) -> Result<Created>;
     async fn run(&self, run_id: &str) -> Result<Option<RunRecord>>;
     /// Runs newest first, whole; `cursor` is the id of the last run of the previous page.
     async fn list_runs(&self, query: &RunQuery) -> Result<Vec<RunRecord>>;

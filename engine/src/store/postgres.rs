@@ -158,17 +158,62 @@ fn trigger_text(run: &RunRecord) -> Result<std::sync::Arc<str>> {
 
 #[async_trait]
 impl super::idempotency::KeyedRuns for PostgresStore {
-    async fn insert_unless_key_taken(&self, run: &RunRecord) -> Result<bool> {
+    async fn insert_unless_key_taken(
+        &self,
+        run: &RunRecord,
+        first: &[AttemptRecord],
+    ) -> Result<bool> {
         // The conflict target names the partial unique index (its predicate included), so a
         // clash on the primary key is still an error. A concurrent insert of the same key waits
         // for the other transaction and then does nothing if it committed.
+        if first.is_empty() {
+            let sql = concat!(
+                insert_run_sql!(),
+                " ON CONFLICT (workflow_id, idempotency_key) WHERE idempotency_key IS NOT NULL
+                  DO NOTHING"
+            );
+            let result = bind_run(sql, run)?.execute(&self.pool).await?;
+            return Ok(result.rows_affected() > 0);
+        }
+        // One statement: the run, and only if it was inserted, its first attempts (their
+        // foreign key is checked at the statement's end, when the run is there).
         let sql = concat!(
+            "WITH created AS (",
             insert_run_sql!(),
             " ON CONFLICT (workflow_id, idempotency_key) WHERE idempotency_key IS NOT NULL
-              DO NOTHING"
+              DO NOTHING RETURNING 1
+             ), first AS (
+                 INSERT INTO node_attempts (run_id, node_id, attempt, status, input, output,
+                     error, retryable, not_before, created_at, started_at, finished_at)
+                 SELECT $1, next.node_id, next.attempt, next.status, next.input::json,
+                     next.output::json, next.error::json, next.retryable, next.not_before,
+                     next.created_at, next.started_at, next.finished_at
+                 FROM UNNEST($15::text[], $16::int8[], $17::text[], $18::text[], $19::text[],
+                     $20::text[], $21::bool[], $22::timestamptz[], $23::timestamptz[],
+                     $24::timestamptz[], $25::timestamptz[])
+                     AS next (node_id, attempt, status, input, output, error, retryable,
+                         not_before, created_at, started_at, finished_at)
+                 WHERE EXISTS (SELECT 1 FROM created)
+                 ON CONFLICT (run_id, node_id, attempt) DO NOTHING
+             )
+             SELECT EXISTS (SELECT 1 FROM created)"
         );
-        let result = bind_run(sql, run)?.execute(&self.pool).await?;
-        Ok(result.rows_affected() > 0)
+        let next = NextAttempts::of(first)?;
+        let row = bind_run(sql, run)?
+            .bind(next.node_id)
+            .bind(next.attempt)
+            .bind(next.status)
+            .bind(next.input)
+            .bind(next.output)
+            .bind(next.error)
+            .bind(next.retryable)
+            .bind(next.not_before)
+            .bind(next.created_at)
+            .bind(next.started_at)
+            .bind(next.finished_at)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(row.try_get(0)?)
     }
 
     async fn key_holder(&self, workflow_id: &str, key: &str) -> Result<Option<RunRecord>> {
@@ -221,12 +266,13 @@ impl Store for PostgresStore {
         Ok(())
     }
 
-    async fn create_run_once(
+    async fn create_run_then(
         &self,
         run: &RunRecord,
         fresh_since: DateTime<Utc>,
+        first: &[AttemptRecord],
     ) -> Result<super::Created> {
-        super::idempotency::create_run_once(self, run, fresh_since).await
+        super::idempotency::create_run_then(self, run, fresh_since, first).await
     }
 
     async fn run(&self, run_id: &str) -> Result<Option<RunRecord>> {

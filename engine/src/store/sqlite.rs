@@ -196,7 +196,11 @@ fn trigger_text(run: &RunRecord) -> Result<std::sync::Arc<str>> {
 
 #[async_trait]
 impl super::idempotency::KeyedRuns for SqliteStore {
-    async fn insert_unless_key_taken(&self, run: &RunRecord) -> Result<bool> {
+    async fn insert_unless_key_taken(
+        &self,
+        run: &RunRecord,
+        first: &[AttemptRecord],
+    ) -> Result<bool> {
         // The conflict target names the partial unique index (its predicate included), so a
         // clash on the primary key is still an error.
         let sql = concat!(
@@ -204,8 +208,26 @@ impl super::idempotency::KeyedRuns for SqliteStore {
             " ON CONFLICT (workflow_id, idempotency_key) WHERE idempotency_key IS NOT NULL
               DO NOTHING"
         );
-        let changed = bind_run(sql, run)?.submit(&self.writes).await?;
-        Ok(changed > 0)
+        let insert = bind_run(sql, run)?;
+        if first.is_empty() {
+            return Ok(insert.submit(&self.writes).await? > 0);
+        }
+        let inserts = first
+            .chunks(ROWS_PER_INSERT)
+            .map(insert_attempts_query)
+            .collect::<Result<Vec<_>>>()?;
+        // As in `finish_attempt_then`: only the first statement may be refused alone.
+        self.writes
+            .write_in_batch(move |connection| {
+                if insert.execute(connection)? == 0 {
+                    return Ok(false);
+                }
+                for attempts in inserts {
+                    attempts.execute(connection).map_err(partial)?;
+                }
+                Ok(true)
+            })
+            .await
     }
 
     async fn key_holder(&self, workflow_id: &str, key: &str) -> Result<Option<RunRecord>> {
@@ -257,12 +279,13 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    async fn create_run_once(
+    async fn create_run_then(
         &self,
         run: &RunRecord,
         fresh_since: DateTime<Utc>,
+        first: &[AttemptRecord],
     ) -> Result<super::Created> {
-        super::idempotency::create_run_once(self, run, fresh_since).await
+        super::idempotency::create_run_then(self, run, fresh_since, first).await
     }
 
     async fn run(&self, run_id: &str) -> Result<Option<RunRecord>> {

@@ -249,6 +249,43 @@ pub(super) async fn create_run_once_replays_a_fresh_key(store: &dyn Store) -> Re
     Ok(())
 }
 
+/// A new run's first attempts are written with it; a run that is not inserted (its key is
+/// held) writes none.
+pub(super) async fn create_run_then_inserts_first_attempts_only_with_a_new_run(
+    store: &dyn Store,
+) -> Result<()> {
+    let first = |run| {
+        vec![
+            attempt(key(run, "a", 1), AttemptStatus::Queued),
+            attempt(key(run, "b", 1), AttemptStatus::Skipped),
+        ]
+    };
+    let new = keyed(1, "a", Some("k"));
+    assert_eq!(
+        store.create_run_then(&new, at(0), &first(1)).await?,
+        Created::New
+    );
+    assert_eq!(stored_run(store, &run_id(1)).await?, new);
+    assert_eq!(store.attempts(&run_id(1)).await?, first(1));
+    let held = keyed(2, "a", Some("k"));
+    assert_eq!(
+        store.create_run_then(&held, at(0), &first(2)).await?,
+        Created::Existing(Box::new(new))
+    );
+    assert!(store.attempts(&run_id(2)).await?.is_empty());
+    // Without a key, and with many first attempts (more than one insert's worth).
+    let wide: Vec<_> = (0..1200)
+        .map(|n| attempt(key(3, &format!("n{n:04}"), 1), AttemptStatus::Queued))
+        .collect();
+    let unkeyed = keyed(3, "a", None);
+    assert_eq!(
+        store.create_run_then(&unkeyed, at(0), &wide).await?,
+        Created::New
+    );
+    assert_eq!(store.attempts(&run_id(3)).await?.len(), wide.len());
+    Ok(())
+}
+
 pub(super) async fn create_run_once_takes_a_stale_key(store: &dyn Store) -> Result<()> {
     // Run 1 was created at(1); a window starting at(2) no longer protects it.
     store
@@ -1325,6 +1362,7 @@ store_checks!(
     idempotency_keys_are_unique_per_workflow,
     create_run_once_replays_a_fresh_key,
     create_run_once_takes_a_stale_key,
+    create_run_then_inserts_first_attempts_only_with_a_new_run,
     create_run_once_is_race_free,
     start_run_only_from_queued,
     finish_run_only_once,

@@ -73,12 +73,13 @@ impl Store for FaultyStore {
     async fn create_run(&self, run: &RunRecord) -> store::Result<()> {
         self.inner.create_run(run).await
     }
-    async fn create_run_once(
+    async fn create_run_then(
         &self,
         run: &RunRecord,
         fresh_since: DateTime<Utc>,
+        first: &[AttemptRecord],
     ) -> store::Result<store::Created> {
-        self.inner.create_run_once(run, fresh_since).await
+        self.inner.create_run_then(run, fresh_since, first).await
     }
     async fn run(&self, run_id: &str) -> store::Result<Option<RunRecord>> {
         self.inner.run(run_id).await
