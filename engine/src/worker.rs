@@ -54,6 +54,14 @@ pub async fn work(shared: Arc<Shared>) {
                 delivery.ack().await;
                 advance_later(&shared, key);
             }
+            // Rolled back with a batch another write broke (or whose commit failed): no sign
+            // that the database is down, so no longer pause than the first.
+            Err(error) if error.is_rolled_back() => {
+                tracing::warn!(%error, run = %key.run_id, node = %key.node_id,
+                    "attempt's write was rolled back with its batch; queueing it again");
+                delivery.ack().await;
+                requeue_later(&shared, key, requeue_pause(1));
+            }
             Err(error) if error.is_retryable() => {
                 failures = failures.saturating_add(1);
                 let pause = requeue_pause(failures);

@@ -8,6 +8,7 @@ mod cron;
 mod distributed;
 mod egress;
 mod examples;
+mod failed_commit;
 mod faults;
 mod foreach_scale;
 mod hostile_templates;
