@@ -3,8 +3,10 @@
 //!
 //! Rendering runs on a blocking thread, under the node's timeout and the run's cancellation: a
 //! template over a large body may take its whole fuel budget, which must not stall the async
-//! workers that serve HTTP. A panic while rendering or inside a node is caught and recorded as
-//! that attempt's permanent failure, so the run follows its `on_error` and the worker goes on.
+//! workers that serve HTTP. Only a render that cannot loop runs in place ([`renders_in_place`]):
+//! the hand-off to a blocking thread and back cost more than such a render. A panic while
+//! rendering or inside a node is caught and recorded as that attempt's permanent failure, so
+//! the run follows its `on_error` and the worker goes on.
 
 use std::any::Any;
 use std::panic::AssertUnwindSafe;
@@ -77,7 +79,11 @@ async fn execute_readable(shared: &Arc<Shared>, key: &AttemptKey) -> Result<Opti
     // The attempt starts with its rendering, which counts against the node's timeout too.
     let started_at = Utc::now();
     let cancellation = shared.run_token(&run.id);
-    let (rendered, scope) = prepare_off_thread(shared, &workflow, node, scope, &cancellation).await;
+    let (rendered, scope) = if renders_in_place(node, run.trigger.text().len()) {
+        prepare_in_place(shared, node, scope)
+    } else {
+        prepare_off_thread(shared, &workflow, node, scope, &cancellation).await
+    };
     let render_time = clock.elapsed();
     let mut started = Started {
         input: None,
@@ -189,6 +195,49 @@ async fn finish(
             attempt = key.attempt, kind = %error.kind, message = %error.message, "node attempt failed");
     }
     Ok(Some(driver::complete(shared, key, &outcome).await?))
+}
+
+/// The largest trigger (its JSON text) a render in place may read.
+const IN_PLACE_TRIGGER_BYTES: usize = 64 * 1024;
+
+/// Whether `node` renders on the async worker: it has no `foreach` and no `{% %}` statement
+/// in its `with` or `if` (so no loop and no macro: a render is a few expressions, whose
+/// instructions the template's length bounds, each at most one pass over what it reads), and
+/// its run's trigger is small. Anything else goes to a blocking thread, under the node's
+/// timeout.
+fn renders_in_place(node: &NodeDef, trigger_bytes: usize) -> bool {
+    node.foreach.is_none()
+        && trigger_bytes <= IN_PLACE_TRIGGER_BYTES
+        && !node.condition.as_deref().is_some_and(has_statement)
+        && !has_statement_inside(&node.with)
+}
+
+/// `{%` opens a statement (`for`, `macro`, `set`, …); `{{ }}` and comments do not loop.
+fn has_statement(text: &str) -> bool {
+    text.contains("{%")
+}
+
+fn has_statement_inside(value: &Value) -> bool {
+    match value {
+        Value::String(text) => has_statement(text),
+        Value::Array(items) => items.iter().any(has_statement_inside),
+        Value::Object(map) => map.values().any(has_statement_inside),
+        _ => false,
+    }
+}
+
+/// [`prepare`] on the caller's thread, for a node that [`renders_in_place`].
+fn prepare_in_place(
+    shared: &Shared,
+    node: &NodeDef,
+    scope: Value,
+) -> (Result<Prepared, NodeError>, Option<Value>) {
+    let abandoned = AtomicBool::new(false);
+    let prepared = std::panic::catch_unwind(AssertUnwindSafe(|| {
+        prepare(shared, node, &scope, &abandoned)
+    }))
+    .unwrap_or_else(|panic| Err(panicked("rendering", panic.as_ref())));
+    (prepared, Some(scope))
 }
 
 /// [`prepare`] on a blocking thread, under the node's timeout (the render timeout for a node
@@ -568,5 +617,48 @@ mod tests {
             .not_before
             .map(|at| at.signed_duration_since(outcome.finished_at));
         assert_eq!(wait, Some(chrono::TimeDelta::days(1)));
+    }
+
+    fn node(with: Value, condition: Option<&str>, foreach: Option<Value>) -> NodeDef {
+        NodeDef {
+            id: crate::workflow::NodeId::parse("n").expect("an id"),
+            kind: "transform".into(),
+            needs: Vec::new(),
+            with,
+            condition: condition.map(str::to_owned),
+            retry: crate::workflow::RetryPolicy::default(),
+            timeout: None,
+            on_error: crate::workflow::OnError::default(),
+            foreach,
+            parallelism: 1,
+        }
+    }
+
+    #[test]
+    fn only_renders_that_cannot_loop_run_in_place() {
+        let expressions =
+            serde_json::json!({ "a": "{{ trigger.body.n + 1 }}", "b": ["x {{ y }}"] });
+        assert!(renders_in_place(
+            &node(expressions.clone(), Some("x > 1"), None),
+            100
+        ));
+        // A loop anywhere, a `foreach`, a statement in `if`, or a large trigger: off the worker.
+        let looping =
+            serde_json::json!({ "a": "ok", "b": ["{% for i in x %}{{ i }}{% endfor %}"] });
+        assert!(!renders_in_place(&node(looping, None, None), 100));
+        let each = Some(serde_json::json!("{{ trigger.body.items }}"));
+        assert!(!renders_in_place(
+            &node(expressions.clone(), None, each),
+            100
+        ));
+        let statement = Some("x %}{% for i in range(9) %}{% endfor %}{% if 1");
+        assert!(!renders_in_place(
+            &node(expressions.clone(), statement, None),
+            100
+        ));
+        assert!(!renders_in_place(
+            &node(expressions, None, None),
+            64 * 1024 + 1
+        ));
     }
 }
