@@ -199,18 +199,8 @@ impl super::idempotency::KeyedRuns for PostgresStore {
              SELECT EXISTS (SELECT 1 FROM created)"
         );
         let next = NextAttempts::of(first)?;
-        let row = bind_run(sql, run)?
-            .bind(next.node_id)
-            .bind(next.attempt)
-            .bind(next.status)
-            .bind(next.input)
-            .bind(next.output)
-            .bind(next.error)
-            .bind(next.retryable)
-            .bind(next.not_before)
-            .bind(next.created_at)
-            .bind(next.started_at)
-            .bind(next.finished_at)
+        let row = next
+            .bound(bind_run(sql, run)?)
             .fetch_one(&self.pool)
             .await?;
         Ok(row.try_get(0)?)
@@ -517,7 +507,7 @@ impl Store for PostgresStore {
         // One statement, one round trip: the outcome, and only if it was recorded, the
         // attempts it made ready and the run's end, whose notification goes out at commit as
         // in `finish_run`. (Data-modifying CTEs run whole or not at all.)
-        let (attempt, run): (bool, bool) = sqlx::query_as(
+        let query = sqlx::query(
             "WITH finished AS (
                  UPDATE node_attempts
                  SET status = $1, output = $2::json, error = $3::json, retryable = $4,
@@ -564,32 +554,26 @@ impl Store for PostgresStore {
         .bind(i64::from(key.attempt))
         .bind(outcome.started_input()?)
         .bind(started.map(|started| timestamp(started.started_at)))
-        .bind(started.map(|started| started.worker.clone()))
-        .bind(next.node_id)
-        .bind(next.attempt)
-        .bind(next.status)
-        .bind(next.input)
-        .bind(next.output)
-        .bind(next.error)
-        .bind(next.retryable)
-        .bind(next.not_before)
-        .bind(next.created_at)
-        .bind(next.started_at)
-        .bind(next.finished_at)
-        .bind(end.map(|end| end.status.as_str()))
-        .bind(
-            end.and_then(|end| {
-                to_optional_text("the run's output", end.output.as_ref()).transpose()
-            })
-            .transpose()?,
-        )
-        .bind(end.and_then(|end| end.error.as_ref().map(error_json)))
-        .bind(end.map(|end| timestamp(end.finished_at)))
-        .bind(end.is_some())
-        .bind(FINISHED_CHANNEL)
-        .fetch_one(&self.pool)
-        .await?;
-        Ok(Completed { attempt, run })
+        .bind(started.map(|started| started.worker.clone()));
+        let row = next
+            .bound(query)
+            .bind(end.map(|end| end.status.as_str()))
+            .bind(
+                end.and_then(|end| {
+                    to_optional_text("the run's output", end.output.as_ref()).transpose()
+                })
+                .transpose()?,
+            )
+            .bind(end.and_then(|end| end.error.as_ref().map(error_json)))
+            .bind(end.map(|end| timestamp(end.finished_at)))
+            .bind(end.is_some())
+            .bind(FINISHED_CHANNEL)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(Completed {
+            attempt: row.try_get(0)?,
+            run: row.try_get(1)?,
+        })
     }
 
     async fn promote_due_attempts(&self, now: DateTime<Utc>) -> Result<Vec<AttemptKey>> {
@@ -788,7 +772,27 @@ struct NextAttempts {
     finished_at: Vec<Option<DateTime<Utc>>>,
 }
 
+/// A statement of this store with its parameters.
+type PgQuery<'q> = sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments>;
+
 impl NextAttempts {
+    /// `query` with the eleven arrays bound next, in the column order of the `UNNEST` that
+    /// reads them.
+    fn bound(self, query: PgQuery<'_>) -> PgQuery<'_> {
+        query
+            .bind(self.node_id)
+            .bind(self.attempt)
+            .bind(self.status)
+            .bind(self.input)
+            .bind(self.output)
+            .bind(self.error)
+            .bind(self.retryable)
+            .bind(self.not_before)
+            .bind(self.created_at)
+            .bind(self.started_at)
+            .bind(self.finished_at)
+    }
+
     fn of(attempts: &[AttemptRecord]) -> Result<NextAttempts> {
         let mut next = NextAttempts::default();
         for attempt in attempts {

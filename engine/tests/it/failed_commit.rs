@@ -7,12 +7,11 @@
 
 use std::time::{Duration, Instant};
 
-use futures::future::join_all;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use sqlx::{Connection, SqliteConnection};
 
-use crate::support::{TestServer, fixtures};
+use crate::support::{TaggedAnswer, TestServer, fixtures, post_tags};
 
 const CLIENTS: usize = 16;
 const RUNS_PER_CLIENT: usize = 10;
@@ -45,31 +44,6 @@ async fn a_failed_commit_loses_nothing_acknowledged_and_the_runs_finish_once_it_
             .expect("the fuse");
     }
 
-    let clients = (0..CLIENTS).map(|client| {
-        let server = &server;
-        async move {
-            let mut answers = Vec::new();
-            for n in 0..RUNS_PER_CLIENT {
-                let tag = tag(client, n);
-                let response = server
-                    .client
-                    .post(server.url("/hooks/tagged"))
-                    .json(&json!({ "tag": tag }))
-                    .send()
-                    .await
-                    .expect("POST");
-                let status = response.status();
-                let run_id = response
-                    .headers()
-                    .get("x-enrichflow-run-id")
-                    .and_then(|id| id.to_str().ok())
-                    .map(str::to_owned);
-                let body = response.text().await.expect("a body");
-                answers.push((tag, status, run_id, body));
-            }
-            answers
-        }
-    });
     // The commits fail for the first two seconds of the load; then the trigger goes.
     let fuse = async {
         tokio::time::sleep(Duration::from_secs(2)).await;
@@ -79,11 +53,17 @@ async fn a_failed_commit_loses_nothing_acknowledged_and_the_runs_finish_once_it_
             .expect("the fuse removed");
         chrono::Utc::now()
     };
-    let (answers, fixed_at) = tokio::join!(join_all(clients), fuse);
-    let answers: Vec<_> = answers.into_iter().flatten().collect();
+    let load = post_tags(&server, "/hooks/tagged", CLIENTS, RUNS_PER_CLIENT, tag);
+    let (answers, fixed_at) = tokio::join!(load, fuse);
 
     let mut acknowledged = Vec::new();
-    for (tag, status, run_id, body) in &answers {
+    for TaggedAnswer {
+        tag,
+        status,
+        run_id,
+        body,
+    } in &answers
+    {
         match *status {
             // Rolled back with its batch: not acknowledged, nothing promised.
             StatusCode::SERVICE_UNAVAILABLE => {}

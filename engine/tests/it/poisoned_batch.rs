@@ -4,12 +4,11 @@
 //! database's reason, and its run fails per `on_error`; no other run notices: each succeeds
 //! with every node run to success exactly once, and nothing is left open on disk.
 
-use futures::future::join_all;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use sqlx::{Connection, SqliteConnection};
 
-use crate::support::{TestServer, fixtures};
+use crate::support::{TaggedAnswer, TestServer, fixtures, post_tags};
 
 const CLIENTS: usize = 16;
 const RUNS_PER_CLIENT: usize = 12;
@@ -37,33 +36,17 @@ async fn a_refused_write_fails_its_attempt_alone_and_the_runs_sharing_its_commit
     .await
     .expect("trigger");
 
-    let clients = (0..CLIENTS).map(|client| {
-        let server = &server;
-        async move {
-            let mut answers = Vec::new();
-            for n in 0..RUNS_PER_CLIENT {
-                let tag = tag(client, n);
-                let response = server
-                    .client
-                    .post(server.url("/hooks/tagged"))
-                    .json(&json!({ "tag": tag }))
-                    .send()
-                    .await
-                    .expect("POST");
-                let status = response.status();
-                let body: Value = response.json().await.expect("JSON");
-                answers.push((tag, status, body));
-            }
-            answers
-        }
-    });
-    let answers: Vec<_> = join_all(clients).await.into_iter().flatten().collect();
+    let answers = post_tags(&server, "/hooks/tagged", CLIENTS, RUNS_PER_CLIENT, tag).await;
 
     let mut refused = 0;
-    for (tag, status, body) in &answers {
+    for TaggedAnswer {
+        tag, status, body, ..
+    } in &answers
+    {
+        let body: Value = serde_json::from_str(body).expect("JSON");
         if tag.starts_with("clean") {
             assert_eq!(*status, StatusCode::OK, "{tag}: {body}");
-            assert_eq!(*body, json!(format!("{tag}-done")), "{tag}");
+            assert_eq!(body, json!(format!("{tag}-done")), "{tag}");
             continue;
         }
         refused += 1;

@@ -181,3 +181,57 @@ impl Drop for TestServer {
         }
     }
 }
+
+/// What one POST of `{"tag": …}` got back.
+#[derive(Debug)]
+pub struct TaggedAnswer {
+    pub tag: String,
+    pub status: reqwest::StatusCode,
+    /// The `x-enrichflow-run-id` header, when the run was created.
+    pub run_id: Option<String>,
+    pub body: String,
+}
+
+/// `clients` concurrent clients, each POSTing `{"tag": tag(client, n)}` to `path` for `n` in
+/// `0..runs`, one after another: the load of the tests that break writes under concurrency.
+pub async fn post_tags(
+    server: &TestServer,
+    path: &str,
+    clients: usize,
+    runs: usize,
+    tag: impl Fn(usize, usize) -> String,
+) -> Vec<TaggedAnswer> {
+    let tag = &tag;
+    let each = (0..clients).map(|client| async move {
+        let mut answers = Vec::new();
+        for n in 0..runs {
+            let tag = tag(client, n);
+            let response = server
+                .client
+                .post(server.url(path))
+                .json(&serde_json::json!({ "tag": tag }))
+                .send()
+                .await
+                .expect("POST");
+            let status = response.status();
+            let run_id = response
+                .headers()
+                .get("x-enrichflow-run-id")
+                .and_then(|id| id.to_str().ok())
+                .map(str::to_owned);
+            let body = response.text().await.expect("a body");
+            answers.push(TaggedAnswer {
+                tag,
+                status,
+                run_id,
+                body,
+            });
+        }
+        answers
+    });
+    futures::future::join_all(each)
+        .await
+        .into_iter()
+        .flatten()
+        .collect()
+}
