@@ -44,17 +44,18 @@ def compact(lines):
     """One row per configuration: the floor, then runs/s and latency at each client count."""
     groups = collections.OrderedDict()
     for line in lines:
-        groups.setdefault((line["config"], line["durability"]), {}).setdefault(line["phase"], []).append(line)
+        key = (line.get("revision", "?"), line["config"], line["durability"])
+        groups.setdefault(key, {}).setdefault(line["phase"], []).append(line)
     counts = sorted({l["clients"] for l in lines if l["phase"] != "floor"})
-    header = ["config", "durability", "healthz req/s"]
+    header = ["revision", "config", "durability", "healthz req/s"]
     for count in counts:
         header += [f"{count} cl runs/s", f"{count} cl p50 / p99 ms", f"{count} cl CPU µs/run"]
     header += ["peak RSS MiB", "check"]
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
-    for (config, durability), phases in groups.items():
+    for (revision, config, durability), phases in groups.items():
         floor = phases.get("floor", [])
-        row = [config, durability, fmt(median(l["per_s"] for l in floor))]
+        row = [revision, config, durability, fmt(median(l["per_s"] for l in floor))]
         for count in counts:
             group = phases.get(f"c{count}", [])
             row += [fmt(median(l["per_s"] for l in group)),
@@ -73,20 +74,22 @@ def tables(lines):
     print(f"\nRevision {', '.join(revisions)}; medians of the repeats. Every phase:\n")
     groups = collections.OrderedDict()
     for line in lines:
-        groups.setdefault((line["config"], line["durability"], line["phase"]), []).append(line)
+        key = (line.get("revision", "?"), line["config"], line["durability"], line["phase"])
+        groups.setdefault(key, []).append(line)
 
-    print("| config | durability | phase | clients | req or runs/s | p50 ms | p90 ms | p99 ms "
+    print("| revision | config | durability | phase | clients | req or runs/s | p50 ms | p90 ms | p99 ms "
           "| max ms | server CPU µs/run | generator CPU µs/req | postgres µs/run "
           "| rabbitmq µs/run | RSS / peak MiB | failures | check | repeats |")
-    print("|" + "---|" * 17)
-    for (config, durability, phase), group in groups.items():
+    print("|" + "---|" * 18)
+    for (revision, config, durability, phase), group in groups.items():
         checks = [line["check"] for line in group if line.get("check") is not None]
         check = "–" if not checks else (
             "ok" if all(c.get("ok") for c in checks) else
             f"{sum(not c.get('ok') for c in checks)} failed")
         failures = sum(line["non_2xx_total"] + line["errors_total"] for line in group)
         row = [
-            config, durability, "healthz" if phase == "floor" else "webhook", str(group[0]["clients"]),
+            revision, config, durability, "healthz" if phase == "floor" else "webhook",
+            str(group[0]["clients"]),
             fmt(median(l["per_s"] for l in group)),
             fmt(median(l["p50_ms"] for l in group), 2),
             fmt(median(l["p90_ms"] for l in group), 2),
