@@ -79,7 +79,7 @@ async fn execute_readable(shared: &Arc<Shared>, key: &AttemptKey) -> Result<Opti
     // The attempt starts with its rendering, which counts against the node's timeout too.
     let started_at = Utc::now();
     let cancellation = shared.run_token(&run.id);
-    let (rendered, scope) = if renders_in_place(node, run.trigger.text().len()) {
+    let (rendered, scope) = if renders_in_place(node, &scope) {
         prepare_in_place(shared, node, scope)
     } else {
         prepare_off_thread(shared, &workflow, node, scope, &cancellation).await
@@ -197,19 +197,43 @@ async fn finish(
     Ok(Some(driver::complete(shared, key, &outcome).await?))
 }
 
-/// The largest trigger (its JSON text) a render in place may read.
-const IN_PLACE_TRIGGER_BYTES: usize = 64 * 1024;
+/// The most a render in place may read: the scope's texts, keys and scalars, in bytes.
+const IN_PLACE_SCOPE_BYTES: usize = 64 * 1024;
 
 /// Whether `node` renders on the async worker: it has no `foreach` and no `{% %}` statement
 /// in its `with` or `if` (so no loop and no macro: a render is a few expressions, whose
 /// instructions the template's length bounds, each at most one pass over what it reads), and
-/// its run's trigger is small. Anything else goes to a blocking thread, under the node's
-/// timeout.
-fn renders_in_place(node: &NodeDef, trigger_bytes: usize) -> bool {
+/// its scope (the trigger, the upstream outputs) is small. Anything else goes to a blocking
+/// thread, under the node's timeout.
+fn renders_in_place(node: &NodeDef, scope: &Value) -> bool {
     node.foreach.is_none()
-        && trigger_bytes <= IN_PLACE_TRIGGER_BYTES
         && !node.condition.as_deref().is_some_and(has_statement)
         && !has_statement_inside(&node.with)
+        && within(scope, IN_PLACE_SCOPE_BYTES)
+}
+
+/// Whether `value` holds at most about `budget` bytes; stops looking once it is over, so the
+/// check costs at most the budget.
+fn within(value: &Value, budget: usize) -> bool {
+    let mut left = budget;
+    let mut pending = vec![value];
+    while let Some(value) = pending.pop() {
+        let (size, inside): (usize, Vec<&Value>) = match value {
+            Value::String(text) => (text.len(), Vec::new()),
+            Value::Array(items) => (1, items.iter().collect()),
+            Value::Object(map) => (
+                map.keys().map(String::len).sum::<usize>().saturating_add(1),
+                map.values().collect(),
+            ),
+            _ => (8, Vec::new()),
+        };
+        let Some(rest) = left.checked_sub(size) else {
+            return false;
+        };
+        left = rest;
+        pending.extend(inside);
+    }
+    true
 }
 
 /// `{%` opens a statement (`for`, `macro`, `set`, …); `{{ }}` and comments do not loop.
@@ -638,27 +662,31 @@ mod tests {
     fn only_renders_that_cannot_loop_run_in_place() {
         let expressions =
             serde_json::json!({ "a": "{{ trigger.body.n + 1 }}", "b": ["x {{ y }}"] });
+        let small = serde_json::json!({ "trigger": { "body": { "n": 1 } } });
         assert!(renders_in_place(
             &node(expressions.clone(), Some("x > 1"), None),
-            100
+            &small
         ));
-        // A loop anywhere, a `foreach`, a statement in `if`, or a large trigger: off the worker.
+        // A loop anywhere, a `foreach`, a statement in `if`, or a large scope: off the worker.
         let looping =
             serde_json::json!({ "a": "ok", "b": ["{% for i in x %}{{ i }}{% endfor %}"] });
-        assert!(!renders_in_place(&node(looping, None, None), 100));
+        assert!(!renders_in_place(&node(looping, None, None), &small));
         let each = Some(serde_json::json!("{{ trigger.body.items }}"));
         assert!(!renders_in_place(
             &node(expressions.clone(), None, each),
-            100
+            &small
         ));
         let statement = Some("x %}{% for i in range(9) %}{% endfor %}{% if 1");
         assert!(!renders_in_place(
             &node(expressions.clone(), statement, None),
-            100
+            &small
         ));
-        assert!(!renders_in_place(
-            &node(expressions, None, None),
-            64 * 1024 + 1
-        ));
+        // An upstream's large reply counts as much as a large trigger.
+        let large = serde_json::json!({
+            "trigger": { "body": { "n": 1 } },
+            "nodes": { "fetch": { "output": ["x".repeat(40_000), "y".repeat(40_000)] } },
+        });
+        assert!(!renders_in_place(&node(expressions, None, None), &large));
+        assert!(within(&small, 64) && !within(&small, 8));
     }
 }

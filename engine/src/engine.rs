@@ -42,15 +42,15 @@ pub enum Error {
 }
 
 impl Error {
-    /// True when the same call may succeed later (the database or the broker is unreachable);
-    /// false when no retry helps: data that cannot be read, a revision this process cannot
-    /// parse. A worker queues the attempt again, or fails it.
     /// True when a write was rolled back only with the batch it shared (see
     /// `store::Error::RolledBack`): writing it again is expected to work at once.
     pub fn is_rolled_back(&self) -> bool {
         matches!(self, Error::Store(store::Error::RolledBack(_)))
     }
 
+    /// True when the same call may succeed later (the database or the broker is unreachable);
+    /// false when no retry helps: data that cannot be read, a revision this process cannot
+    /// parse. A worker queues the attempt again, or fails it.
     pub fn is_retryable(&self) -> bool {
         match self {
             Error::Store(error) => error.is_retryable(),

@@ -89,11 +89,13 @@ macro_rules! cache {
                 ttl: Duration,
             ) -> Result<(), ServiceError> {
                 let now = Utc::now();
+                // Serialised before the writer is borrowed: other writes wait while it is.
+                let text = value.to_string();
                 let mut writer = self.write_connection().await.map_err(service_error)?;
                 sqlx::query(dialect::$dialect(PUT))
                     .bind(namespace)
                     .bind(key)
-                    .bind(value.to_string())
+                    .bind(text)
                     .bind($dialect::timestamp(expiry(now, ttl)))
                     .execute(&mut *writer)
                     .await

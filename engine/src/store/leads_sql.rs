@@ -64,8 +64,8 @@ pub(super) fn tags_text(tags: &[String]) -> String {
 
 /// `LeadStore`, `list`, `detail` and `Upserts` for one store, expanded in a child module of
 /// `store`. `dialect` names both the store's module (`Columns`, `timestamp`) and its
-/// [`dialect`](super::dialect) function; upserts run on the store's `write_connection()`, queries on `read_pool`;
-/// `position` is the database's `strpos(haystack, needle)`.
+/// [`dialect`](super::dialect) function; upserts run on the store's `write_connection()`,
+/// queries on `read_pool`; `position` is the database's `strpos(haystack, needle)`.
 macro_rules! lead_store {
     (
         store: $store:ident,

@@ -166,17 +166,8 @@ impl super::idempotency::KeyedRuns for PostgresStore {
         // The conflict target names the partial unique index (its predicate included), so a
         // clash on the primary key is still an error. A concurrent insert of the same key waits
         // for the other transaction and then does nothing if it committed.
-        if first.is_empty() {
-            let sql = concat!(
-                insert_run_sql!(),
-                " ON CONFLICT (workflow_id, idempotency_key) WHERE idempotency_key IS NOT NULL
-                  DO NOTHING"
-            );
-            let result = bind_run(sql, run)?.execute(&self.pool).await?;
-            return Ok(result.rows_affected() > 0);
-        }
-        // One statement: the run, and only if it was inserted, its first attempts (their
-        // foreign key is checked at the statement's end, when the run is there).
+        // One statement: the run, and only if it was inserted, its first attempts, if any
+        // (their foreign key is checked at the statement's end, when the run is there).
         let sql = concat!(
             "WITH created AS (",
             insert_run_sql!(),

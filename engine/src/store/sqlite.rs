@@ -130,16 +130,16 @@ impl SqliteStore {
 
 /// The directory of a private database (`sqlite::memory:`), removed when the store is dropped.
 #[derive(Debug)]
-struct Scratch(PathBuf);
+pub(super) struct Scratch(PathBuf);
 
 impl Scratch {
-    fn create() -> Result<Scratch> {
+    pub(super) fn create() -> Result<Scratch> {
         let directory = std::env::temp_dir().join(format!("enrichflow-{}", uuid::Uuid::now_v7()));
         std::fs::create_dir(&directory).map_err(sqlx::Error::Io)?;
         Ok(Scratch(directory))
     }
 
-    fn database(&self) -> PathBuf {
+    pub(super) fn database(&self) -> PathBuf {
         self.0.join("db.sqlite")
     }
 }
@@ -212,10 +212,7 @@ impl super::idempotency::KeyedRuns for SqliteStore {
         if first.is_empty() {
             return Ok(insert.submit(&self.writes).await? > 0);
         }
-        let inserts = first
-            .chunks(ROWS_PER_INSERT)
-            .map(insert_attempts_query)
-            .collect::<Result<Vec<_>>>()?;
+        let inserts = insert_attempts_queries(first)?;
         // As in `finish_attempt_then`: only the first statement may be refused alone.
         self.writes
             .write_in_batch(move |connection| {
@@ -447,7 +444,7 @@ impl Store for SqliteStore {
         end: Option<&RunEnd>,
     ) -> Result<Completed> {
         if next.is_empty() && end.is_none() {
-            // One statement: it commits alone, with no BEGIN/COMMIT when nothing else waits.
+            // One statement: no job of several to guard.
             let changed = finish_attempt_query(key, outcome)?
                 .submit(&self.writes)
                 .await?;
@@ -457,10 +454,7 @@ impl Store for SqliteStore {
             });
         }
         let finish = finish_attempt_query(key, outcome)?;
-        let inserts = next
-            .chunks(ROWS_PER_INSERT)
-            .map(insert_attempts_query)
-            .collect::<Result<Vec<_>>>()?;
+        let inserts = insert_attempts_queries(next)?;
         let ending = end
             .map(|end| {
                 let (output, error) = (end.output.as_ref(), end.error.as_ref());
@@ -682,6 +676,15 @@ fn finish_run_query(
 /// Rows one `INSERT` carries: 12 parameters each stay far below SQLite's 32,766 (a workflow
 /// may fan out to thousands of nodes).
 const ROWS_PER_INSERT: usize = 500;
+
+/// Inserts `attempts`, each unless its (run, node, attempt) exists: one statement per
+/// [`ROWS_PER_INSERT`].
+fn insert_attempts_queries(attempts: &[AttemptRecord]) -> Result<Vec<Statement>> {
+    attempts
+        .chunks(ROWS_PER_INSERT)
+        .map(insert_attempts_query)
+        .collect()
+}
 
 /// Inserts attempts (at most [`ROWS_PER_INSERT`]), each unless its (run, node, attempt)
 /// exists, in one statement.

@@ -419,8 +419,8 @@ async fn batches(
             match waiting.pop_front() {
                 Some(Queued::Lend(lend)) => return Ok(Next::Lend(lend)),
                 Some(Queued::Close(closed)) => return Ok(Next::Close(Some(closed))),
-                // Jobs were taken above; nothing left means receive again.
-                Some(Queued::Job(_)) | None => continue,
+                Some(Queued::Job(job)) => batch.push(job),
+                None => continue,
             }
         }
         let started = Instant::now();
@@ -502,20 +502,15 @@ mod tests {
     use sqlx::{Sqlite, SqlitePool};
 
     use super::*;
+    use crate::store::sqlite::Scratch;
     use crate::store::sqlite_native::statement;
 
     /// A database file with a table `t(k PRIMARY KEY, parent REFERENCES t)`: a pool to read
     /// it, and the options of a connection for the writer.
     struct Database {
-        directory: std::path::PathBuf,
         options: SqliteConnectOptions,
         pool: SqlitePool,
-    }
-
-    impl Drop for Database {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.directory);
-        }
+        _scratch: Scratch,
     }
 
     impl Database {
@@ -529,11 +524,9 @@ mod tests {
     }
 
     async fn database() -> anyhow::Result<Database> {
-        let directory =
-            std::env::temp_dir().join(format!("enrichflow-writer-{}", uuid::Uuid::now_v7()));
-        std::fs::create_dir(&directory)?;
+        let scratch = Scratch::create()?;
         let options = SqliteConnectOptions::new()
-            .filename(directory.join("db.sqlite"))
+            .filename(scratch.database())
             .create_if_missing(true)
             .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal);
         let pool = SqlitePoolOptions::new()
@@ -544,9 +537,9 @@ mod tests {
             .execute(&pool)
             .await?;
         Ok(Database {
-            directory,
             options,
             pool,
+            _scratch: scratch,
         })
     }
 
