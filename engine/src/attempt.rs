@@ -20,7 +20,7 @@ use futures::{FutureExt, StreamExt, TryStreamExt};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
-use crate::driver::{self, Queued};
+use crate::driver::{self, Followup, Known};
 use crate::engine::{Error, Shared};
 use crate::foreach::{PROGRESS_EVERY, Reporter};
 use crate::redaction::{self, Redactor, SecretUse};
@@ -39,16 +39,25 @@ enum Prepared {
 /// Executes the attempt unless it already finished (a duplicate delivery) or its run did. A
 /// run whose rows cannot be read fails rather than being retried forever.
 ///
+/// `claimed` is the run as the commit that claimed this attempt for this worker left it
+/// ([`driver::Followup::claimed`]); without it, the run is read from the store.
+///
 /// When it recorded an outcome, the run has been brought forward too ([`driver::complete`]):
-/// the attempts to publish come back. `None` when nothing was recorded.
-pub async fn execute(shared: &Arc<Shared>, key: &AttemptKey) -> Result<Option<Queued>, Error> {
-    let executed = execute_readable(shared, key).await;
+/// what that leaves to do comes back. `None` when nothing was recorded.
+pub async fn execute(
+    shared: &Arc<Shared>,
+    key: &AttemptKey,
+    claimed: Option<Known>,
+) -> Result<Option<Followup>, Error> {
+    let executed = execute_readable(shared, key, claimed).await;
     crate::unreadable::fail_if_unreadable(shared, &key.run_id, executed).await
 }
 
-async fn execute_readable(shared: &Arc<Shared>, key: &AttemptKey) -> Result<Option<Queued>, Error> {
+/// The run of `key`, unless it finished. The run is read before its attempts, so that its
+/// version is no newer than what they show (see [`crate::store::Store::run_versioned`]).
+async fn read_run(shared: &Shared, key: &AttemptKey) -> Result<Option<Known>, Error> {
     let store = &shared.store;
-    let Some(run) = store.run(&key.run_id).await? else {
+    let Some((run, version)) = store.run_versioned(&key.run_id).await? else {
         return Ok(None);
     };
     if run.status.is_finished() {
@@ -56,6 +65,30 @@ async fn execute_readable(shared: &Arc<Shared>, key: &AttemptKey) -> Result<Opti
     }
     let workflow = shared.revisions.for_run(&run, store.as_ref()).await?;
     let attempts = store.attempts(&run.id).await?;
+    Ok(Some(Known {
+        run,
+        workflow,
+        attempts,
+        version,
+    }))
+}
+
+async fn execute_readable(
+    shared: &Arc<Shared>,
+    key: &AttemptKey,
+    claimed: Option<Known>,
+) -> Result<Option<Followup>, Error> {
+    // Distributed, a claimed attempt was stored running under this worker's lease.
+    let leased = claimed.is_some() && shared.queue.durable();
+    let known = match claimed {
+        Some(known) => known,
+        None => match read_run(shared, key).await? {
+            Some(known) => known,
+            None => return Ok(None),
+        },
+    };
+    let workflow = known.workflow.clone();
+    let (run, attempts) = (&known.run, &known.attempts);
     let open = attempts
         .iter()
         .any(|a| a.key == *key && !a.status.is_finished());
@@ -65,11 +98,11 @@ async fn execute_readable(shared: &Arc<Shared>, key: &AttemptKey) -> Result<Opti
     let Some(node) = workflow.node(&key.node_id) else {
         let error = NodeError::permanent(ErrorKind::Node, "the node is not in the workflow");
         let redactor = Redactor::new(&shared.redaction, SecretUse::none());
-        return finish(shared, &workflow, key, "unknown", failed(error, &redactor)).await;
+        return finish(shared, known, key, "unknown", failed(error, &redactor)).await;
     };
     let scope = scope::for_run(
         run.trigger.value()?,
-        &attempts,
+        attempts,
         &shared.secrets,
         &shared.options.vars,
         &run.id,
@@ -107,7 +140,7 @@ async fn execute_readable(shared: &Arc<Shared>, key: &AttemptKey) -> Result<Opti
             // Distributed, the running mark is the lease: it must be written before the node
             // runs, or a worker that stops (without dying, so RabbitMQ keeps its delivery)
             // would hold the attempt for ever.
-            if shared.queue.durable() && !start(shared, key, &started).await? {
+            if shared.queue.durable() && !leased && !start(shared, key, &started).await? {
                 return Ok(None);
             }
             let ctx = context(shared, &workflow, key, &run.id);
@@ -118,7 +151,7 @@ async fn execute_readable(shared: &Arc<Shared>, key: &AttemptKey) -> Result<Opti
                     .await
                     .unwrap_or_else(|panic| Err(panicked("the node", panic.as_ref())))
             };
-            let caught = if shared.queue.durable() {
+            let caught = if shared.queue.durable() && !leased {
                 caught.await
             } else {
                 marked_running_when_slow(shared, key, &started, caught).await
@@ -141,7 +174,7 @@ async fn execute_readable(shared: &Arc<Shared>, key: &AttemptKey) -> Result<Opti
         outcome.status.as_str(),
         clock.elapsed(),
     );
-    finish(shared, &workflow, key, &node.kind, outcome).await
+    finish(shared, known, key, &node.kind, outcome).await
 }
 
 /// Writes the attempt as running; false when it had finished meanwhile.
@@ -156,7 +189,9 @@ async fn start(shared: &Shared, key: &AttemptKey, started: &Started) -> Result<b
 /// How long a node runs (embedded) before its attempt is written as `running`. A node that ends
 /// sooner is written once, its start folded into its outcome: one commit per node instead of
 /// two. A slower one shows as running (with its input) in the run JSON. (Distributed, the mark
-/// is the lease and is written before the node runs.)
+/// is the lease and is written before the node runs, unless the attempt was claimed: the
+/// commit that claimed it wrote it running under this worker's lease, so only the input
+/// waits for this delay.)
 const RUNNING_MARK_AFTER: Duration = Duration::from_millis(20);
 
 /// Awaits `node`; if it runs longer than [`RUNNING_MARK_AFTER`], writes the attempt as running
@@ -183,18 +218,20 @@ async fn marked_running_when_slow<T>(
     done
 }
 
+/// Records `outcome` from the run as this worker holds it (`known`): see [`driver::complete`].
 async fn finish(
     shared: &Arc<Shared>,
-    workflow: &Workflow,
+    known: Known,
     key: &AttemptKey,
     kind: &str,
     outcome: AttemptOutcome,
-) -> Result<Option<Queued>, Error> {
+) -> Result<Option<Followup>, Error> {
     if let Some(error) = &outcome.error {
-        tracing::info!(workflow = %workflow.id, run = %key.run_id, node = %key.node_id, r#type = kind,
+        tracing::info!(workflow = %known.workflow.id, run = %key.run_id, node = %key.node_id, r#type = kind,
             attempt = key.attempt, kind = %error.kind, message = %error.message, "node attempt failed");
     }
-    Ok(Some(driver::complete(shared, key, &outcome).await?))
+    let completed = driver::complete(shared, key, &outcome, true, Some(known)).await?;
+    Ok(Some(completed))
 }
 
 /// The most a render in place may read: the scope's texts, keys and scalars, in bytes.

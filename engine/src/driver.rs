@@ -13,12 +13,14 @@ use futures::FutureExt;
 use futures::future::BoxFuture;
 use serde_json::Value;
 
+use tokio::sync::OwnedSemaphorePermit;
+
 use crate::engine::{Error, Shared};
 use crate::redaction::{self, Redactor};
 use crate::scheduler::{self, Action};
 use crate::store::{
-    AttemptKey, AttemptOutcome, AttemptRecord, AttemptStatus, ErrorInfo, RunEnd, RunRecord,
-    RunStatus, insert_ordered,
+    AttemptKey, AttemptOutcome, AttemptRecord, AttemptStatus, Completed, ErrorInfo, RunEnd,
+    RunRecord, RunStatus, insert_ordered,
 };
 use crate::template::TemplateError;
 use crate::workflow::{NodeId, Workflow};
@@ -67,6 +69,7 @@ pub fn first_attempts(workflow: &Arc<Workflow>, run: &RunRecord) -> Vec<AttemptR
         run: run.clone(),
         workflow: workflow.clone(),
         attempts: Vec::new(),
+        version: None,
     };
     made_ready(&known).next
 }
@@ -91,10 +94,19 @@ pub async fn started(
         }
         insert_ordered(&mut attempts, attempt.clone());
     }
+    // Usually the first attempts were all there is to do: publishing them needs no lock (and,
+    // distributed, no three round trips for it).
+    if scheduler::decide(workflow, run, &attempts, Utc::now()).is_empty() {
+        for (workflow_id, key) in queued {
+            dispatch::dispatch_in(shared, &workflow_id, key).await?;
+        }
+        return Ok(());
+    }
     let known = Known {
         run: run.clone(),
         workflow: workflow.clone(),
         attempts,
+        version: None,
     };
     advance_from(shared, &run.id, Some(known), queued).await
 }
@@ -181,6 +193,31 @@ async fn advance_from(
 /// Attempts to publish, with their run's workflow.
 pub type Queued = Vec<(String, AttemptKey)>;
 
+/// What recording an outcome leaves to the worker that recorded it.
+#[derive(Default)]
+pub struct Followup {
+    /// The attempts to publish.
+    pub queued: Queued,
+    /// What the outcome's commit claimed for this worker to run itself.
+    pub claimed: Option<Claimed>,
+}
+
+/// Ready dependents claimed in an outcome's commit for the worker that recorded it, to run
+/// without a trip through the queue (local continuation), with their run as that commit left
+/// it.
+pub struct Claimed {
+    /// Runs next in the execution slot of the attempt that finished.
+    pub first: AttemptKey,
+    /// Each runs in an execution slot of its own (see `Shared::slots`), taken at the claim
+    /// when one was free, or else waited for: parallel branches stay parallel, and no more
+    /// attempts run at once than the worker has slots.
+    pub more: Vec<(AttemptKey, Option<OwnedSemaphorePermit>)>,
+    pub known: Known,
+}
+
+/// What [`claim_ready`] claimed: the first attempt, and the others with their slots.
+type ClaimedKeys = (AttemptKey, Vec<(AttemptKey, Option<OwnedSemaphorePermit>)>);
+
 /// Records an attempt's outcome and brings its run forward under one hold of the run's lock.
 /// The attempts the outcome makes ready (and the nodes it makes skipped) are inserted in the
 /// outcome's own commit: a node hop costs one durable write, not two, and a crash between the
@@ -189,20 +226,37 @@ pub type Queued = Vec<(String, AttemptKey)>;
 /// `Err` only when the outcome was not written (the caller keeps the attempt and tries again);
 /// once it is, a failure to advance is logged and left to recovery, like [`advance_logged`].
 /// The returned attempts are to publish, which the caller does off its own path.
+///
+/// With `claim`, the caller will run one ready dependent itself next (see [`Followup`]).
+/// `known` is the run as the caller holds it: when it carries the version of this process's
+/// last write of the run, the outcome is written only if that is still the run's version, and
+/// then without the run's lock or a read (see [`Store::finish_attempt_if_current`]).
 pub async fn complete(
     shared: &Arc<Shared>,
     key: &AttemptKey,
     outcome: &AttemptOutcome,
-) -> Result<Queued, Error> {
+    claim: bool,
+    known: Option<Known>,
+) -> Result<Followup, Error> {
     let run_id = key.run_id.as_str();
     let _guard = shared.run_locks[shared.stripe(run_id)].lock().await;
+    let mut followup = Followup::default();
+    // The newer of what this process last wrote of the run and the caller's copy.
+    let held = match (shared.written.take(run_id), known) {
+        (Some(held), Some(known)) if known.version > held.version => Some(known),
+        (held, known) => held.or(known),
+    };
+    if let Some(known) = held.filter(|known| known.version.is_some())
+        && record_current(shared, key, outcome, claim, known, &mut followup).await?
+    {
+        return Ok(followup);
+    }
     let lock = shared.store.lock_run(run_id).await?;
-    let mut queued = Vec::new();
-    let recorded = record(shared, key, outcome, &mut queued).await;
+    let recorded = record(shared, key, outcome, claim, &mut followup).await;
     let known = match recorded {
-        Ok(Recorded::Ended) => {
+        Ok(Recorded::Ended | Recorded::Claimed) => {
             lock.release().await;
-            return Ok(queued);
+            return Ok(followup);
         }
         Ok(Recorded::Known(known)) => Some(*known),
         Ok(Recorded::Unknown) => None,
@@ -211,21 +265,25 @@ pub async fn complete(
             return Err(error);
         }
     };
-    let advanced = decide_and_perform(shared, run_id, known, &mut queued).await;
+    let advanced = decide_and_perform(shared, run_id, known, &mut followup.queued).await;
     let advanced = crate::unreadable::fail_if_unreadable(shared, run_id, advanced).await;
     lock.release().await;
     if let Err(error) = advanced {
         tracing::error!(%error, run = %run_id, "advancing the run failed");
     }
-    Ok(queued)
+    Ok(followup)
 }
 
-/// A run as it stands after a write this process made under its lock: deciding from it spares
-/// reading back what was just written.
-struct Known {
-    run: RunRecord,
-    workflow: Arc<Workflow>,
-    attempts: Vec<AttemptRecord>,
+/// A run as this process last read or wrote it: deciding from it spares reading back what was
+/// just written, and executing from it spares reading the run again.
+#[derive(Clone)]
+pub struct Known {
+    pub run: RunRecord,
+    pub workflow: Arc<Workflow>,
+    pub attempts: Vec<AttemptRecord>,
+    /// The run's version as of that read or write, in a store that keeps versions (see
+    /// [`crate::store::Store::finish_attempt_if_current`]).
+    pub version: Option<i64>,
 }
 
 /// What [`record`] leaves to decide.
@@ -236,6 +294,8 @@ enum Recorded {
     Unknown,
     /// The run ended in the same commit: nothing is left to decide.
     Ended,
+    /// Nothing is left to decide, and the run as it stands went to the claimed attempts.
+    Claimed,
 }
 
 /// Writes `outcome` together with what it leads to at once: the attempts it makes ready and,
@@ -244,7 +304,8 @@ async fn record(
     shared: &Arc<Shared>,
     key: &AttemptKey,
     outcome: &AttemptOutcome,
-    queued: &mut Queued,
+    claim: bool,
+    followup: &mut Followup,
 ) -> Result<Recorded, Error> {
     let store = &shared.store;
     let Some(mut known) = open_attempt_of(shared, key).await? else {
@@ -255,14 +316,82 @@ async fn record(
     if let Some(attempt) = known.attempts.iter_mut().find(|a| a.key == *key) {
         attempt.apply(outcome);
     }
-    let ready = made_ready(&known);
+    let mut ready = made_ready(&known);
     let end = match ready.then.as_slice() {
         [Action::Succeed] => success(shared, &known.workflow, &known.run, &ready.attempts),
         _ => None,
     };
+    // Only when the scheduler has nothing more to decide: the state handed to the claimed
+    // attempt is then the run's state after this commit, with no advance in between.
+    let claimed = (claim && ready.then.is_empty())
+        .then(|| claim_ready(shared, &mut ready))
+        .flatten();
     let completed = store
         .finish_attempt_then(key, outcome, &ready.next, end.as_ref())
         .await?;
+    written(shared, known, ready, end, claimed, completed, followup).await
+}
+
+/// [`record`] from the run as this process last wrote it, without its lock or a read: only if
+/// the run is still at `known.version` and the outcome leads to nothing but queued and skipped
+/// nodes or the run's success. False when not (nothing was written): the caller takes the
+/// ordinary way.
+async fn record_current(
+    shared: &Arc<Shared>,
+    key: &AttemptKey,
+    outcome: &AttemptOutcome,
+    claim: bool,
+    mut known: Known,
+    followup: &mut Followup,
+) -> Result<bool, Error> {
+    let Some(version) = known.version else {
+        return Ok(false);
+    };
+    let Some(attempt) = known
+        .attempts
+        .iter_mut()
+        .find(|a| a.key == *key && !a.status.is_finished())
+    else {
+        return Ok(false);
+    };
+    attempt.apply(outcome);
+    let mut ready = made_ready(&known);
+    let end = match ready.then.as_slice() {
+        [] => None,
+        // An output that does not render fails the run: the ordinary way says why.
+        [Action::Succeed] => match success(shared, &known.workflow, &known.run, &ready.attempts) {
+            Some(end) => Some(end),
+            None => return Ok(false),
+        },
+        // A retry, a failure, a cancellation: written by `perform`, under the lock.
+        _ => return Ok(false),
+    };
+    let claimed = claim.then(|| claim_ready(shared, &mut ready)).flatten();
+    let Some(completed) = shared
+        .store
+        .finish_attempt_if_current(version, key, outcome, &ready.next, end.as_ref())
+        .await?
+    else {
+        return Ok(false);
+    };
+    match written(shared, known, ready, end, claimed, completed, followup).await? {
+        // Nothing is left to decide: `made_ready` decided until nothing but queueing was left.
+        Recorded::Ended | Recorded::Claimed | Recorded::Known(_) => Ok(true),
+        Recorded::Unknown => Ok(false),
+    }
+}
+
+/// What follows a written outcome (`completed`): the run's bookkeeping when it ended, the
+/// attempts to publish and the claimed one in `followup`, and the run as it now stands.
+async fn written(
+    shared: &Arc<Shared>,
+    mut known: Known,
+    ready: Ready,
+    end: Option<RunEnd>,
+    claimed: Option<ClaimedKeys>,
+    completed: Completed,
+    followup: &mut Followup,
+) -> Result<Recorded, Error> {
     if !completed.attempt {
         return Ok(Recorded::Unknown);
     }
@@ -275,14 +404,66 @@ async fn record(
         }
         return Ok(Recorded::Ended);
     }
+    let is_claimed = |key: &AttemptKey| {
+        claimed
+            .as_ref()
+            .is_some_and(|(first, more)| first == key || more.iter().any(|(k, _)| k == key))
+    };
     for attempt in &ready.next {
-        if attempt.status == AttemptStatus::Queued {
-            queued.push((known.run.workflow_id.clone(), attempt.key.clone()));
+        if attempt.status == AttemptStatus::Queued && !is_claimed(&attempt.key) {
+            followup
+                .queued
+                .push((known.run.workflow_id.clone(), attempt.key.clone()));
         }
     }
     // What was just written: the outcome and `next` applied.
     known.attempts = ready.attempts;
-    Ok(Recorded::Known(Box::new(known)))
+    known.version = completed.version;
+    // Held for the run's next outcome, unless what follows writes more (a retry, a failure:
+    // `then`), which would leave this copy behind.
+    if ready.then.is_empty() {
+        shared.written.keep(&known);
+    }
+    match claimed {
+        Some((first, more)) => {
+            followup.claimed = Some(Claimed { first, more, known });
+            Ok(Recorded::Claimed)
+        }
+        None => Ok(Recorded::Known(Box::new(known))),
+    }
+}
+
+/// Claims the queued attempts of `ready.next` for the worker recording the outcome: the first
+/// for the slot it runs in, each further one with a free execution slot if there is one now.
+/// A run's branches thus run on the worker that ran their parent, with no trip through the
+/// queue; the queue spreads runs (their first nodes) over workers. Distributed, a claimed
+/// attempt is inserted `running` under
+/// this worker's lease, so no other worker takes it and, should this one die, the sweep hands
+/// it on when the lease runs out; embedded, it stays `queued` (a restart enqueues what is open)
+/// and is simply not enqueued.
+fn claim_ready(shared: &Shared, ready: &mut Ready) -> Option<ClaimedKeys> {
+    let mut first = None;
+    let mut more = Vec::new();
+    for attempt in &mut ready.next {
+        if attempt.status != AttemptStatus::Queued {
+            continue;
+        }
+        if first.is_some() {
+            let slot = shared.slots.clone().try_acquire_owned().ok();
+            more.push((attempt.key.clone(), slot));
+        } else {
+            first = Some(attempt.key.clone());
+        }
+        if shared.queue.durable() {
+            attempt.status = AttemptStatus::Running;
+            attempt.started_at = Some(now());
+            attempt.worker = Some(shared.worker_id.clone());
+            if let Some(listed) = ready.attempts.iter_mut().find(|a| a.key == attempt.key) {
+                listed.clone_from(attempt);
+            }
+        }
+    }
+    first.map(|first| (first, more))
 }
 
 /// The run's end when the scheduler decided it succeeds: its output rendered from `attempts`.
@@ -334,6 +515,7 @@ async fn open_attempt_of(shared: &Arc<Shared>, key: &AttemptKey) -> Result<Optio
         run,
         workflow,
         attempts,
+        version: None,
     }))
 }
 

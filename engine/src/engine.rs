@@ -198,6 +198,12 @@ pub(crate) struct Shared {
     pub run_tokens: Mutex<HashMap<String, CancellationToken>>,
     /// Serialises `advance` per run (striped), so one run is never decided twice at once.
     pub run_locks: Vec<tokio::sync::Mutex<()>>,
+    /// Execution slots: one per local worker loop. A loop takes one for each delivery it
+    /// executes; a ready dependent claimed to run beside the attempt that freed it takes one
+    /// of its own, so local continuation never runs more attempts at once than `workers`.
+    pub slots: Arc<tokio::sync::Semaphore>,
+    /// The runs this process wrote last (distributed), to record their next outcomes from.
+    pub written: crate::written::WrittenRuns,
     /// Serialises admission of queued runs per workflow (striped).
     pub admit_locks: Vec<tokio::sync::Mutex<()>>,
     /// Background tasks (advances, timers) awaited on shutdown.
@@ -292,6 +298,7 @@ impl Engine {
         } else {
             store
         };
+        let slots = Arc::new(tokio::sync::Semaphore::new(options.workers.max(1)));
         let shared = Shared {
             store,
             queue,
@@ -310,6 +317,8 @@ impl Engine {
             waiters: Mutex::new(HashMap::new()),
             run_tokens: Mutex::new(HashMap::new()),
             run_locks: (0..LOCK_STRIPES).map(|_| Default::default()).collect(),
+            slots,
+            written: Default::default(),
             admit_locks: (0..LOCK_STRIPES).map(|_| Default::default()).collect(),
             tasks: TaskTracker::new(),
             shutdown: CancellationToken::new(),

@@ -31,5 +31,6 @@ pub mod view;
 mod worker;
 pub mod worker_process;
 pub mod workflow;
+mod written;
 
 pub use engine::{Cancellation, Engine, EngineOptions, Error, Retrial, TriggerRequest, Triggered};

@@ -13,11 +13,13 @@ use std::time::Duration;
 
 use chrono::Utc;
 use futures::FutureExt;
+use tokio::sync::OwnedSemaphorePermit;
 
 use crate::attempt;
 use crate::dispatch;
-use crate::driver;
+use crate::driver::{self, Known};
 use crate::engine::{Error, Shared};
+use crate::queue::Delivery;
 use crate::store::{AttemptKey, AttemptOutcome, AttemptStatus, ErrorInfo, Started};
 
 /// The error kind of an attempt the engine could not execute.
@@ -36,48 +38,116 @@ pub async fn work(shared: Arc<Shared>) {
         let Some(delivery) = delivery else {
             return;
         };
+        // Waits while continuations hold every slot; the delivery stays unacknowledged.
+        let Ok(slot) = shared.slots.clone().acquire_owned().await else {
+            return;
+        };
         let key = delivery.attempt().clone();
-        // A panic outside the node and rendering (both caught inside) would end this worker
-        // for good; here it fails the one attempt instead.
-        let executed = AssertUnwindSafe(attempt::execute(&shared, &key))
-            .catch_unwind()
-            .await
-            .unwrap_or_else(|panic| Err(Error::Panicked(attempt::panic_text(panic.as_ref()))));
-        match executed {
-            Ok(Some(queued)) => {
-                failures = 0;
-                delivery.ack().await;
-                publish_later(&shared, queued);
+        run_chain(&shared, key, None, Some(delivery), &mut failures).await;
+        drop(slot);
+    }
+}
+
+/// Executes an attempt and then, one after the other, the dependents its outcomes claim for
+/// this worker (local continuation, see [`driver::Claimed`]), until a branch of the run ends or
+/// shutdown begins. The caller holds the execution slot this runs in.
+async fn run_chain(
+    shared: &Arc<Shared>,
+    key: AttemptKey,
+    claimed: Option<Known>,
+    delivery: Option<Box<dyn Delivery>>,
+    failures: &mut u32,
+) {
+    let mut delivery = delivery;
+    let mut next = Some((key, claimed));
+    while let Some((key, claimed)) = next.take() {
+        if let Some(known) = claimed.as_ref().filter(|_| shared.shutdown.is_cancelled()) {
+            // Committed already: published like any ready attempt, it waits for a worker
+            // (embedded, for the next start, which enqueues what is open).
+            publish_later(shared, vec![(known.run.workflow_id.clone(), key)]);
+            break;
+        }
+        next = execute_one(shared, key, claimed, &mut delivery, failures).await;
+    }
+}
+
+/// Runs a claimed attempt and its own continuations in a task, in the slot taken for it, or
+/// once one is free.
+fn run_chain_later(
+    shared: &Arc<Shared>,
+    key: AttemptKey,
+    known: Known,
+    slot: Option<OwnedSemaphorePermit>,
+) {
+    let chain_shared = shared.clone();
+    shared.tasks.spawn(async move {
+        let slot = match slot {
+            Some(slot) => slot,
+            None => match chain_shared.slots.clone().acquire_owned().await {
+                Ok(slot) => slot,
+                Err(_) => return,
+            },
+        };
+        let mut failures = 0;
+        run_chain(&chain_shared, key, Some(known), None, &mut failures).await;
+        drop(slot);
+    });
+}
+
+/// Executes one attempt and sorts out what follows; returns the attempt claimed to run next
+/// in the same slot.
+async fn execute_one(
+    shared: &Arc<Shared>,
+    key: AttemptKey,
+    claimed: Option<Known>,
+    delivery: &mut Option<Box<dyn Delivery>>,
+    failures: &mut u32,
+) -> Option<(AttemptKey, Option<Known>)> {
+    // A panic outside the node and rendering (both caught inside) would end this worker
+    // for good; here it fails the one attempt instead.
+    let executed = AssertUnwindSafe(attempt::execute(shared, &key, claimed))
+        .catch_unwind()
+        .await
+        .unwrap_or_else(|panic| Err(Error::Panicked(attempt::panic_text(panic.as_ref()))));
+    // A claimed attempt came with no delivery: its predecessor's was acknowledged.
+    if let Some(delivery) = delivery.take() {
+        delivery.ack().await;
+    }
+    match executed {
+        Ok(Some(followup)) => {
+            *failures = 0;
+            publish_later(shared, followup.queued);
+            let claimed = followup.claimed?;
+            for (key, slot) in claimed.more {
+                run_chain_later(shared, key, claimed.known.clone(), slot);
             }
-            Ok(None) => {
-                failures = 0;
-                delivery.ack().await;
-                advance_later(&shared, key);
-            }
-            // Rolled back with a batch another write broke (or whose commit failed): no sign
-            // that the database is down, so no longer pause than the first.
-            Err(error) if error.is_rolled_back() => {
-                tracing::warn!(%error, run = %key.run_id, node = %key.node_id,
-                    "attempt's write was rolled back with its batch; queueing it again");
-                delivery.ack().await;
-                requeue_later(&shared, key, requeue_pause(1));
-            }
-            Err(error) if error.is_retryable() => {
-                failures = failures.saturating_add(1);
-                let pause = requeue_pause(failures);
-                tracing::error!(%error, run = %key.run_id, node = %key.node_id, ?pause,
-                    "attempt could not be recorded; queueing it again after a pause");
-                delivery.ack().await;
-                requeue_later(&shared, key, pause);
-            }
-            Err(error) => {
-                tracing::error!(%error, run = %key.run_id, node = %key.node_id,
-                    "attempt cannot be executed; failing it");
-                delivery.ack().await;
-                fail(&shared, key, &error).await;
-            }
+            return Some((claimed.first, Some(claimed.known)));
+        }
+        Ok(None) => {
+            *failures = 0;
+            advance_later(shared, key);
+        }
+        // Rolled back with a batch another write broke (or whose commit failed): no sign
+        // that the database is down, so no longer pause than the first.
+        Err(error) if error.is_rolled_back() => {
+            tracing::warn!(%error, run = %key.run_id, node = %key.node_id,
+                "attempt's write was rolled back with its batch; queueing it again");
+            requeue_later(shared, key, requeue_pause(1));
+        }
+        Err(error) if error.is_retryable() => {
+            *failures = failures.saturating_add(1);
+            let pause = requeue_pause(*failures);
+            tracing::error!(%error, run = %key.run_id, node = %key.node_id, ?pause,
+                "attempt could not be recorded; queueing it again after a pause");
+            requeue_later(shared, key, pause);
+        }
+        Err(error) => {
+            tracing::error!(%error, run = %key.run_id, node = %key.node_id,
+                "attempt cannot be executed; failing it");
+            fail(shared, key, &error).await;
         }
     }
+    None
 }
 
 /// Advancing may wait on a full queue; doing it in a task keeps this worker draining the
@@ -135,8 +205,8 @@ async fn fail(shared: &Arc<Shared>, key: AttemptKey, error: &Error) {
             started_at: now,
         }),
     };
-    match driver::complete(shared, &key, &outcome).await {
-        Ok(queued) => publish_later(shared, queued),
+    match driver::complete(shared, &key, &outcome, false, None).await {
+        Ok(followup) => publish_later(shared, followup.queued),
         Err(write) if write.is_retryable() => {
             tracing::error!(error = %write, run = %key.run_id, node = %key.node_id,
                 "recording the failure failed; queueing the attempt again");

@@ -99,6 +99,114 @@ impl PostgresStore {
         Ok(())
     }
 
+    /// [`Store::finish_attempt_then`], only if the run's version is `version` when given;
+    /// `None` when it is not (then nothing was written).
+    ///
+    /// One statement, one round trip: the run's row locked (and its version checked), the
+    /// outcome, and only if it was recorded, the attempts it made ready and the run's end,
+    /// whose notification goes out at commit as in `finish_run`, and the version raised.
+    /// (Data-modifying CTEs run whole or not at all; the run's row is updated once.)
+    async fn finish_attempt(
+        &self,
+        version: Option<i64>,
+        key: &AttemptKey,
+        outcome: &AttemptOutcome,
+        next: &[AttemptRecord],
+        end: Option<&RunEnd>,
+    ) -> Result<Option<Completed>> {
+        debug_assert!(
+            outcome.status.is_finished(),
+            "finish_attempt with status {}",
+            outcome.status
+        );
+        let started = outcome.started.as_ref();
+        let next = NextAttempts::of(next)?;
+        let query = sqlx::query(
+            "WITH current AS (
+                 SELECT status IN ('queued', 'running') AS open FROM runs
+                 WHERE id = $7 AND ($31::int8 IS NULL OR version = $31)
+                 FOR UPDATE
+             ), finished AS (
+                 UPDATE node_attempts
+                 SET status = $1, output = $2::json, error = $3::json, retryable = $4,
+                     not_before = $5, finished_at = $6, input = COALESCE($10::json, input),
+                     started_at = COALESCE(started_at, $11), worker = COALESCE($12, worker)
+                 WHERE run_id = $7 AND node_id = $8 AND attempt = $9
+                   AND status IN ('pending', 'queued', 'running')
+                   AND EXISTS (SELECT 1 FROM current)
+                 RETURNING 1
+             ), inserted AS (
+                 INSERT INTO node_attempts (run_id, node_id, attempt, status, input, output,
+                     error, retryable, not_before, created_at, started_at, finished_at,
+                     worker, heartbeat_at)
+                 SELECT $7, next.node_id, next.attempt, next.status, next.input::json,
+                     next.output::json, next.error::json, next.retryable, next.not_before,
+                     next.created_at, next.started_at, next.finished_at, next.worker,
+                     CASE WHEN next.status = 'running' THEN next.started_at END
+                 FROM UNNEST($13::text[], $14::int8[], $15::text[], $16::text[], $17::text[],
+                     $18::text[], $19::bool[], $20::timestamptz[], $21::timestamptz[],
+                     $22::timestamptz[], $23::timestamptz[], $24::text[])
+                     AS next (node_id, attempt, status, input, output, error, retryable,
+                         not_before, created_at, started_at, finished_at, worker)
+                 WHERE EXISTS (SELECT 1 FROM finished)
+                 ON CONFLICT (run_id, node_id, attempt) DO NOTHING
+             ), changed AS (
+                 UPDATE runs SET version = version + 1,
+                     status = CASE WHEN ending THEN $25 ELSE status END,
+                     output = CASE WHEN ending THEN $26::json ELSE output END,
+                     error = CASE WHEN ending THEN $27::json ELSE error END,
+                     finished_at = CASE WHEN ending THEN $28 ELSE finished_at END
+                 FROM (SELECT $29 AND open AS ending FROM current) AS asked
+                 WHERE id = $7 AND EXISTS (SELECT 1 FROM finished)
+                 RETURNING version, ending
+             ), notified AS (
+                 SELECT pg_notify($30, $7) FROM changed WHERE ending
+             )
+             SELECT EXISTS (SELECT 1 FROM current), EXISTS (SELECT 1 FROM finished),
+                 (SELECT count(*) FROM notified) > 0, (SELECT version FROM changed)",
+        )
+        .bind(outcome.status.as_str())
+        .bind(to_optional_text(
+            "the node's output",
+            outcome.output.as_ref(),
+        )?)
+        .bind(outcome.error.as_ref().map(error_json))
+        .bind(outcome.retryable)
+        .bind(outcome.not_before.map(timestamp))
+        .bind(timestamp(outcome.finished_at))
+        .bind(&key.run_id)
+        .bind(&key.node_id)
+        .bind(i64::from(key.attempt))
+        .bind(outcome.started_input()?)
+        .bind(started.map(|started| timestamp(started.started_at)))
+        .bind(started.map(|started| started.worker.clone()));
+        let row = next
+            .bound(query)
+            .bind(end.map(|end| end.status.as_str()))
+            .bind(
+                end.and_then(|end| {
+                    to_optional_text("the run's output", end.output.as_ref()).transpose()
+                })
+                .transpose()?,
+            )
+            .bind(end.and_then(|end| end.error.as_ref().map(error_json)))
+            .bind(end.map(|end| timestamp(end.finished_at)))
+            .bind(end.is_some())
+            .bind(FINISHED_CHANNEL)
+            .bind(version)
+            .fetch_one(&self.pool)
+            .await?;
+        let current: bool = row.try_get(0)?;
+        if version.is_some() && !current {
+            return Ok(None);
+        }
+        Ok(Some(Completed {
+            attempt: row.try_get(1)?,
+            run: row.try_get(2)?,
+            version: row.try_get(3)?,
+        }))
+    }
+
     /// A connection to write on, for code written once for both stores (SQLite's is its one
     /// writer connection).
     pub(super) async fn write_connection(&self) -> Result<sqlx::pool::PoolConnection<Postgres>> {
@@ -175,15 +283,17 @@ impl super::idempotency::KeyedRuns for PostgresStore {
               DO NOTHING RETURNING 1
              ), first AS (
                  INSERT INTO node_attempts (run_id, node_id, attempt, status, input, output,
-                     error, retryable, not_before, created_at, started_at, finished_at)
+                     error, retryable, not_before, created_at, started_at, finished_at,
+                     worker, heartbeat_at)
                  SELECT $1, next.node_id, next.attempt, next.status, next.input::json,
                      next.output::json, next.error::json, next.retryable, next.not_before,
-                     next.created_at, next.started_at, next.finished_at
+                     next.created_at, next.started_at, next.finished_at, next.worker,
+                     CASE WHEN next.status = 'running' THEN next.started_at END
                  FROM UNNEST($15::text[], $16::int8[], $17::text[], $18::text[], $19::text[],
                      $20::text[], $21::bool[], $22::timestamptz[], $23::timestamptz[],
-                     $24::timestamptz[], $25::timestamptz[])
+                     $24::timestamptz[], $25::timestamptz[], $26::text[])
                      AS next (node_id, attempt, status, input, output, error, retryable,
-                         not_before, created_at, started_at, finished_at)
+                         not_before, created_at, started_at, finished_at, worker)
                  WHERE EXISTS (SELECT 1 FROM created)
                  ON CONFLICT (run_id, node_id, attempt) DO NOTHING
              )
@@ -264,6 +374,17 @@ impl Store for PostgresStore {
         row.as_ref().map(run_from_row).transpose()
     }
 
+    async fn run_versioned(&self, run_id: &str) -> Result<Option<(RunRecord, Option<i64>)>> {
+        let row = sqlx::query("SELECT * FROM runs WHERE id = $1")
+            .bind(run_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        Ok(Some((run_from_row(&row)?, Some(row.try_get("version")?))))
+    }
+
     async fn list_runs(&self, query: &RunQuery) -> Result<Vec<RunRecord>> {
         let rows = page_of_runs("*", query)
             .build()
@@ -318,7 +439,8 @@ impl Store for PostgresStore {
         deadline_at: Option<DateTime<Utc>>,
     ) -> Result<bool> {
         let result = sqlx::query(
-            "UPDATE runs SET status = 'running', started_at = $1, deadline_at = $2
+            "UPDATE runs SET status = 'running', started_at = $1, deadline_at = $2,
+                 version = version + 1
              WHERE id = $3 AND status = 'queued'",
         )
         .bind(timestamp(started_at))
@@ -342,7 +464,8 @@ impl Store for PostgresStore {
         // (a webhook answering `on_complete` while workers elsewhere ran the nodes).
         let finished = sqlx::query(
             "WITH finished AS (
-                 UPDATE runs SET status = $1, output = $2::json, error = $3::json, finished_at = $4
+                 UPDATE runs SET status = $1, output = $2::json, error = $3::json, finished_at = $4,
+                     version = version + 1
                  WHERE id = $5 AND status IN ('queued', 'running')
                  RETURNING id
              )
@@ -361,7 +484,7 @@ impl Store for PostgresStore {
 
     async fn request_cancel(&self, run_id: &str) -> Result<bool> {
         let result = sqlx::query(
-            "UPDATE runs SET cancel_requested = true
+            "UPDATE runs SET cancel_requested = true, version = version + 1
              WHERE id = $1 AND status IN ('queued', 'running')",
         )
         .bind(run_id)
@@ -381,7 +504,7 @@ impl Store for PostgresStore {
         let mut transaction = self.pool.begin().await?;
         let reopened = sqlx::query(
             "UPDATE runs SET status = 'running', output = NULL, error = NULL, finished_at = NULL,
-                 deadline_at = $1, cancel_requested = false
+                 deadline_at = $1, cancel_requested = false, version = version + 1
              WHERE id = $2 AND status IN ('failed', 'cancelled')",
         )
         .bind(deadline_at.map(timestamp))
@@ -427,11 +550,17 @@ impl Store for PostgresStore {
     }
 
     async fn insert_attempt(&self, attempt: &AttemptRecord) -> Result<bool> {
-        let result = sqlx::query(
-            "INSERT INTO node_attempts (run_id, node_id, attempt, status, input, output, error,
-                 retryable, not_before, created_at, started_at, finished_at)
-             VALUES ($1, $2, $3, $4, $5::json, $6::json, $7::json, $8, $9, $10, $11, $12)
-             ON CONFLICT (run_id, node_id, attempt) DO NOTHING",
+        let inserted: bool = sqlx::query_scalar(
+            "WITH inserted AS (
+                 INSERT INTO node_attempts (run_id, node_id, attempt, status, input, output,
+                     error, retryable, not_before, created_at, started_at, finished_at)
+                 VALUES ($1, $2, $3, $4, $5::json, $6::json, $7::json, $8, $9, $10, $11, $12)
+                 ON CONFLICT (run_id, node_id, attempt) DO NOTHING
+                 RETURNING run_id
+             ), bumped AS (
+                 UPDATE runs SET version = version + 1 WHERE id IN (SELECT run_id FROM inserted)
+             )
+             SELECT EXISTS (SELECT 1 FROM inserted)",
         )
         .bind(&attempt.key.run_id)
         .bind(&attempt.key.node_id)
@@ -451,9 +580,9 @@ impl Store for PostgresStore {
         .bind(timestamp(attempt.created_at))
         .bind(attempt.started_at.map(timestamp))
         .bind(attempt.finished_at.map(timestamp))
-        .execute(&self.pool)
+        .fetch_one(&self.pool)
         .await?;
-        Ok(result.rows_affected() > 0)
+        Ok(inserted)
     }
 
     async fn start_attempt(
@@ -488,83 +617,20 @@ impl Store for PostgresStore {
         next: &[AttemptRecord],
         end: Option<&RunEnd>,
     ) -> Result<Completed> {
-        debug_assert!(
-            outcome.status.is_finished(),
-            "finish_attempt with status {}",
-            outcome.status
-        );
-        let started = outcome.started.as_ref();
-        let next = NextAttempts::of(next)?;
-        // One statement, one round trip: the outcome, and only if it was recorded, the
-        // attempts it made ready and the run's end, whose notification goes out at commit as
-        // in `finish_run`. (Data-modifying CTEs run whole or not at all.)
-        let query = sqlx::query(
-            "WITH finished AS (
-                 UPDATE node_attempts
-                 SET status = $1, output = $2::json, error = $3::json, retryable = $4,
-                     not_before = $5, finished_at = $6, input = COALESCE($10::json, input),
-                     started_at = COALESCE(started_at, $11), worker = COALESCE($12, worker)
-                 WHERE run_id = $7 AND node_id = $8 AND attempt = $9
-                   AND status IN ('pending', 'queued', 'running')
-                 RETURNING 1
-             ), inserted AS (
-                 INSERT INTO node_attempts (run_id, node_id, attempt, status, input, output,
-                     error, retryable, not_before, created_at, started_at, finished_at)
-                 SELECT $7, next.node_id, next.attempt, next.status, next.input::json,
-                     next.output::json, next.error::json, next.retryable, next.not_before,
-                     next.created_at, next.started_at, next.finished_at
-                 FROM UNNEST($13::text[], $14::int8[], $15::text[], $16::text[], $17::text[],
-                     $18::text[], $19::bool[], $20::timestamptz[], $21::timestamptz[],
-                     $22::timestamptz[], $23::timestamptz[])
-                     AS next (node_id, attempt, status, input, output, error, retryable,
-                         not_before, created_at, started_at, finished_at)
-                 WHERE EXISTS (SELECT 1 FROM finished)
-                 ON CONFLICT (run_id, node_id, attempt) DO NOTHING
-             ), ended AS (
-                 UPDATE runs SET status = $24, output = $25::json, error = $26::json,
-                     finished_at = $27
-                 WHERE id = $7 AND $28 AND status IN ('queued', 'running')
-                   AND EXISTS (SELECT 1 FROM finished)
-                 RETURNING id
-             ), notified AS (
-                 SELECT pg_notify($29, id) FROM ended
-             )
-             SELECT EXISTS (SELECT 1 FROM finished), (SELECT count(*) FROM notified) > 0",
-        )
-        .bind(outcome.status.as_str())
-        .bind(to_optional_text(
-            "the node's output",
-            outcome.output.as_ref(),
-        )?)
-        .bind(outcome.error.as_ref().map(error_json))
-        .bind(outcome.retryable)
-        .bind(outcome.not_before.map(timestamp))
-        .bind(timestamp(outcome.finished_at))
-        .bind(&key.run_id)
-        .bind(&key.node_id)
-        .bind(i64::from(key.attempt))
-        .bind(outcome.started_input()?)
-        .bind(started.map(|started| timestamp(started.started_at)))
-        .bind(started.map(|started| started.worker.clone()));
-        let row = next
-            .bound(query)
-            .bind(end.map(|end| end.status.as_str()))
-            .bind(
-                end.and_then(|end| {
-                    to_optional_text("the run's output", end.output.as_ref()).transpose()
-                })
-                .transpose()?,
-            )
-            .bind(end.and_then(|end| end.error.as_ref().map(error_json)))
-            .bind(end.map(|end| timestamp(end.finished_at)))
-            .bind(end.is_some())
-            .bind(FINISHED_CHANNEL)
-            .fetch_one(&self.pool)
-            .await?;
-        Ok(Completed {
-            attempt: row.try_get(0)?,
-            run: row.try_get(1)?,
-        })
+        let written = self.finish_attempt(None, key, outcome, next, end).await?;
+        Ok(written.unwrap_or_default())
+    }
+
+    async fn finish_attempt_if_current(
+        &self,
+        version: i64,
+        key: &AttemptKey,
+        outcome: &AttemptOutcome,
+        next: &[AttemptRecord],
+        end: Option<&RunEnd>,
+    ) -> Result<Option<Completed>> {
+        self.finish_attempt(Some(version), key, outcome, next, end)
+            .await
     }
 
     async fn promote_due_attempts(&self, now: DateTime<Utc>) -> Result<Vec<AttemptKey>> {
@@ -609,15 +675,22 @@ impl Store for PostgresStore {
     }
 
     async fn cancel_open_attempts(&self, run_id: &str, finished_at: DateTime<Utc>) -> Result<u64> {
-        let result = sqlx::query(
-            "UPDATE node_attempts SET status = 'cancelled', finished_at = $1
-             WHERE run_id = $2 AND status IN ('pending', 'queued', 'running')",
+        let cancelled: i64 = sqlx::query_scalar(
+            "WITH cancelled AS (
+                 UPDATE node_attempts SET status = 'cancelled', finished_at = $1
+                 WHERE run_id = $2 AND status IN ('pending', 'queued', 'running')
+                 RETURNING 1
+             ), bumped AS (
+                 UPDATE runs SET version = version + 1
+                 WHERE id = $2 AND EXISTS (SELECT 1 FROM cancelled)
+             )
+             SELECT count(*) FROM cancelled",
         )
         .bind(timestamp(finished_at))
         .bind(run_id)
-        .execute(&self.pool)
+        .fetch_one(&self.pool)
         .await?;
-        Ok(result.rows_affected())
+        Ok(u64::try_from(cancelled).unwrap_or(0))
     }
 
     async fn lock_run(&self, run_id: &str) -> Result<RunLock> {
@@ -761,13 +834,14 @@ struct NextAttempts {
     created_at: Vec<DateTime<Utc>>,
     started_at: Vec<Option<DateTime<Utc>>>,
     finished_at: Vec<Option<DateTime<Utc>>>,
+    worker: Vec<Option<String>>,
 }
 
 /// A statement of this store with its parameters.
 type PgQuery<'q> = sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments>;
 
 impl NextAttempts {
-    /// `query` with the eleven arrays bound next, in the column order of the `UNNEST` that
+    /// `query` with the twelve arrays bound next, in the column order of the `UNNEST` that
     /// reads them.
     fn bound(self, query: PgQuery<'_>) -> PgQuery<'_> {
         query
@@ -782,6 +856,7 @@ impl NextAttempts {
             .bind(self.created_at)
             .bind(self.started_at)
             .bind(self.finished_at)
+            .bind(self.worker)
     }
 
     fn of(attempts: &[AttemptRecord]) -> Result<NextAttempts> {
@@ -804,6 +879,7 @@ impl NextAttempts {
             next.created_at.push(timestamp(attempt.created_at));
             next.started_at.push(attempt.started_at.map(timestamp));
             next.finished_at.push(attempt.finished_at.map(timestamp));
+            next.worker.push(attempt.worker.clone());
         }
         Ok(next)
     }

@@ -27,8 +27,9 @@ use super::sqlite_checkpoint;
 use super::sqlite_native::{Statement, statement};
 use super::sqlite_writer::{Lent, Submit, Writer, partial};
 use super::{
-    AttemptKey, AttemptOutcome, AttemptRecord, Completed, Error, ErrorInfo, LeadDetail, LeadQuery,
-    LeadView, Listed, Result, RunEnd, RunLock, RunQuery, RunRecord, RunStatus, Store,
+    AttemptKey, AttemptOutcome, AttemptRecord, AttemptStatus, Completed, Error, ErrorInfo,
+    LeadDetail, LeadQuery, LeadView, Listed, Result, RunEnd, RunLock, RunQuery, RunRecord,
+    RunStatus, Store,
 };
 
 /// The schema, compiled into the binary.
@@ -450,7 +451,7 @@ impl Store for SqliteStore {
                 .await?;
             return Ok(Completed {
                 attempt: changed > 0,
-                run: false,
+                ..Completed::default()
             });
         }
         let finish = finish_attempt_query(key, outcome)?;
@@ -475,7 +476,11 @@ impl Store for SqliteStore {
                     Some(ending) => ending.execute(connection).map_err(partial)? > 0,
                     None => false,
                 };
-                Ok(Completed { attempt: true, run })
+                Ok(Completed {
+                    attempt: true,
+                    run,
+                    version: None,
+                })
             })
             .await
     }
@@ -673,7 +678,7 @@ fn finish_run_query(
     .bind(run_id))
 }
 
-/// Rows one `INSERT` carries: 12 parameters each stay far below SQLite's 32,766 (a workflow
+/// Rows one `INSERT` carries: 14 parameters each stay far below SQLite's 32,766 (a workflow
 /// may fan out to thousands of nodes).
 const ROWS_PER_INSERT: usize = 500;
 
@@ -689,10 +694,10 @@ fn insert_attempts_queries(attempts: &[AttemptRecord]) -> Result<Vec<Statement>>
 /// Inserts attempts (at most [`ROWS_PER_INSERT`]), each unless its (run, node, attempt)
 /// exists, in one statement.
 fn insert_attempts_query(attempts: &[AttemptRecord]) -> Result<Statement> {
-    let rows = vec!["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"; attempts.len()].join(", ");
+    let rows = vec!["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"; attempts.len()].join(", ");
     let sql = format!(
         "INSERT INTO node_attempts (run_id, node_id, attempt, status, input, output, error,
-             retryable, not_before, created_at, started_at, finished_at)
+             retryable, not_before, created_at, started_at, finished_at, worker, heartbeat_at)
          VALUES {rows}
          ON CONFLICT (run_id, node_id, attempt) DO NOTHING"
     );
@@ -703,8 +708,12 @@ fn insert_attempts_query(attempts: &[AttemptRecord]) -> Result<Statement> {
     Ok(query)
 }
 
-/// Binds the twelve columns [`insert_attempts_query`] inserts of one attempt.
+/// Binds the fourteen columns [`insert_attempts_query`] inserts of one attempt. A running
+/// attempt's lease starts with it.
 fn bind_attempt(query: Statement, attempt: &AttemptRecord) -> Result<Statement> {
+    let heartbeat = (attempt.status == AttemptStatus::Running)
+        .then_some(attempt.started_at)
+        .flatten();
     Ok(query
         .bind(&attempt.key.run_id)
         .bind(&attempt.key.node_id)
@@ -723,7 +732,9 @@ fn bind_attempt(query: Statement, attempt: &AttemptRecord) -> Result<Statement> 
         .bind(attempt.not_before.map(timestamp))
         .bind(timestamp(attempt.created_at))
         .bind(attempt.started_at.map(timestamp))
-        .bind(attempt.finished_at.map(timestamp)))
+        .bind(attempt.finished_at.map(timestamp))
+        .bind(&attempt.worker)
+        .bind(heartbeat.map(timestamp)))
 }
 
 /// Records an open attempt's outcome (and its start, if not written yet).

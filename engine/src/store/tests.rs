@@ -7,7 +7,7 @@
 use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
 
-use anyhow::{Context, Result, ensure};
+use anyhow::{Context, Result, bail, ensure};
 use chrono::{DateTime, Utc};
 use futures::FutureExt;
 use serde_json::{Value, json};
@@ -726,6 +726,11 @@ pub(super) async fn finish_attempt_transitions(store: &dyn Store) -> Result<()> 
     Ok(())
 }
 
+/// Whether a write took (the attempt, the run).
+fn wrote(completed: Completed) -> (bool, bool) {
+    (completed.attempt, completed.run)
+}
+
 pub(super) async fn finish_attempt_then_inserts_only_with_the_outcome(
     store: &dyn Store,
 ) -> Result<()> {
@@ -747,14 +752,14 @@ pub(super) async fn finish_attempt_then_inserts_only_with_the_outcome(
         },
     ];
     let success = outcome(AttemptStatus::Succeeded, Some(json!({"n": 1})));
-    let only_attempt = Completed {
-        attempt: true,
-        run: false,
-    };
+    // (the attempt, the run) written.
+    let only_attempt = (true, false);
     assert_eq!(
-        store
-            .finish_attempt_then(&parent.key, &success, &next, None)
-            .await?,
+        wrote(
+            store
+                .finish_attempt_then(&parent.key, &success, &next, None)
+                .await?
+        ),
         only_attempt
     );
     let mut expected = parent.clone();
@@ -771,10 +776,12 @@ pub(super) async fn finish_attempt_then_inserts_only_with_the_outcome(
         finished_at: at(400),
     };
     assert_eq!(
-        store
-            .finish_attempt_then(&parent.key, &success, &later, Some(&end))
-            .await?,
-        Completed::default()
+        wrote(
+            store
+                .finish_attempt_then(&parent.key, &success, &later, Some(&end))
+                .await?
+        ),
+        (false, false)
     );
     assert_eq!(store.attempts(&run_id(1)).await?, all);
     assert_eq!(
@@ -789,9 +796,11 @@ pub(super) async fn finish_attempt_then_inserts_only_with_the_outcome(
         attempt(key(1, "f", 1), AttemptStatus::Queued),
     ];
     assert_eq!(
-        store
-            .finish_attempt_then(&open.key, &success, &again, None)
-            .await?,
+        wrote(
+            store
+                .finish_attempt_then(&open.key, &success, &again, None)
+                .await?
+        ),
         only_attempt
     );
     let attempts = store.attempts(&run_id(1)).await?;
@@ -801,14 +810,13 @@ pub(super) async fn finish_attempt_then_inserts_only_with_the_outcome(
         Some(&next[0])
     );
     // The last outcome ends the run in the same write, once.
-    let both = Completed {
-        attempt: true,
-        run: true,
-    };
+    let both = (true, true);
     assert_eq!(
-        store
-            .finish_attempt_then(&key(1, "f", 1), &success, &[], Some(&end))
-            .await?,
+        wrote(
+            store
+                .finish_attempt_then(&key(1, "f", 1), &success, &[], Some(&end))
+                .await?
+        ),
         both
     );
     let ended = stored_run(store, &run_id(1)).await?;
@@ -820,9 +828,11 @@ pub(super) async fn finish_attempt_then_inserts_only_with_the_outcome(
     let straggler = attempt(key(1, "g", 1), AttemptStatus::Running);
     store.insert_attempt(&straggler).await?;
     assert_eq!(
-        store
-            .finish_attempt_then(&straggler.key, &success, &[], Some(&end))
-            .await?,
+        wrote(
+            store
+                .finish_attempt_then(&straggler.key, &success, &[], Some(&end))
+                .await?
+        ),
         only_attempt
     );
     Ok(())
@@ -1167,6 +1177,41 @@ pub(super) async fn outbox_lists_queued_attempts_the_broker_never_confirmed(
     Ok(())
 }
 
+/// Local continuation: an attempt inserted `running` with its parent's outcome is under its
+/// worker's lease from that commit on, renewed by that worker's heartbeat and handed on by the
+/// sweep once it runs out, like an attempt started the ordinary way.
+pub(super) async fn a_claimed_attempt_is_leased_from_its_parents_commit(
+    store: &dyn Store,
+) -> Result<()> {
+    store.create_run(&run(1, "w", RunStatus::Running)).await?;
+    let parent = attempt(key(1, "a", 1), AttemptStatus::Queued);
+    store.insert_attempt(&parent).await?;
+    let claimed = AttemptRecord {
+        started_at: Some(at(100)),
+        worker: Some("w1".into()),
+        ..attempt(key(1, "b", 1), AttemptStatus::Running)
+    };
+    let published = attempt(key(1, "c", 1), AttemptStatus::Queued);
+    let next = [claimed.clone(), published];
+    let success = outcome(AttemptStatus::Succeeded, Some(json!({"n": 1})));
+    store
+        .finish_attempt_then(&parent.key, &success, &next, None)
+        .await?;
+    assert_eq!(stored_attempt(store, &claimed.key).await?, claimed);
+    // Not in the outbox: the worker runs it itself.
+    assert_eq!(
+        store.undispatched_attempts(at(500)).await?,
+        [key(1, "c", 1)]
+    );
+    assert_eq!(store.heartbeat("w1", at(200)).await?, 1);
+    assert_eq!(store.claim_stale_attempts(at(150), at(300)).await?, []);
+    assert_eq!(
+        store.claim_stale_attempts(at(250), at(300)).await?,
+        [key(1, "b", 1)]
+    );
+    Ok(())
+}
+
 pub(super) async fn leases_run_out_unless_renewed(store: &dyn Store) -> Result<()> {
     store.create_run(&run(1, "w", RunStatus::Running)).await?;
     for node in ["a", "b", "c"] {
@@ -1382,6 +1427,7 @@ store_checks!(
     cancel_open_attempts_of_one_run,
     outbox_lists_queued_attempts_the_broker_never_confirmed,
     leases_run_out_unless_renewed,
+    a_claimed_attempt_is_leased_from_its_parents_commit,
     overdue_runs_are_running_past_their_deadline,
     stalled_runs_have_nothing_open_and_nothing_recent,
     reopen_run_only_from_failed_or_cancelled,
@@ -1509,6 +1555,98 @@ async fn postgres_promotes_each_attempt_once_under_concurrency() -> Result<()> {
                 .collect();
             promoted.sort_unstable();
             assert_eq!(promoted, (1..=n_attempts).collect::<Vec<_>>());
+            Ok(())
+        })
+        .await
+}
+
+/// The version a worker continuing a run writes against: its own writes return the next one,
+/// and every other write that changes what deciding the run depends on makes it stale, after
+/// which nothing of a write against it goes in.
+#[tokio::test]
+async fn postgres_writes_against_a_stale_run_version_are_refused() -> Result<()> {
+    let Some(database) = PostgresDatabase::create().await? else {
+        return Ok(());
+    };
+    database
+        .run_check(async |store: &PostgresStore| {
+            let success = outcome(AttemptStatus::Succeeded, Some(json!(1)));
+            store.create_run(&run(1, "w", RunStatus::Running)).await?;
+            for node in ["a", "b", "c", "d"] {
+                store
+                    .insert_attempt(&attempt(key(1, node, 1), AttemptStatus::Queued))
+                    .await?;
+            }
+            // A write without a version (under the run's lock) returns the run's version.
+            let first = store
+                .finish_attempt_then(&key(1, "a", 1), &success, &[], None)
+                .await?;
+            let Some(version) = first.version else {
+                bail!("Postgres keeps versions: {first:?}");
+            };
+            let next = [attempt(key(1, "e", 1), AttemptStatus::Queued)];
+            let current = store
+                .finish_attempt_if_current(version, &key(1, "b", 1), &success, &next, None)
+                .await?;
+            ensure!(
+                current
+                    == Some(Completed {
+                        attempt: true,
+                        run: false,
+                        version: Some(version + 1)
+                    }),
+                "{current:?}"
+            );
+            // What leases and dispatch do leaves the version alone.
+            store
+                .start_attempt(&key(1, "c", 1), None, "w1", at(100))
+                .await?;
+            store.heartbeat("w1", at(110)).await?;
+            store.mark_dispatched(&[key(1, "e", 1)]).await?;
+            let version = version + 1;
+            // Each of these changes the run under a continuing worker's feet: a write against
+            // the version before it is refused.
+            let refused = async |change: &str, version: i64| -> Result<()> {
+                let stale = store
+                    .finish_attempt_if_current(version, &key(1, "d", 1), &success, &next, None)
+                    .await?;
+                ensure!(stale.is_none(), "after {change}: {stale:?}");
+                Ok(())
+            };
+            store.finish_attempt(&key(1, "c", 1), &success).await?;
+            refused("an outcome", version).await?;
+            let f = attempt(key(1, "f", 1), AttemptStatus::Queued);
+            store.insert_attempt(&f).await?;
+            refused("a new attempt", version + 1).await?;
+            store.request_cancel(&run_id(1)).await?;
+            refused("a cancel request", version + 2).await?;
+            store.cancel_open_attempts(&run_id(1), at(200)).await?;
+            refused("cancelled attempts", version + 3).await?;
+            let mut version = version + 4;
+            let d = stored_attempt(store, &key(1, "d", 1)).await?;
+            ensure!(
+                d.status == AttemptStatus::Cancelled,
+                "nothing was written: {d:?}"
+            );
+            // A run's end counts too, and a stale write cannot end it.
+            let end = RunEnd {
+                status: RunStatus::Succeeded,
+                output: None,
+                error: None,
+                finished_at: at(300),
+            };
+            store
+                .insert_attempt(&attempt(key(1, "g", 1), AttemptStatus::Queued))
+                .await?;
+            version += 1;
+            store
+                .finish_run(&run_id(1), RunStatus::Failed, None, None, at(250))
+                .await?;
+            let stale = store
+                .finish_attempt_if_current(version, &key(1, "g", 1), &success, &[], Some(&end))
+                .await?;
+            ensure!(stale.is_none(), "after the run's end: {stale:?}");
+            ensure!(stored_run(store, &run_id(1)).await?.status == RunStatus::Failed);
             Ok(())
         })
         .await

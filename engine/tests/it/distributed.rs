@@ -11,6 +11,7 @@ use lapin::options::{ExchangeDeleteOptions, QueueDeclareOptions, QueueDeleteOpti
 use lapin::types::FieldTable;
 use lapin::{Connection, ConnectionProperties};
 use serde_json::{Value, json};
+use sqlx::Connection as _;
 use wiremock::MockServer;
 
 use crate::broker::PrivateBroker;
@@ -239,17 +240,54 @@ async fn three_workers_share_the_load() {
 }
 
 #[tokio::test]
+async fn a_worker_runs_the_rest_of_a_chain_itself() {
+    let Some(deployment) = Deployment::new("worker_runs_the_chain").await else {
+        return;
+    };
+    let server = deployment.serve(&[]);
+    let workers: Vec<_> = (0..2).map(|_| deployment.worker(2, &[])).collect();
+    deployment.wait_for_consumers(2).await;
+    let client = reqwest::Client::new();
+    let mut seen = HashSet::new();
+    for n in 0..10 {
+        let response = client
+            .post(format!("{}/hooks/chain", server.base_url))
+            .json(&json!({ "n": n }))
+            .send()
+            .await
+            .expect("POST /hooks/chain");
+        assert_eq!(response.status(), 200);
+        let run_id = response.headers()["x-enrichflow-run-id"]
+            .to_str()
+            .expect("a run id")
+            .to_owned();
+        let run = finished_run(&client, &server.base_url, &run_id).await;
+        assert_eq!(run["status"], "succeeded", "{run:#}");
+        let holders: HashSet<_> = workers_of(&run).into_iter().collect();
+        // Through RabbitMQ each of the five hops could go to either worker.
+        assert_eq!(holders.len(), 1, "one worker ran the whole chain: {run:#}");
+        seen.extend(holders);
+    }
+    assert_eq!(seen.len(), 2, "both workers took first nodes: {seen:?}");
+    drop(workers);
+    drop(server);
+}
+
+#[tokio::test]
 async fn a_worker_killed_in_the_middle_of_an_attempt_is_replaced_and_the_run_succeeds() {
     let Some(deployment) = Deployment::new("worker_killed_mid_attempt").await else {
         return;
     };
     let mut chain = SlowChain::mount(&deployment.mocks, Duration::from_secs(60)).await;
-    let server = deployment.serve(&[]);
-    let doomed = deployment.worker(2, &[]);
+    // The worker that ran `first` claimed `slow` in the same commit (local continuation), so
+    // it is its lease, not a redelivery, that hands `slow` on: short here to keep the test short.
+    let lease = ["--lease", "3s"];
+    let server = deployment.serve(&lease);
+    let doomed = deployment.worker(2, &lease);
     let client = reqwest::Client::new();
     let run_id = chain.start(&client, &server.base_url).await;
     doomed.signal("-KILL");
-    let _replacement = deployment.worker(2, &[]);
+    let _replacement = deployment.worker(2, &lease);
     let run = finished_run(&client, &server.base_url, &run_id).await;
     assert_eq!(run["status"], "succeeded", "{run:#}");
     assert_eq!(
@@ -335,7 +373,19 @@ async fn sigterm_lets_a_worker_finish_its_attempt_before_it_exits() {
     let run_id = chain.start(&client, &server.base_url).await;
     let status = leaving.terminate();
     assert!(status.success(), "the worker exits cleanly: {status}");
-    // The last node is left for whoever comes next.
+    // The last node, which it had kept for itself, is published for whoever comes next rather
+    // than left to wait for its lease to run out.
+    let mut database = sqlx::PgConnection::connect(&deployment.database_url)
+        .await
+        .expect("connect to the test database");
+    let last: (String, bool) = sqlx::query_as(
+        "SELECT status, dispatched FROM node_attempts WHERE run_id = $1 AND node_id = 'last'",
+    )
+    .bind(&run_id)
+    .fetch_one(&mut database)
+    .await
+    .expect("the last node's attempt");
+    assert_eq!(last, ("running".to_owned(), true));
     let _next = deployment.worker(2, &[]);
     let run = finished_run(&client, &server.base_url, &run_id).await;
     assert_eq!(run["status"], "succeeded", "{run:#}");
