@@ -47,7 +47,7 @@ enum Prepared {
 pub async fn execute(
     shared: &Arc<Shared>,
     key: &AttemptKey,
-    claimed: Option<Known>,
+    claimed: Option<Arc<Known>>,
 ) -> Result<Option<Followup>, Error> {
     let executed = execute_readable(shared, key, claimed).await;
     crate::unreadable::fail_if_unreadable(shared, &key.run_id, executed).await
@@ -76,14 +76,14 @@ async fn read_run(shared: &Shared, key: &AttemptKey) -> Result<Option<Known>, Er
 async fn execute_readable(
     shared: &Arc<Shared>,
     key: &AttemptKey,
-    claimed: Option<Known>,
+    claimed: Option<Arc<Known>>,
 ) -> Result<Option<Followup>, Error> {
     // Distributed, a claimed attempt was stored running under this worker's lease.
     let leased = claimed.is_some() && shared.queue.durable();
     let known = match claimed {
         Some(known) => known,
         None => match read_run(shared, key).await? {
-            Some(known) => known,
+            Some(known) => Arc::new(known),
             None => return Ok(None),
         },
     };
@@ -221,7 +221,7 @@ async fn marked_running_when_slow<T>(
 /// Records `outcome` from the run as this worker holds it (`known`): see [`driver::complete`].
 async fn finish(
     shared: &Arc<Shared>,
-    known: Known,
+    known: Arc<Known>,
     key: &AttemptKey,
     kind: &str,
     outcome: AttemptOutcome,

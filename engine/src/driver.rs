@@ -212,7 +212,8 @@ pub struct Claimed {
     /// when one was free, or else waited for: parallel branches stay parallel, and no more
     /// attempts run at once than the worker has slots.
     pub more: Vec<(AttemptKey, Option<OwnedSemaphorePermit>)>,
-    pub known: Known,
+    /// Shared by the claimed attempts: a wide fan-out is not a copy of the run per branch.
+    pub known: Arc<Known>,
 }
 
 /// What [`claim_ready`] claimed: the first attempt, and the others with their slots.
@@ -236,15 +237,19 @@ pub async fn complete(
     key: &AttemptKey,
     outcome: &AttemptOutcome,
     claim: bool,
-    known: Option<Known>,
+    known: Option<Arc<Known>>,
 ) -> Result<Followup, Error> {
     let run_id = key.run_id.as_str();
     let _guard = shared.run_locks[shared.stripe(run_id)].lock().await;
     let mut followup = Followup::default();
     // The newer of what this process last wrote of the run and the caller's copy.
+    let known = known.filter(|known| known.version.is_some());
     let held = match (shared.written.take(run_id), known) {
-        (Some(held), Some(known)) if known.version > held.version => Some(known),
-        (held, known) => held.or(known),
+        (Some(held), Some(known)) if known.version > held.version => {
+            Some(Arc::unwrap_or_clone(known))
+        }
+        (Some(held), _) => Some(held),
+        (None, known) => known.map(Arc::unwrap_or_clone),
     };
     if let Some(known) = held.filter(|known| known.version.is_some())
         && record_current(shared, key, outcome, claim, known, &mut followup).await?
@@ -426,7 +431,11 @@ async fn written(
     }
     match claimed {
         Some((first, more)) => {
-            followup.claimed = Some(Claimed { first, more, known });
+            followup.claimed = Some(Claimed {
+                first,
+                more,
+                known: Arc::new(known),
+            });
             Ok(Recorded::Claimed)
         }
         None => Ok(Recorded::Known(Box::new(known))),
@@ -442,6 +451,10 @@ async fn written(
 /// it on when the lease runs out; embedded, it stays `queued` (a restart enqueues what is open)
 /// and is simply not enqueued.
 fn claim_ready(shared: &Shared, ready: &mut Ready) -> Option<ClaimedKeys> {
+    // Claimed attempts waiting for a slot: at most one round of the worker's slots, so that a
+    // wide fan-out spreads over the other workers through the queue instead.
+    let most_waiting = shared.options.workers.max(1);
+    let mut waiting = 0_usize;
     let mut first = None;
     let mut more = Vec::new();
     for attempt in &mut ready.next {
@@ -450,6 +463,12 @@ fn claim_ready(shared: &Shared, ready: &mut Ready) -> Option<ClaimedKeys> {
         }
         if first.is_some() {
             let slot = shared.slots.clone().try_acquire_owned().ok();
+            if slot.is_none() {
+                if waiting >= most_waiting {
+                    break;
+                }
+                waiting = waiting.saturating_add(1);
+            }
             more.push((attempt.key.clone(), slot));
         } else {
             first = Some(attempt.key.clone());

@@ -54,7 +54,7 @@ pub async fn work(shared: Arc<Shared>) {
 async fn run_chain(
     shared: &Arc<Shared>,
     key: AttemptKey,
-    claimed: Option<Known>,
+    claimed: Option<Arc<Known>>,
     delivery: Option<Box<dyn Delivery>>,
     failures: &mut u32,
 ) {
@@ -76,7 +76,7 @@ async fn run_chain(
 fn run_chain_later(
     shared: &Arc<Shared>,
     key: AttemptKey,
-    known: Known,
+    known: Arc<Known>,
     slot: Option<OwnedSemaphorePermit>,
 ) {
     let chain_shared = shared.clone();
@@ -99,10 +99,10 @@ fn run_chain_later(
 async fn execute_one(
     shared: &Arc<Shared>,
     key: AttemptKey,
-    claimed: Option<Known>,
+    claimed: Option<Arc<Known>>,
     delivery: &mut Option<Box<dyn Delivery>>,
     failures: &mut u32,
-) -> Option<(AttemptKey, Option<Known>)> {
+) -> Option<(AttemptKey, Option<Arc<Known>>)> {
     // A panic outside the node and rendering (both caught inside) would end this worker
     // for good; here it fails the one attempt instead.
     let executed = AssertUnwindSafe(attempt::execute(shared, &key, claimed))

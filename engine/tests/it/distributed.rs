@@ -274,6 +274,36 @@ async fn a_worker_runs_the_rest_of_a_chain_itself() {
 }
 
 #[tokio::test]
+async fn a_wide_fan_out_spreads_over_the_workers() {
+    let Some(deployment) = Deployment::new("wide_fan_out_spreads").await else {
+        return;
+    };
+    let server = deployment.serve(&[]);
+    let workers: Vec<_> = (0..2).map(|_| deployment.worker(2, &[])).collect();
+    deployment.wait_for_consumers(2).await;
+    let client = reqwest::Client::new();
+    let response = client
+        .post(format!("{}/hooks/fan-out", server.base_url))
+        .json(&json!({}))
+        .send()
+        .await
+        .expect("POST /hooks/fan-out");
+    assert_eq!(response.status(), 200);
+    let run_id = response.headers()["x-enrichflow-run-id"]
+        .to_str()
+        .expect("a run id")
+        .to_owned();
+    assert_eq!(response.json::<Value>().await.expect("JSON"), json!(21));
+    let run = finished_run(&client, &server.base_url, &run_id).await;
+    let holders: HashSet<_> = workers_of(&run).into_iter().collect();
+    // The worker that ran `a` kept at most two rounds of its two slots; the rest went through
+    // RabbitMQ, which hands messages to both consumers in turn.
+    assert_eq!(holders.len(), 2, "both workers ran nodes: {run:#}");
+    drop(workers);
+    drop(server);
+}
+
+#[tokio::test]
 async fn a_worker_killed_in_the_middle_of_an_attempt_is_replaced_and_the_run_succeeds() {
     let Some(deployment) = Deployment::new("worker_killed_mid_attempt").await else {
         return;
