@@ -304,6 +304,40 @@ async fn a_wide_fan_out_spreads_over_the_workers() {
 }
 
 #[tokio::test]
+async fn a_run_cancelled_while_a_worker_runs_its_chain_stays_cancelled() {
+    let Some(deployment) = Deployment::new("cancel_mid_chain").await else {
+        return;
+    };
+    let slow = Duration::from_secs(2);
+    let mut chain = SlowChain::mount(&deployment.mocks, slow).await;
+    let server = deployment.serve(&[]);
+    let _worker = deployment.worker(2, &[]);
+    let client = reqwest::Client::new();
+    // `slow` runs on the worker that ran `first`, claimed in `first`'s commit.
+    let run_id = chain.start(&client, &server.base_url).await;
+    let cancelled = client
+        .post(format!("{}/api/v1/runs/{run_id}/cancel", server.base_url))
+        .send()
+        .await
+        .expect("POST cancel");
+    assert_eq!(cancelled.status(), 202);
+    let run = finished_run(&client, &server.base_url, &run_id).await;
+    assert_eq!(run["status"], "cancelled", "{run:#}");
+    // The worker finishes `slow` from the run as it last wrote it: the cancel changed the run
+    // since, so that outcome must not be written, and `last` must not run.
+    tokio::time::sleep(slow + Duration::from_secs(1)).await;
+    let run = finished_run(&client, &server.base_url, &run_id).await;
+    assert_eq!(run["status"], "cancelled", "{run:#}");
+    assert_eq!(history(&run, "slow"), ["cancelled"], "{run:#}");
+    assert!(
+        !history(&run, "last").contains(&"succeeded".to_owned()),
+        "{run:#}"
+    );
+    assert_eq!(chain.slow_calls.load(Ordering::SeqCst), 1);
+    drop(server);
+}
+
+#[tokio::test]
 async fn a_worker_killed_in_the_middle_of_an_attempt_is_replaced_and_the_run_succeeds() {
     let Some(deployment) = Deployment::new("worker_killed_mid_attempt").await else {
         return;
