@@ -178,6 +178,27 @@ async fn start_calls(client: &reqwest::Client, base_url: &str, n: usize) -> Vec<
     runs
 }
 
+/// Calls a webhook that answers `on_complete`; returns the run's id and the answer.
+async fn on_complete(
+    client: &reqwest::Client,
+    base_url: &str,
+    hook: &str,
+    body: Value,
+) -> (String, Value) {
+    let response = client
+        .post(format!("{base_url}/hooks/{hook}"))
+        .json(&body)
+        .send()
+        .await
+        .expect("POST the webhook");
+    assert_eq!(response.status(), 200);
+    let run_id = response.headers()["x-enrichflow-run-id"]
+        .to_str()
+        .expect("a run id")
+        .to_owned();
+    (run_id, response.json().await.expect("JSON"))
+}
+
 /// The `worker` of every attempt in the run JSON.
 fn workers_of(run: &Value) -> Vec<String> {
     run["nodes"]
@@ -198,14 +219,7 @@ async fn a_webhook_answers_on_complete_with_what_workers_elsewhere_computed() {
     let _worker = deployment.worker(4, &[]);
     let client = reqwest::Client::new();
     for n in [1, 10, 100] {
-        let response = client
-            .post(format!("{}/hooks/chain", server.base_url))
-            .json(&json!({ "n": n }))
-            .send()
-            .await
-            .expect("POST /hooks/chain");
-        assert_eq!(response.status(), 200);
-        let body: Value = response.json().await.expect("JSON");
+        let (_, body) = on_complete(&client, &server.base_url, "chain", json!({ "n": n })).await;
         assert_eq!(
             body,
             json!(n + 4),
@@ -250,17 +264,7 @@ async fn a_worker_runs_the_rest_of_a_chain_itself() {
     let client = reqwest::Client::new();
     let mut seen = HashSet::new();
     for n in 0..10 {
-        let response = client
-            .post(format!("{}/hooks/chain", server.base_url))
-            .json(&json!({ "n": n }))
-            .send()
-            .await
-            .expect("POST /hooks/chain");
-        assert_eq!(response.status(), 200);
-        let run_id = response.headers()["x-enrichflow-run-id"]
-            .to_str()
-            .expect("a run id")
-            .to_owned();
+        let (run_id, _) = on_complete(&client, &server.base_url, "chain", json!({ "n": n })).await;
         let run = finished_run(&client, &server.base_url, &run_id).await;
         assert_eq!(run["status"], "succeeded", "{run:#}");
         let holders: HashSet<_> = workers_of(&run).into_iter().collect();
@@ -282,18 +286,8 @@ async fn a_wide_fan_out_spreads_over_the_workers() {
     let workers: Vec<_> = (0..2).map(|_| deployment.worker(2, &[])).collect();
     deployment.wait_for_consumers(2).await;
     let client = reqwest::Client::new();
-    let response = client
-        .post(format!("{}/hooks/fan-out", server.base_url))
-        .json(&json!({}))
-        .send()
-        .await
-        .expect("POST /hooks/fan-out");
-    assert_eq!(response.status(), 200);
-    let run_id = response.headers()["x-enrichflow-run-id"]
-        .to_str()
-        .expect("a run id")
-        .to_owned();
-    assert_eq!(response.json::<Value>().await.expect("JSON"), json!(21));
+    let (run_id, answer) = on_complete(&client, &server.base_url, "fan-out", json!({})).await;
+    assert_eq!(answer, json!(21));
     let run = finished_run(&client, &server.base_url, &run_id).await;
     let holders: HashSet<_> = workers_of(&run).into_iter().collect();
     // The worker that ran `a` kept at most two rounds of its two slots; the rest went through
