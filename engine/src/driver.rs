@@ -65,13 +65,13 @@ pub async fn start(shared: &Arc<Shared>, workflow: &Workflow, run_id: &str) -> R
 /// the run's own commit: a new run is one durable write, and no crash can leave it running
 /// with nothing queued.
 pub fn first_attempts(workflow: &Arc<Workflow>, run: &RunRecord) -> Vec<AttemptRecord> {
-    let known = Known {
+    let mut known = Known {
         run: run.clone(),
         workflow: workflow.clone(),
         attempts: Vec::new(),
         version: None,
     };
-    made_ready(&known).next
+    made_ready(&mut known).next
 }
 
 /// Carries on with a run just stored as `running` with its [`first_attempts`]: its deadline
@@ -321,15 +321,15 @@ async fn record(
     if let Some(attempt) = known.attempts.iter_mut().find(|a| a.key == *key) {
         attempt.apply(outcome);
     }
-    let mut ready = made_ready(&known);
+    let mut ready = made_ready(&mut known);
     let end = match ready.then.as_slice() {
-        [Action::Succeed] => success(shared, &known.workflow, &known.run, &ready.attempts),
+        [Action::Succeed] => success(shared, &known.workflow, &known.run, &known.attempts),
         _ => None,
     };
     // Only when the scheduler has nothing more to decide: the state handed to the claimed
     // attempt is then the run's state after this commit, with no advance in between.
     let claimed = (claim && ready.then.is_empty())
-        .then(|| claim_ready(shared, &mut ready))
+        .then(|| claim_ready(shared, &mut ready, &mut known.attempts))
         .flatten();
     let completed = store
         .finish_attempt_then(key, outcome, &ready.next, end.as_ref())
@@ -360,18 +360,20 @@ async fn record_current(
         return Ok(false);
     };
     attempt.apply(outcome);
-    let mut ready = made_ready(&known);
+    let mut ready = made_ready(&mut known);
     let end = match ready.then.as_slice() {
         [] => None,
         // An output that does not render fails the run: the ordinary way says why.
-        [Action::Succeed] => match success(shared, &known.workflow, &known.run, &ready.attempts) {
+        [Action::Succeed] => match success(shared, &known.workflow, &known.run, &known.attempts) {
             Some(end) => Some(end),
             None => return Ok(false),
         },
         // A retry, a failure, a cancellation: written by `perform`, under the lock.
         _ => return Ok(false),
     };
-    let claimed = claim.then(|| claim_ready(shared, &mut ready)).flatten();
+    let claimed = claim
+        .then(|| claim_ready(shared, &mut ready, &mut known.attempts))
+        .flatten();
     let Some(completed) = shared
         .store
         .finish_attempt_if_current(version, key, outcome, &ready.next, end.as_ref())
@@ -421,8 +423,7 @@ async fn written(
                 .push((known.run.workflow_id.clone(), attempt.key.clone()));
         }
     }
-    // What was just written: the outcome and `next` applied.
-    known.attempts = ready.attempts;
+    // `known.attempts` is what was just written: the outcome and `next` applied.
     known.version = completed.version;
     // Held for the run's next outcome, unless what follows writes more (a retry, a failure:
     // `then`), which would leave this copy behind.
@@ -450,7 +451,11 @@ async fn written(
 /// this worker's lease, so no other worker takes it and, should this one die, the sweep hands
 /// it on when the lease runs out; embedded, it stays `queued` (a restart enqueues what is open)
 /// and is simply not enqueued.
-fn claim_ready(shared: &Shared, ready: &mut Ready) -> Option<ClaimedKeys> {
+fn claim_ready(
+    shared: &Shared,
+    ready: &mut Ready,
+    attempts: &mut [AttemptRecord],
+) -> Option<ClaimedKeys> {
     // Claimed attempts waiting for a slot: at most one round of the worker's slots, so that a
     // wide fan-out spreads over the other workers through the queue instead.
     let most_waiting = shared.options.workers.max(1);
@@ -477,7 +482,7 @@ fn claim_ready(shared: &Shared, ready: &mut Ready) -> Option<ClaimedKeys> {
             attempt.status = AttemptStatus::Running;
             attempt.started_at = Some(now());
             attempt.worker = Some(shared.worker_id.clone());
-            if let Some(listed) = ready.attempts.iter_mut().find(|a| a.key == attempt.key) {
+            if let Some(listed) = attempts.iter_mut().find(|a| a.key == attempt.key) {
                 listed.clone_from(attempt);
             }
         }
@@ -542,8 +547,6 @@ async fn open_attempt_of(shared: &Arc<Shared>, key: &AttemptKey) -> Result<Optio
 struct Ready {
     /// The attempts to insert with the outcome.
     next: Vec<AttemptRecord>,
-    /// The run's attempts with the outcome and `next`.
-    attempts: Vec<AttemptRecord>,
     /// What the scheduler decided after `next`, beyond queueing and skipping (its end, a
     /// retry); empty when nothing.
     then: Vec<Action>,
@@ -552,21 +555,20 @@ struct Ready {
 /// The attempts the scheduler inserts next, as long as it only queues and skips nodes: what a
 /// node's outcome makes ready. What it decides beyond that is returned for the caller to fold
 /// (the run's success) or to leave to the ordinary advance that follows the commit.
-fn made_ready(known: &Known) -> Ready {
-    let mut attempts = known.attempts.clone();
+///
+/// `known.attempts` receives `next` in place, not a copy: a run's attempts carry every node's
+/// input and output, a large list for a `foreach` node. The caller writes `next` and drops
+/// `known` if the write does not go through.
+fn made_ready(known: &mut Known) -> Ready {
     let mut next = Vec::new();
     loop {
-        let actions = scheduler::decide(&known.workflow, &known.run, &attempts, Utc::now());
+        let actions = scheduler::decide(&known.workflow, &known.run, &known.attempts, Utc::now());
         let folds = actions
             .iter()
             .all(|action| matches!(action, Action::Enqueue { .. } | Action::Skip { .. }));
         if !folds || actions.is_empty() {
             let then = if folds { Vec::new() } else { actions };
-            return Ready {
-                next,
-                attempts,
-                then,
-            };
+            return Ready { next, then };
         }
         let mut skipped = false;
         for action in actions {
@@ -580,14 +582,13 @@ fn made_ready(known: &Known) -> Ready {
                 }
                 _ => continue,
             };
-            insert_ordered(&mut attempts, record.clone());
+            insert_ordered(&mut known.attempts, record.clone());
             next.push(record);
         }
         // A skip can make its dependents decidable at once, as in `decide_and_perform`.
         if !skipped {
             return Ready {
                 next,
-                attempts,
                 then: Vec::new(),
             };
         }
