@@ -20,7 +20,7 @@ use crate::dispatch;
 use crate::driver::{self, Known};
 use crate::engine::{Error, Shared};
 use crate::queue::Delivery;
-use crate::store::{AttemptKey, AttemptOutcome, AttemptStatus, ErrorInfo, Started};
+use crate::store::{AttemptKey, AttemptOutcome, AttemptStatus, ErrorInfo, RunStatus, Started};
 
 /// The error kind of an attempt the engine could not execute.
 pub const ENGINE_ERROR: &str = "engine";
@@ -81,17 +81,44 @@ fn run_chain_later(
 ) {
     let chain_shared = shared.clone();
     shared.tasks.spawn(async move {
-        let slot = match slot {
-            Some(slot) => slot,
+        let (slot, known) = match slot {
+            Some(slot) => (slot, Some(known)),
             None => match chain_shared.slots.clone().acquire_owned().await {
-                Ok(slot) => slot,
+                Ok(slot) => {
+                    let known = unchanged(&chain_shared, known).await;
+                    (slot, known)
+                }
                 Err(_) => return,
             },
         };
         let mut failures = 0;
-        run_chain(&chain_shared, key, Some(known), None, &mut failures).await;
+        run_chain(&chain_shared, key, known, None, &mut failures).await;
         drop(slot);
     });
+}
+
+/// `known` if no other process changed its run since the claim, as far as a cheap look tells
+/// (the run's version is the claim's, or that of this process's last write of the run, which
+/// left it running; embedded, the run in memory is running); `None` to read the run again. A
+/// claimed attempt that waited for a slot must not start a node of a run cancelled or failed
+/// meanwhile. At shutdown, `known` as it is: the claim is published, not run (see
+/// [`run_chain`]).
+async fn unchanged(shared: &Shared, known: Arc<Known>) -> Option<Arc<Known>> {
+    if shared.shutdown.is_cancelled() {
+        return Some(known);
+    }
+    let run_id = known.run.id.as_str();
+    let unchanged = match known.version {
+        Some(version) => {
+            let ours = shared.written.version(run_id);
+            let now = shared.store.run_version(run_id).await.ok().flatten();
+            now.is_some_and(|now| now == version || Some(now) == ours)
+        }
+        None => shared.store.run(run_id).await.is_ok_and(|run| {
+            run.is_some_and(|run| run.status == RunStatus::Running && !run.cancel_requested)
+        }),
+    };
+    unchanged.then_some(known)
 }
 
 /// Executes one attempt and sorts out what follows; returns the attempt claimed to run next

@@ -29,6 +29,11 @@ impl WrittenRuns {
         self.lock().remove(run_id)
     }
 
+    /// The version of the run as this process last wrote it, if it holds the run.
+    pub fn version(&self, run_id: &str) -> Option<i64> {
+        self.lock().get(run_id).and_then(|known| known.version)
+    }
+
     /// Holds `known`, the run as a write of this process just left it, if it has a version.
     pub fn keep(&self, known: &Known) {
         if known.version.is_none() {

@@ -320,6 +320,12 @@ pub trait Store: ProgressStore + Send + Sync + 'static {
     async fn run_versioned(&self, run_id: &str) -> Result<Option<(RunRecord, Option<i64>)>> {
         Ok(self.run(run_id).await?.map(|run| (run, None)))
     }
+    /// The run's version alone (see [`Store::run_versioned`]); `None` when the run does not
+    /// exist or the store keeps no versions.
+    async fn run_version(&self, run_id: &str) -> Result<Option<i64>> {
+        let _ = run_id;
+        Ok(None)
+    }
     /// Runs newest first, whole; `cursor` is the id of the last run of the previous page.
     async fn list_runs(&self, query: &RunQuery) -> Result<Vec<RunRecord>>;
     /// As [`Store::list_runs`], without triggers and outputs; a row that cannot be decoded is

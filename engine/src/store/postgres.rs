@@ -385,6 +385,13 @@ impl Store for PostgresStore {
         Ok(Some((run_from_row(&row)?, Some(row.try_get("version")?))))
     }
 
+    async fn run_version(&self, run_id: &str) -> Result<Option<i64>> {
+        Ok(sqlx::query_scalar("SELECT version FROM runs WHERE id = $1")
+            .bind(run_id)
+            .fetch_optional(&self.pool)
+            .await?)
+    }
+
     async fn list_runs(&self, query: &RunQuery) -> Result<Vec<RunRecord>> {
         let rows = page_of_runs("*", query)
             .build()

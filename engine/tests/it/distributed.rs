@@ -18,7 +18,7 @@ use crate::broker::PrivateBroker;
 use crate::postgres::{TestDatabase, database};
 use crate::private_postgres::PrivatePostgres;
 use crate::process::{
-    ServeProcess, SlowChain, WorkerProcess, finished_run, history, mount, trigger,
+    ServeProcess, SlowChain, WorkerProcess, arrival, finished_run, history, mount, trigger,
 };
 
 /// One deployment's shared services: a database and a queue prefix on a broker.
@@ -328,6 +328,38 @@ async fn a_run_cancelled_while_a_worker_runs_its_chain_stays_cancelled() {
         "{run:#}"
     );
     assert_eq!(chain.slow_calls.load(Ordering::SeqCst), 1);
+    drop(server);
+}
+
+#[tokio::test]
+async fn a_claimed_node_waiting_for_a_slot_does_not_start_once_its_run_is_cancelled() {
+    let Some(deployment) = Deployment::new("claimed_waits_then_cancelled").await else {
+        return;
+    };
+    let slow = Duration::from_secs(2);
+    let (_, mut slow_arrived) = mount(&deployment.mocks, "slow", vec![slow]).await;
+    let (other_calls, _) = mount(&deployment.mocks, "other", Vec::new()).await;
+    let server = deployment.serve(&[]);
+    // One slot: `slow` runs in the slot `a` leaves, `other` is claimed and waits for it.
+    let _worker = deployment.worker(1, &[]);
+    let client = reqwest::Client::new();
+    let run_id = trigger(&client, &server.base_url, "cancel-fan").await;
+    arrival(&mut slow_arrived).await;
+    let cancelled = client
+        .post(format!("{}/api/v1/runs/{run_id}/cancel", server.base_url))
+        .send()
+        .await
+        .expect("POST cancel");
+    assert_eq!(cancelled.status(), 202);
+    // `slow` ends, its slot frees, and the waiting claim looks at the run before it starts.
+    tokio::time::sleep(slow + Duration::from_secs(2)).await;
+    let run = finished_run(&client, &server.base_url, &run_id).await;
+    assert_eq!(run["status"], "cancelled", "{run:#}");
+    assert_eq!(
+        other_calls.load(Ordering::SeqCst),
+        0,
+        "a node of a cancelled run started: {run:#}"
+    );
     drop(server);
 }
 
