@@ -118,6 +118,19 @@ impl Drop for Deployment {
 }
 
 impl Deployment {
+    /// A `serve` replica and `n` workers of `concurrency` each, once all of them consume.
+    async fn serve_and_workers(
+        &self,
+        n: usize,
+        concurrency: usize,
+    ) -> (ServeProcess, Vec<WorkerProcess>) {
+        let server = self.serve(&[]);
+        let workers: Vec<_> = (0..n).map(|_| self.worker(concurrency, &[])).collect();
+        self.wait_for_consumers(u32::try_from(n).expect("a few workers"))
+            .await;
+        (server, workers)
+    }
+
     /// Waits until `n` processes consume the attempts queue, so that work started next can
     /// reach each of them.
     async fn wait_for_consumers(&self, n: u32) {
@@ -236,9 +249,7 @@ async fn three_workers_share_the_load() {
     };
     let delays = vec![Duration::from_millis(200); 30];
     let (calls, _arrivals) = mount(&deployment.mocks, "call", delays).await;
-    let server = deployment.serve(&[]);
-    let workers: Vec<_> = (0..3).map(|_| deployment.worker(2, &[])).collect();
-    deployment.wait_for_consumers(3).await;
+    let (server, workers) = deployment.serve_and_workers(3, 2).await;
     let client = reqwest::Client::new();
     let runs = start_calls(&client, &server.base_url, 30).await;
     let mut seen = HashSet::new();
@@ -258,9 +269,7 @@ async fn a_worker_runs_the_rest_of_a_chain_itself() {
     let Some(deployment) = Deployment::new("worker_runs_the_chain").await else {
         return;
     };
-    let server = deployment.serve(&[]);
-    let workers: Vec<_> = (0..2).map(|_| deployment.worker(2, &[])).collect();
-    deployment.wait_for_consumers(2).await;
+    let (server, workers) = deployment.serve_and_workers(2, 2).await;
     let client = reqwest::Client::new();
     let mut seen = HashSet::new();
     for n in 0..10 {
@@ -282,9 +291,7 @@ async fn a_wide_fan_out_spreads_over_the_workers() {
     let Some(deployment) = Deployment::new("wide_fan_out_spreads").await else {
         return;
     };
-    let server = deployment.serve(&[]);
-    let workers: Vec<_> = (0..2).map(|_| deployment.worker(2, &[])).collect();
-    deployment.wait_for_consumers(2).await;
+    let (server, workers) = deployment.serve_and_workers(2, 2).await;
     let client = reqwest::Client::new();
     let (run_id, answer) = on_complete(&client, &server.base_url, "fan-out", json!({})).await;
     assert_eq!(answer, json!(21));
