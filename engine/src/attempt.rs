@@ -255,20 +255,25 @@ fn within(value: &Value, budget: usize) -> bool {
     let mut left = budget;
     let mut pending = vec![value];
     while let Some(value) = pending.pop() {
-        let (size, inside): (usize, Vec<&Value>) = match value {
-            Value::String(text) => (text.len(), Vec::new()),
-            Value::Array(items) => (1, items.iter().collect()),
-            Value::Object(map) => (
-                map.keys().map(String::len).sum::<usize>().saturating_add(1),
-                map.values().collect(),
-            ),
-            _ => (8, Vec::new()),
+        let size = match value {
+            Value::String(text) => text.len(),
+            // Each value below costs a byte at least: a list longer than the budget is over it.
+            Value::Array(items) if items.len() >= left => return false,
+            Value::Object(map) if map.len() >= left => return false,
+            Value::Array(items) => {
+                pending.extend(items);
+                1
+            }
+            Value::Object(map) => {
+                pending.extend(map.values());
+                map.keys().map(String::len).sum::<usize>().saturating_add(1)
+            }
+            _ => 8,
         };
         let Some(rest) = left.checked_sub(size) else {
             return false;
         };
         left = rest;
-        pending.extend(inside);
     }
     true
 }

@@ -242,24 +242,30 @@ pub async fn complete(
     let run_id = key.run_id.as_str();
     let _guard = shared.run_locks[shared.stripe(run_id)].lock().await;
     let mut followup = Followup::default();
-    // The newer of what this process last wrote of the run and the caller's copy.
+    // The newer of what this process last wrote of the run and the caller's copy; the other
+    // is dropped first, so that when both are one allocation (a chain), it is not copied.
     let known = known.filter(|known| known.version.is_some());
     let held = match (shared.written.take(run_id), known) {
-        (Some(held), Some(known)) if known.version > held.version => {
-            Some(Arc::unwrap_or_clone(known))
-        }
-        (Some(held), _) => Some(held),
-        (None, known) => known.map(Arc::unwrap_or_clone),
+        (Some(held), Some(known)) if known.version > held.version => Some(known),
+        (held, known) => held.or(known),
     };
-    if let Some(known) = held.filter(|known| known.version.is_some())
-        && record_current(shared, key, outcome, claim, known, &mut followup).await?
+    if let Some(known) = held
+        && record_current(
+            shared,
+            key,
+            outcome,
+            claim,
+            Arc::unwrap_or_clone(known),
+            &mut followup,
+        )
+        .await?
     {
         return Ok(followup);
     }
     let lock = shared.store.lock_run(run_id).await?;
     let recorded = record(shared, key, outcome, claim, &mut followup).await;
     let known = match recorded {
-        Ok(Recorded::Ended | Recorded::Claimed) => {
+        Ok(Recorded::Ended | Recorded::Claimed | Recorded::Held) => {
             lock.release().await;
             return Ok(followup);
         }
@@ -301,6 +307,8 @@ enum Recorded {
     Ended,
     /// Nothing is left to decide, and the run as it stands went to the claimed attempts.
     Claimed,
+    /// Nothing is left to decide, and the run as it stands is held in `Shared::written`.
+    Held,
 }
 
 /// Writes `outcome` together with what it leads to at once: the attempts it makes ready and,
@@ -383,7 +391,7 @@ async fn record_current(
     };
     match written(shared, known, ready, end, claimed, completed, followup).await? {
         // Nothing is left to decide: `made_ready` decided until nothing but queueing was left.
-        Recorded::Ended | Recorded::Claimed | Recorded::Known(_) => Ok(true),
+        Recorded::Ended | Recorded::Claimed | Recorded::Held | Recorded::Known(_) => Ok(true),
         Recorded::Unknown => Ok(false),
     }
 }
@@ -426,18 +434,21 @@ async fn written(
     // `known.attempts` is what was just written: the outcome and `next` applied.
     known.version = completed.version;
     // Held for the run's next outcome, unless what follows writes more (a retry, a failure:
-    // `then`), which would leave this copy behind.
-    if ready.then.is_empty() {
-        shared.written.keep(&known);
-    }
+    // `then`), which would leave this copy behind. Then nothing is left to decide either:
+    // `made_ready` decided until only queueing was left.
+    let hold = known.version.is_some() && ready.then.is_empty();
     match claimed {
         Some((first, more)) => {
-            followup.claimed = Some(Claimed {
-                first,
-                more,
-                known: Arc::new(known),
-            });
+            let known = Arc::new(known);
+            if hold {
+                shared.written.keep(known.clone());
+            }
+            followup.claimed = Some(Claimed { first, more, known });
             Ok(Recorded::Claimed)
+        }
+        None if hold => {
+            shared.written.keep(Arc::new(known));
+            Ok(Recorded::Held)
         }
         None => Ok(Recorded::Known(Box::new(known))),
     }
@@ -447,10 +458,9 @@ async fn written(
 /// for the slot it runs in, each further one with a free execution slot if there is one now.
 /// A run's branches thus run on the worker that ran their parent, with no trip through the
 /// queue; the queue spreads runs (their first nodes) over workers. Distributed, a claimed
-/// attempt is inserted `running` under
-/// this worker's lease, so no other worker takes it and, should this one die, the sweep hands
-/// it on when the lease runs out; embedded, it stays `queued` (a restart enqueues what is open)
-/// and is simply not enqueued.
+/// attempt is inserted `running` under this worker's lease, so no other worker takes it and,
+/// should this one die, the sweep hands it on when the lease runs out; embedded, it stays
+/// `queued` (a restart enqueues what is open) and is simply not enqueued.
 fn claim_ready(
     shared: &Shared,
     ready: &mut Ready,

@@ -7,10 +7,11 @@
 //! (Postgres): embedded, `store::LiveStore` holds every run in memory instead.
 //!
 //! Entries are taken and put back under the run's stripe of `Shared::run_locks`, so two
-//! attempts of one run finishing at once in this process see each other's outcome.
+//! attempts of one run finishing at once in this process see each other's outcome. An entry is
+//! the same allocation the claimed attempts of that write hold: keeping it copies nothing.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use crate::driver::Known;
 
@@ -20,12 +21,12 @@ const MOST: usize = 4096;
 
 #[derive(Default)]
 pub struct WrittenRuns {
-    runs: Mutex<HashMap<String, Known>>,
+    runs: Mutex<HashMap<String, Arc<Known>>>,
 }
 
 impl WrittenRuns {
     /// The run as this process last wrote it, if it holds it; the entry leaves the map.
-    pub fn take(&self, run_id: &str) -> Option<Known> {
+    pub fn take(&self, run_id: &str) -> Option<Arc<Known>> {
         self.lock().remove(run_id)
     }
 
@@ -35,7 +36,7 @@ impl WrittenRuns {
     }
 
     /// Holds `known`, the run as a write of this process just left it, if it has a version.
-    pub fn keep(&self, known: &Known) {
+    pub fn keep(&self, known: Arc<Known>) {
         if known.version.is_none() {
             return;
         }
@@ -43,10 +44,10 @@ impl WrittenRuns {
         if runs.len() >= MOST && !runs.contains_key(&known.run.id) {
             runs.clear();
         }
-        runs.insert(known.run.id.clone(), known.clone());
+        runs.insert(known.run.id.clone(), known);
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Known>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Known>>> {
         self.runs
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())

@@ -400,9 +400,9 @@ pub trait Store: ProgressStore + Send + Sync + 'static {
         end: Option<&RunEnd>,
     ) -> Result<Completed>;
     /// [`Store::finish_attempt_then`], only if the run's version is still `version`, the one
-    /// this process's last write of the run returned ([`Completed::version`]): no process has
-    /// changed the run since, so what this one decided from it then still holds, and it needs
-    /// neither the run's lock nor a read. `None` (nothing written) when the run changed, or
+    /// this process last read ([`Store::run_versioned`]) or wrote ([`Completed::version`]): no
+    /// process has changed the run since, so what this one decided from it then still holds,
+    /// and it needs neither the run's lock nor a read. `None` (nothing written) when the run changed, or
     /// when the store keeps no versions (SQLite, whose one process has the run in memory).
     async fn finish_attempt_if_current(
         &self,

@@ -367,11 +367,7 @@ impl Store for PostgresStore {
     }
 
     async fn run(&self, run_id: &str) -> Result<Option<RunRecord>> {
-        let row = sqlx::query("SELECT * FROM runs WHERE id = $1")
-            .bind(run_id)
-            .fetch_optional(&self.pool)
-            .await?;
-        row.as_ref().map(run_from_row).transpose()
+        Ok(self.run_versioned(run_id).await?.map(|(run, _)| run))
     }
 
     async fn run_versioned(&self, run_id: &str) -> Result<Option<(RunRecord, Option<i64>)>> {
