@@ -25,7 +25,7 @@ use crate::engine::{Error, Shared};
 use crate::foreach::{PROGRESS_EVERY, Reporter};
 use crate::redaction::{self, Redactor, SecretUse};
 use crate::store::{AttemptKey, AttemptOutcome, AttemptStatus, ErrorInfo, Started, json};
-use crate::template::TemplateError;
+use crate::template::{TemplateError, Templates};
 use crate::workflow::{NodeDef, Workflow};
 use crate::{scope, telemetry};
 
@@ -34,6 +34,14 @@ enum Prepared {
     Skip,
     Single(Value),
     Each(Vec<Value>),
+}
+
+/// What the node runs on: its input, or the list of its `foreach` items' inputs, shared with
+/// the attempt's stored input.
+enum Ready {
+    Skip,
+    Single(Value),
+    Each(Arc<Value>),
 }
 
 /// Executes the attempt unless it already finished (a duplicate delivery) or its run did. A
@@ -101,13 +109,14 @@ async fn execute_readable(
         return finish(shared, known, key, "unknown", failed(error, &redactor)).await;
     };
     let scope = scope::for_run(
-        run.trigger.value()?,
+        &run.trigger,
+        &node.reads,
         attempts,
         &shared.secrets,
         &shared.options.vars,
         &run.id,
         workflow.id.as_str(),
-    );
+    )?;
     let clock = Instant::now();
     // The attempt starts with its rendering, which counts against the node's timeout too.
     let started_at = Utc::now();
@@ -128,10 +137,14 @@ async fn execute_readable(
         Err(error) => failed(error, &template_redactor(shared, node)),
         Ok(Prepared::Skip) => outcome(AttemptStatus::Skipped, None, None, false),
         Ok(prepared) => {
-            let input = match &prepared {
-                Prepared::Each(inputs) => Value::Array(inputs.clone()),
-                Prepared::Single(input) => input.clone(),
-                Prepared::Skip => Value::Null,
+            // A `foreach` runs its items from the list that is stored, not from a copy.
+            let (input, prepared) = match prepared {
+                Prepared::Each(inputs) => {
+                    let inputs = Arc::new(Value::Array(inputs));
+                    (inputs.clone(), Ready::Each(inputs))
+                }
+                Prepared::Single(input) => (Arc::new(input.clone()), Ready::Single(input)),
+                Prepared::Skip => (Arc::new(Value::Null), Ready::Skip),
             };
             // Rendering succeeded, so its thread handed the scope back.
             let mut scope = scope.unwrap_or(Value::Null);
@@ -398,16 +411,24 @@ fn prepare(
             .map_err(template_error)?;
         return Ok(Prepared::Single(input));
     };
-    let items = match templates
-        .render_value(foreach, scope)
-        .map_err(template_error)?
-    {
-        Value::Array(items) => items,
-        other => {
-            return Err(NodeError::permanent(
-                ErrorKind::Template,
-                format!("foreach must render to a list, got {}", json_type(&other)),
-            ));
+    // The list is usually named as it is (`{{ trigger.body.leads }}`): read in place, as
+    // rendering would copy a list of a million leads twice.
+    let rendered;
+    let items = match Templates::named_value(foreach, scope) {
+        Some(Value::Array(items)) => items,
+        _ => {
+            rendered = templates
+                .render_value(foreach, scope)
+                .map_err(template_error)?;
+            match &rendered {
+                Value::Array(items) => items,
+                other => {
+                    return Err(NodeError::permanent(
+                        ErrorKind::Template,
+                        format!("foreach must render to a list, got {}", json_type(other)),
+                    ));
+                }
+            }
         }
     };
     // The scope is laid under each item, not copied for it: it holds the list itself.
@@ -470,7 +491,7 @@ async fn run_prepared(
     shared: &Shared,
     node: &NodeDef,
     ctx: &NodeContext,
-    prepared: Prepared,
+    prepared: Ready,
     render_time: Duration,
 ) -> Result<Value, NodeError> {
     let implementation = shared.registry.get(&node.kind).ok_or_else(|| {
@@ -480,15 +501,16 @@ async fn run_prepared(
         )
     })?;
     match prepared {
-        Prepared::Skip => Ok(Value::Null),
-        Prepared::Single(input) => {
+        Ready::Skip => Ok(Value::Null),
+        Ready::Single(input) => {
             let limit = node.timeout.map(|timeout| Limit {
                 timeout,
                 left: timeout.saturating_sub(render_time),
             });
             call(implementation.as_ref(), ctx, input, limit).await
         }
-        Prepared::Each(inputs) => {
+        Ready::Each(inputs) => {
+            let inputs = inputs.as_array().map(Vec::as_slice).unwrap_or_default();
             let key = AttemptKey {
                 run_id: ctx.run_id.clone(),
                 node_id: ctx.node_id.clone(),
@@ -496,7 +518,9 @@ async fn run_prepared(
             };
             let total = u64::try_from(inputs.len()).unwrap_or(u64::MAX);
             let reporter = &Reporter::start(shared.store.clone(), key, total, PROGRESS_EVERY);
-            let calls = inputs.into_iter().enumerate().map(|(index, input)| {
+            let calls = (0..inputs.len()).map(|index| {
+                // Each item's input is copied when its turn comes, not all of them at once.
+                let input = inputs[index].clone();
                 let implementation = implementation.clone();
                 async move {
                     let limit = node.timeout.map(|timeout| Limit {
@@ -586,22 +610,25 @@ fn stored_input<'s>(
     shared: &'s Shared,
     node: &NodeDef,
     scope: &mut Value,
-    input: Value,
-) -> (Value, Redactor<'s>) {
+    input: Arc<Value>,
+) -> (Arc<Value>, Redactor<'s>) {
     let used = shared.redaction.read_by(&input_templates(node), &[]);
     if used.is_none() {
         return (input, Redactor::new(&shared.redaction, used));
     }
+    let input = Arc::unwrap_or_clone(input);
     scope::hide_secrets(scope);
-    if node.foreach.is_none() {
+    let (shown, redactor) = if node.foreach.is_none() {
         let templates = &shared.templates;
-        return redaction::shown(&shared.redaction, used, templates, &node.with, input, scope);
-    }
-    let shown = match prepare(shared, node, scope, &AtomicBool::new(false)) {
-        Ok(Prepared::Each(inputs)) => Some(Value::Array(inputs)),
-        _ => None,
+        redaction::shown(&shared.redaction, used, templates, &node.with, input, scope)
+    } else {
+        let shown = match prepare(shared, node, scope, &AtomicBool::new(false)) {
+            Ok(Prepared::Each(inputs)) => Some(Value::Array(inputs)),
+            _ => None,
+        };
+        redaction::compared(&shared.redaction, used, input, shown)
     };
-    redaction::compared(&shared.redaction, used, input, shown)
+    (Arc::new(shown), redactor)
 }
 
 /// Redacts a template error of the node: the secrets any of its templates read.
@@ -646,7 +673,7 @@ fn outcome(
 ) -> AttemptOutcome {
     AttemptOutcome {
         status,
-        output,
+        output: output.map(Arc::new),
         error,
         retryable,
         not_before: None,
@@ -697,6 +724,7 @@ mod tests {
             on_error: crate::workflow::OnError::default(),
             foreach,
             parallelism: 1,
+            reads: crate::template::ScopeReads::everything(),
         }
     }
 

@@ -512,8 +512,8 @@ fn success(
     let output = match &workflow.output {
         None => None,
         Some(template) => {
-            let trigger = run.trigger.value().ok()?;
-            let output = render_output(shared, workflow, template, trigger, run, attempts).ok()?;
+            let scope = output_scope(shared, workflow, run, attempts).ok()?;
+            let output = render_output(shared, template, scope).ok()?;
             if let Some(value) = &output {
                 crate::store::json::check_depth("the run's output", value).ok()?;
             }
@@ -735,8 +735,8 @@ async fn succeed(
     let output = match &workflow.output {
         None => Ok(None),
         Some(template) => {
-            let trigger = run.trigger.value()?;
-            render_output(shared, workflow, template, trigger, run, attempts)
+            let scope = output_scope(shared, workflow, run, attempts)?;
+            render_output(shared, template, scope)
         }
     };
     // An output nested deeper than the store keeps fails the run rather than its every advance.
@@ -829,20 +829,9 @@ pub const UNLOADABLE: &str = "revision";
 /// [`crate::redaction`]).
 fn render_output(
     shared: &Shared,
-    workflow: &Workflow,
     template: &Value,
-    trigger: Value,
-    run: &RunRecord,
-    attempts: &[AttemptRecord],
+    mut scope: Value,
 ) -> Result<Option<Value>, TemplateError> {
-    let mut scope = scope::for_run(
-        trigger,
-        attempts,
-        &shared.secrets,
-        &shared.options.vars,
-        &run.id,
-        workflow.id.as_str(),
-    );
     let output = shared.templates.render_value(template, &scope)?;
     let used = shared.redaction.read_by(&[template], &[]);
     scope::hide_secrets(&mut scope);
@@ -855,6 +844,24 @@ fn render_output(
         &scope,
     );
     Ok(Some(output))
+}
+
+/// What the run's `output` template sees.
+fn output_scope(
+    shared: &Shared,
+    workflow: &Workflow,
+    run: &RunRecord,
+    attempts: &[AttemptRecord],
+) -> Result<Value, crate::store::Error> {
+    scope::for_run(
+        &run.trigger,
+        &workflow.output_reads,
+        attempts,
+        &shared.secrets,
+        &shared.options.vars,
+        &run.id,
+        workflow.id.as_str(),
+    )
 }
 
 /// The error kind of the attempt that closes a node a failed or cancelled run never reached.

@@ -6,26 +6,36 @@
 use enrichflow_nodes::Secrets;
 use serde_json::{Map, Value, json};
 
-use crate::store::{AttemptRecord, AttemptStatus};
+use crate::store::{AttemptRecord, AttemptStatus, Trigger};
+use crate::template::ScopeReads;
 use crate::vars::Vars;
 
 use crate::redaction::REDACTED;
 
-/// The scope of a node attempt: the run's trigger and the latest state of every node that has
-/// one. Nodes never reached are absent, so referring to them is an undefined-name error. The
-/// trigger is moved in, not copied: it can be a megabyte-sized body.
+/// The run as the templates of one node (or the run's `output`) see it: the run's trigger and
+/// the latest state of every node that has one. Nodes never reached are absent, so referring
+/// to them is an undefined-name error. Only what `reads` says the templates read is there:
+/// the trigger is parsed, and a node's output copied, only when read (either can be a list
+/// import). A trigger that cannot be parsed is an unreadable run.
 pub fn for_run(
-    trigger: Value,
+    trigger: &Trigger,
+    reads: &ScopeReads,
     attempts: &[AttemptRecord],
     secrets: &Secrets,
     vars: &Vars,
     run_id: &str,
     workflow_id: &str,
-) -> Value {
+) -> Result<Value, crate::store::Error> {
+    let trigger = if reads.trigger {
+        trigger.value()?
+    } else {
+        trigger.check()?;
+        Value::Null
+    };
     let latest = crate::scheduler::latest_attempts(attempts);
     let nodes: Map<String, Value> = latest
         .into_iter()
-        .filter(|(_, attempt)| attempt.status.is_finished())
+        .filter(|(id, attempt)| attempt.status.is_finished() && reads.node(id))
         .map(|(id, attempt)| (id.to_owned(), node_view(attempt)))
         .collect();
     // Inserted, not written with `json!`, which would copy the trigger and the node outputs.
@@ -36,13 +46,13 @@ pub fn for_run(
     scope.insert("vars".to_owned(), vars_object(vars));
     scope.insert("run".to_owned(), json!({ "id": run_id }));
     scope.insert("workflow".to_owned(), json!({ "id": workflow_id }));
-    Value::Object(scope)
+    Ok(Value::Object(scope))
 }
 
 /// `nodes.<id>`: skipped and failed nodes expose `output: null`.
 fn node_view(attempt: &AttemptRecord) -> Value {
     let output = match attempt.status {
-        AttemptStatus::Succeeded => attempt.output.clone().unwrap_or(Value::Null),
+        AttemptStatus::Succeeded => attempt.output.as_deref().cloned().unwrap_or(Value::Null),
         _ => Value::Null,
     };
     json!({
@@ -108,10 +118,53 @@ mod tests {
             "s3cr3t-value".to_owned(),
         )]));
         let vars = Vars::new(BTreeMap::from([("SMTP_PORT".to_owned(), "587".to_owned())]));
-        let mut scope = for_run(json!({}), &[], &secrets, &vars, "r1", "w1");
+        let trigger = Trigger::from(json!({}));
+        let everything = ScopeReads::everything();
+        let mut scope = for_run(&trigger, &everything, &[], &secrets, &vars, "r1", "w1")
+            .expect("a readable trigger");
         assert_eq!(scope["vars"], json!({ "SMTP_PORT": "587" }));
         hide_secrets(&mut scope);
         assert_eq!(scope["secrets"], json!({ "TOKEN": "[redacted]" }));
         assert_eq!(scope["vars"], json!({ "SMTP_PORT": "587" }));
+    }
+
+    #[test]
+    fn only_what_the_templates_read_is_in_the_scope() {
+        use crate::store::tests::{attempt, key};
+        let done = |node: &str, output: Value| {
+            let mut record = attempt(key(1, node, 1), AttemptStatus::Succeeded);
+            record.output = Some(std::sync::Arc::new(output));
+            record
+        };
+        let attempts = [done("a", json!([1, 2])), done("b", json!("big"))];
+        let reads = ScopeReads {
+            trigger: false,
+            nodes: Some(["a".to_owned()].into()),
+        };
+        let (secrets, vars) = (Secrets::default(), Vars::default());
+        let readable = Trigger::from(json!({ "body": {} }));
+        let scope = for_run(&readable, &reads, &attempts, &secrets, &vars, "r1", "w1")
+            .expect("a readable trigger");
+        assert_eq!(scope["trigger"], Value::Null);
+        assert_eq!(
+            scope["nodes"],
+            json!({ "a": { "status": "succeeded", "output": [1, 2], "error": null } })
+        );
+        // Unread, an unreadable trigger still makes the run unreadable.
+        let unreadable = Trigger::from_stored("{not json".to_owned());
+        assert!(for_run(&unreadable, &reads, &attempts, &secrets, &vars, "r1", "w1").is_err());
+        let everything = ScopeReads::everything();
+        let scope = for_run(
+            &readable,
+            &everything,
+            &attempts,
+            &secrets,
+            &vars,
+            "r1",
+            "w1",
+        )
+        .expect("a readable trigger");
+        assert_eq!(scope["trigger"], json!({ "body": {} }));
+        assert_eq!(scope["nodes"]["b"]["output"], json!("big"));
     }
 }

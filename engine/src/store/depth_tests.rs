@@ -3,6 +3,8 @@
 //! than the store keeps are never written. Poisoned rows are written with SQL, as a bug or an
 //! older version could have left them.
 
+use std::sync::Arc;
+
 use anyhow::{Result, ensure};
 use async_trait::async_trait;
 use serde_json::{Value, json};
@@ -71,7 +73,7 @@ async fn deep_rows_of_older_versions_are_read(store: &impl Poison) -> Result<()>
     assert_eq!(depth(&stored.trigger.value()?), 128);
     let attempts = store.attempts(&poisoned).await?;
     assert_eq!(attempts.len(), 1);
-    assert_eq!(attempts[0].input.as_ref().map(depth), Some(128));
+    assert_eq!(attempts[0].input.as_deref().map(depth), Some(128));
     let listed = store.list_run_summaries(&RunQuery::default()).await?;
     ensure!(matches!(&listed[..], [Listed::Run(run)] if run.id == poisoned));
     ensure!(matches!(
@@ -193,19 +195,25 @@ async fn values_too_deep_are_not_written(store: &impl Poison) -> Result<()> {
         .insert_attempt(&attempt(key.clone(), AttemptStatus::Queued))
         .await?;
     let mut deep_attempt = attempt(super::tests::key(2, "b", 1), AttemptStatus::Queued);
-    deep_attempt.output = Some(deep.clone());
+    deep_attempt.output = Some(Arc::new(deep.clone()));
     ensure!(refused(store.insert_attempt(&deep_attempt).await));
     let now = super::tests::at(3);
     ensure!(refused(
-        store.start_attempt(&key, Some(&deep), "w1", now).await
+        store
+            .start_attempt(&key, Some(&Arc::new(deep.clone())), "w1", now)
+            .await
     ));
-    ensure!(store.start_attempt(&key, Some(&fits), "w1", now).await?);
+    ensure!(
+        store
+            .start_attempt(&key, Some(&Arc::new(fits.clone())), "w1", now)
+            .await?
+    );
     let deep_outcome = outcome(AttemptStatus::Succeeded, Some(deep.clone()));
     ensure!(refused(store.finish_attempt(&key, &deep_outcome).await));
     let stored = store.attempts(&run_id(2)).await?;
     assert_eq!(stored.len(), 1, "the deep attempt was not inserted");
     assert_eq!(stored[0].status, AttemptStatus::Running, "unchanged");
-    assert_eq!(stored[0].input.as_ref().map(depth), Some(MAX_DEPTH));
+    assert_eq!(stored[0].input.as_deref().map(depth), Some(MAX_DEPTH));
     let finish = store
         .finish_run(&run_id(2), RunStatus::Succeeded, Some(&deep), None, now)
         .await;

@@ -2,7 +2,7 @@
 //! stored value is read back whatever its depth up to [`MAX_READ_DEPTH`] (older versions wrote
 //! values deeper than serde_json's default 128-level read limit, which then could not be read).
 
-use serde::Deserialize;
+use serde::de::{DeserializeOwned, IgnoredAny};
 use serde_json::Value;
 
 use super::{Error, Result};
@@ -126,6 +126,15 @@ pub fn shape(bytes: &[u8], enough: impl Fn(&Shape) -> bool) -> Shape {
 
 /// Parses stored JSON of any depth up to [`MAX_READ_DEPTH`]; `column` names it in the error.
 pub(super) fn parse(column: &str, text: &str) -> Result<Value> {
+    read(column, text)
+}
+
+/// Whether [`parse`] would read `text`, found without building what it holds.
+pub(super) fn check_readable(column: &str, text: &str) -> Result<()> {
+    read::<IgnoredAny>(column, text).map(drop)
+}
+
+fn read<T: DeserializeOwned>(column: &str, text: &str) -> Result<T> {
     let depth = text_depth(text);
     if depth > MAX_READ_DEPTH {
         return Err(Error::Unreadable(format!(
@@ -136,7 +145,7 @@ pub(super) fn parse(column: &str, text: &str) -> Result<Value> {
     deserializer.disable_recursion_limit();
     // serde_json recurses once per level: the stacker moves the parse to a fresh stack segment
     // whenever the current one runs low, so a deep row cannot overflow a worker's stack.
-    let value = Value::deserialize(serde_stacker::Deserializer::new(&mut deserializer))
+    let value = T::deserialize(serde_stacker::Deserializer::new(&mut deserializer))
         .and_then(|value| deserializer.end().map(|()| value))
         .map_err(|error| Error::Unreadable(format!("{column}: {error}")))?;
     Ok(value)

@@ -331,7 +331,7 @@ impl Store for LiveStore {
     async fn start_attempt(
         &self,
         key: &AttemptKey,
-        input: Option<&Value>,
+        input: Option<&Arc<Value>>,
         worker: &str,
         started_at: DateTime<Utc>,
     ) -> Result<bool> {
@@ -525,7 +525,7 @@ mod tests {
         let attempts = live.attempts(&first.run_id).await?;
         assert_eq!(attempts.len(), 1);
         assert_eq!(attempts[0].status, AttemptStatus::Succeeded);
-        assert_eq!(attempts[0].output, Some(json!(7)));
+        assert_eq!(attempts[0].output.as_deref(), Some(&json!(7)));
         assert_eq!(attempts, sqlite.attempts(&first.run_id).await?);
         // Changed behind memory's back: memory, not the file, answers.
         sqlite.request_cancel(&first.run_id).await?;
@@ -556,7 +556,7 @@ mod tests {
         );
         let too_deep = (0..200).fold(json!(1), |inner, _| json!([inner]));
         let refused = AttemptRecord {
-            input: Some(too_deep),
+            input: Some(Arc::new(too_deep)),
             ..attempt(key(1, "a", 1), AttemptStatus::Queued)
         };
         assert!(live.insert_attempt(&refused).await.is_err());

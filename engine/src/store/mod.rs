@@ -36,6 +36,8 @@ mod stats_tests;
 #[cfg(test)]
 pub(crate) mod tests;
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use enrichflow_nodes::Services;
@@ -211,7 +213,7 @@ pub struct Completed {
 pub struct AttemptOutcome {
     /// `Succeeded`, `Failed`, `Skipped` or `Cancelled`.
     pub status: AttemptStatus,
-    pub output: Option<Value>,
+    pub output: Option<Arc<Value>>,
     pub error: Option<ErrorInfo>,
     /// For a failure: whether another attempt may help.
     pub retryable: bool,
@@ -259,7 +261,7 @@ impl AttemptOutcome {
         let input = self
             .started
             .as_ref()
-            .and_then(|started| started.input.as_ref());
+            .and_then(|started| started.input.as_deref());
         json::to_optional_text("the attempt's input", input)
     }
 }
@@ -268,7 +270,7 @@ impl AttemptOutcome {
 #[derive(Debug, Clone)]
 pub struct Started {
     /// The rendered input; none when rendering failed.
-    pub input: Option<Value>,
+    pub input: Option<Arc<Value>>,
     pub worker: String,
     pub started_at: DateTime<Utc>,
 }
@@ -379,7 +381,7 @@ pub trait Store: ProgressStore + Send + Sync + 'static {
     async fn start_attempt(
         &self,
         key: &AttemptKey,
-        input: Option<&Value>,
+        input: Option<&Arc<Value>>,
         worker: &str,
         started_at: DateTime<Utc>,
     ) -> Result<bool>;

@@ -168,7 +168,7 @@ impl PostgresStore {
         .bind(outcome.status.as_str())
         .bind(to_optional_text(
             "the node's output",
-            outcome.output.as_ref(),
+            outcome.output.as_deref(),
         )?)
         .bind(outcome.error.as_ref().map(error_json))
         .bind(outcome.retryable)
@@ -571,11 +571,11 @@ impl Store for PostgresStore {
         .bind(attempt.status.as_str())
         .bind(to_optional_text(
             "the attempt's input",
-            attempt.input.as_ref(),
+            attempt.input.as_deref(),
         )?)
         .bind(to_optional_text(
             "the node's output",
-            attempt.output.as_ref(),
+            attempt.output.as_deref(),
         )?)
         .bind(attempt.error.as_ref().map(error_json))
         .bind(attempt.retryable)
@@ -591,7 +591,7 @@ impl Store for PostgresStore {
     async fn start_attempt(
         &self,
         key: &AttemptKey,
-        input: Option<&Value>,
+        input: Option<&Arc<Value>>,
         worker: &str,
         started_at: DateTime<Utc>,
     ) -> Result<bool> {
@@ -602,7 +602,10 @@ impl Store for PostgresStore {
              WHERE run_id = $3 AND node_id = $4 AND attempt = $5
                AND status IN ('queued', 'running')",
         )
-        .bind(to_optional_text("the attempt's input", input)?)
+        .bind(to_optional_text(
+            "the attempt's input",
+            input.map(|input| &**input),
+        )?)
         .bind(timestamp(started_at))
         .bind(&key.run_id)
         .bind(&key.node_id)
@@ -870,11 +873,11 @@ impl NextAttempts {
             next.status.push(attempt.status.as_str());
             next.input.push(to_optional_text(
                 "the attempt's input",
-                attempt.input.as_ref(),
+                attempt.input.as_deref(),
             )?);
             next.output.push(to_optional_text(
                 "the node's output",
-                attempt.output.as_ref(),
+                attempt.output.as_deref(),
             )?);
             next.error.push(attempt.error.as_ref().map(error_json));
             next.retryable.push(attempt.retryable);

@@ -150,6 +150,12 @@ impl Trigger {
         super::json::parse("trigger", &self.0)
     }
 
+    /// Whether [`Trigger::value`] would succeed, found without building the value (a run
+    /// whose stored trigger cannot be read fails, even where no template reads it).
+    pub fn check(&self) -> Result<(), super::Error> {
+        super::json::check_readable("trigger", &self.0)
+    }
+
     /// `{"type": kind, name: text, …}` assembled from JSON texts without parsing them, so that
     /// a large body never becomes a tree on its way in. Each text must be one JSON value (the
     /// API has checked the body), which makes the whole valid JSON.
@@ -173,7 +179,7 @@ impl Trigger {
     }
 
     /// Text read from the store, parsed when it is used.
-    pub(super) fn from_stored(text: String) -> Trigger {
+    pub(crate) fn from_stored(text: String) -> Trigger {
         Trigger(text.into())
     }
 
@@ -266,9 +272,10 @@ pub struct AttemptKey {
 pub struct AttemptRecord {
     pub key: AttemptKey,
     pub status: AttemptStatus,
-    /// The rendered `with`, secrets redacted.
-    pub input: Option<Value>,
-    pub output: Option<Value>,
+    /// The rendered `with`, secrets redacted. Input and output are shared, not copied, by
+    /// every copy of the record: a `foreach` makes them lists as long as a lead list.
+    pub input: Option<Arc<Value>>,
+    pub output: Option<Arc<Value>>,
     pub error: Option<ErrorInfo>,
     pub retryable: bool,
     /// A `pending` attempt is not started before this time.

@@ -3,6 +3,7 @@
 //! layout of a run or an attempt lives here.
 
 use std::str::FromStr;
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use serde::de::DeserializeOwned;
@@ -110,8 +111,8 @@ fn decode_attempt(columns: &impl Columns) -> Result<AttemptRecord> {
     Ok(AttemptRecord {
         key: attempt_key(columns)?,
         status: columns.status::<AttemptStatus>("status")?,
-        input: columns.json("input")?,
-        output: columns.json("output")?,
+        input: columns.json("input")?.map(Arc::new),
+        output: columns.json("output")?.map(Arc::new),
         error: columns.typed_json("error")?,
         retryable: columns.flag("retryable")?,
         not_before: columns.optional_time("not_before")?,

@@ -416,7 +416,7 @@ impl Store for SqliteStore {
     async fn start_attempt(
         &self,
         key: &AttemptKey,
-        input: Option<&Value>,
+        input: Option<&Arc<Value>>,
         worker: &str,
         started_at: DateTime<Utc>,
     ) -> Result<bool> {
@@ -426,7 +426,10 @@ impl Store for SqliteStore {
              WHERE run_id = ?4 AND node_id = ?5 AND attempt = ?6
                AND status IN ('queued', 'running')",
         )
-        .bind(to_optional_text("the attempt's input", input)?)
+        .bind(to_optional_text(
+            "the attempt's input",
+            input.map(|input| &**input),
+        )?)
         .bind(timestamp(started_at))
         .bind(worker)
         .bind(&key.run_id)
@@ -721,11 +724,11 @@ fn bind_attempt(query: Statement, attempt: &AttemptRecord) -> Result<Statement> 
         .bind(attempt.status.as_str())
         .bind(to_optional_text(
             "the attempt's input",
-            attempt.input.as_ref(),
+            attempt.input.as_deref(),
         )?)
         .bind(to_optional_text(
             "the node's output",
-            attempt.output.as_ref(),
+            attempt.output.as_deref(),
         )?)
         .bind(attempt.error.as_ref().map(error_json))
         .bind(attempt.retryable)
@@ -756,7 +759,7 @@ fn finish_attempt_query(key: &AttemptKey, outcome: &AttemptOutcome) -> Result<St
     .bind(outcome.status.as_str())
     .bind(to_optional_text(
         "the node's output",
-        outcome.output.as_ref(),
+        outcome.output.as_deref(),
     )?)
     .bind(outcome.error.as_ref().map(error_json))
     .bind(outcome.retryable)

@@ -6,6 +6,7 @@
 
 use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use anyhow::{Context, Result, bail, ensure};
 use chrono::{DateTime, Utc};
@@ -82,7 +83,7 @@ pub(crate) fn attempt(key: AttemptKey, status: AttemptStatus) -> AttemptRecord {
 pub(super) fn outcome(status: AttemptStatus, output: Option<Value>) -> AttemptOutcome {
     AttemptOutcome {
         status,
-        output,
+        output: output.map(Arc::new),
         error: None,
         retryable: false,
         not_before: None,
@@ -584,7 +585,7 @@ pub(super) async fn insert_attempt_only_once(store: &dyn Store) -> Result<()> {
     store.create_run(&run(1, "w", RunStatus::Running)).await?;
     store.create_run(&run(2, "w", RunStatus::Running)).await?;
     let first = AttemptRecord {
-        input: Some(json!({ "email": "ada@example.com" })),
+        input: Some(Arc::new(json!({ "email": "ada@example.com" }))),
         ..attempt(key(1, "company", 2), AttemptStatus::Queued)
     };
     assert!(store.insert_attempt(&first).await?);
@@ -641,13 +642,13 @@ pub(super) async fn start_attempt_transitions(store: &dyn Store) -> Result<()> {
         let before = attempt(key(1, "node", n), from);
         store.insert_attempt(&before).await?;
         let started = store
-            .start_attempt(&before.key, Some(&input), "w1", at(150))
+            .start_attempt(&before.key, Some(&Arc::new(input.clone())), "w1", at(150))
             .await?;
         let may_start = matches!(from, AttemptStatus::Queued | AttemptStatus::Running);
         let expected = if may_start {
             AttemptRecord {
                 status: AttemptStatus::Running,
-                input: Some(input.clone()),
+                input: Some(Arc::new(input.clone())),
                 started_at: Some(at(150)),
                 worker: Some("w1".to_owned()),
                 ..before.clone()
@@ -747,7 +748,7 @@ pub(super) async fn finish_attempt_then_inserts_only_with_the_outcome(
         skipped,
         AttemptRecord {
             not_before: Some(at(300)),
-            input: Some(json!({"deep": [1, null]})),
+            input: Some(Arc::new(json!({"deep": [1, null]}))),
             ..attempt(key(1, "d", 2), AttemptStatus::Pending)
         },
     ];
@@ -993,21 +994,22 @@ pub(super) async fn json_null_and_absent_stay_apart(store: &dyn Store) -> Result
             .await?;
         assert_eq!(&stored_run(store, &run_id(n)).await?.output, value);
 
+        let shared = value.clone().map(Arc::new);
         let record = AttemptRecord {
-            input: value.clone(),
-            output: value.clone(),
+            input: shared.clone(),
+            output: shared.clone(),
             ..attempt(key.clone(), AttemptStatus::Queued)
         };
         store.insert_attempt(&record).await?;
         assert_eq!(stored_attempt(store, &key).await?, record);
         store
-            .start_attempt(&key, value.as_ref(), "w1", at(150))
+            .start_attempt(&key, shared.as_ref(), "w1", at(150))
             .await?;
-        assert_eq!(&stored_attempt(store, &key).await?.input, value);
+        assert_eq!(&stored_attempt(store, &key).await?.input, &shared);
         store
             .finish_attempt(&key, &outcome(AttemptStatus::Succeeded, value.clone()))
             .await?;
-        assert_eq!(&stored_attempt(store, &key).await?.output, value);
+        assert_eq!(&stored_attempt(store, &key).await?.output, &shared);
     }
     Ok(())
 }

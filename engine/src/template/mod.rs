@@ -12,8 +12,10 @@
 mod analysis;
 mod limits;
 mod operators;
+mod scope_reads;
 
 pub use limits::Limits;
+pub use scope_reads::ScopeReads;
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -177,6 +179,23 @@ impl Templates {
     /// Renders every string inside `value` (map keys are left alone) with `scope` in view.
     pub fn render_value(&self, value: &Value, scope: &Value) -> Result<Value, TemplateError> {
         self.render_in(value, Scope::Whole(scope))
+    }
+
+    /// What `template` names in `scope` when it is a single plain path (`{{ trigger.body.leads
+    /// }}`), read in place: the value rendering it would give, without converting and copying
+    /// it twice. `None` for any other template, or when the path is not in `scope` (rendering
+    /// then says why).
+    pub fn named_value<'v>(template: &Value, scope: &'v Value) -> Option<&'v Value> {
+        let expression = single_expression(template.as_str()?)?;
+        expression.split('.').try_fold(scope, |value, name| {
+            let plain = name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+                && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+            if plain {
+                value.as_object()?.get(name)
+            } else {
+                None
+            }
+        })
     }
 
     /// The scope of the items of a `foreach` over `scope`: see [`ItemScope`].

@@ -633,3 +633,40 @@ fn an_item_sees_only_its_own_item_and_index() {
     let outside = templates.render_value(&json!("{{ item }}"), &scope);
     assert!(outside.is_err(), "{outside:?}");
 }
+
+#[test]
+fn a_plain_path_names_its_value_in_place_and_anything_else_renders() {
+    let scope = json!({ "trigger": { "body": { "leads": [{ "id": 1 }, { "id": 2 }] } } });
+    let leads = &scope["trigger"]["body"]["leads"];
+    let named = |text: &str| Templates::named_value(&json!(text), &scope);
+    for text in [
+        "{{ trigger.body.leads }}",
+        "{{trigger.body.leads}}",
+        "{{- trigger.body.leads -}}",
+    ] {
+        let found = named(text).expect("a plain path");
+        assert!(std::ptr::eq(found, leads), "read in place: {text}");
+        assert_eq!(
+            render_value_in(text, &scope),
+            *found,
+            "as rendering gives: {text}"
+        );
+    }
+    for text in [
+        "{{ trigger.body.leads | list }}",
+        "{{ trigger.body['leads'] }}",
+        "{{ trigger.body.leads[0] }}",
+        "{{ trigger.body.missing }}",
+        "trigger.body.leads",
+        "{{ trigger.body.leads }} and more",
+    ] {
+        assert!(named(text).is_none(), "rendered, not named: {text}");
+    }
+    assert!(Templates::named_value(&json!(["{{ trigger.body.leads }}"]), &scope).is_none());
+}
+
+fn render_value_in(text: &str, scope: &Value) -> Value {
+    Templates::new()
+        .render_value(&json!(text), scope)
+        .expect("renders")
+}

@@ -8,6 +8,7 @@ use indexmap::IndexMap;
 use serde_json::Value;
 
 use super::graph::Dag;
+use crate::template::ScopeReads;
 
 /// A workflow id: `[a-z0-9_-]+`, unique across the workflows folder.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -95,6 +96,8 @@ pub struct Workflow {
     pub nodes: IndexMap<NodeId, NodeDef>,
     /// The run's result: a template value rendered when the run succeeds.
     pub output: Option<Value>,
+    /// What `output` reads of the run's scope.
+    pub output_reads: ScopeReads,
     /// Where the workflow came from, exactly.
     pub source: Source,
     /// The `needs` graph; acyclic by construction.
@@ -166,6 +169,8 @@ pub struct NodeDef {
     pub foreach: Option<Value>,
     /// Items of a `foreach` in flight at once.
     pub parallelism: usize,
+    /// What its templates (`with`, `if`, `foreach`) read of the run's scope.
+    pub reads: ScopeReads,
 }
 
 /// `retry: { attempts, backoff, max_backoff }`; exponential with jitter.

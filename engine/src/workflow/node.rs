@@ -87,6 +87,13 @@ pub fn parse(
         .and_then(|found| foreach(problems, templates, found, &fields));
     let parallelism = parallelism(problems, &fields, foreach.is_some());
     let references = node_references(templates, &fields);
+    let reads = templates.scope_reads(
+        &[Some(&with_json), foreach.as_ref()]
+            .into_iter()
+            .flatten()
+            .collect::<Vec<_>>(),
+        condition.as_deref().as_slice(),
+    );
 
     let def = NodeDef {
         id: id?,
@@ -100,6 +107,7 @@ pub fn parse(
         on_error,
         foreach,
         parallelism,
+        reads,
     };
     Some(ParsedNode {
         def,

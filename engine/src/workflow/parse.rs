@@ -105,6 +105,7 @@ pub fn workflow(
             .into_iter()
             .map(|node| (node.def.id.clone(), node.def))
             .collect(),
+        output_reads: templates.scope_reads(&output.iter().collect::<Vec<_>>(), &[]),
         output,
         source,
         dag: dag?,
