@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use enrichflow::oneshot;
 use enrichflow::store::RunStatus;
-use enrichflow::template::Templates;
+use enrichflow::template::{Limits, Templates};
 use enrichflow_nodes::{ConfigError, Node, NodeContext, NodeError, Registry, Secrets};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -133,4 +133,55 @@ async fn a_running_foreach_shows_its_progress_in_the_run_json() {
         "the progress of a 4 s foreach was never shown"
     );
     assert!(seen.is_sorted(), "progress only goes forward: {seen:?}");
+}
+
+#[tokio::test]
+async fn a_list_named_as_a_path_is_read_in_place_and_a_computed_one_counts_against_the_limit() {
+    let limits = Limits {
+        max_output_bytes: 1_000,
+        ..Limits::default()
+    };
+    // The folder's progress workflow needs its node type.
+    let mut registry = Registry::with_builtins();
+    registry.register("test.sleep", Arc::new(Sleeps));
+    let server = TestServer::start_with_parts(
+        &fixtures("foreach"),
+        TestOptions::default(),
+        registry,
+        Templates::with_limits(limits),
+        |store| store,
+    )
+    .await;
+    // Far more than 1,000 bytes as a list, each item far less.
+    let leads: Vec<u64> = (0..2_000).collect();
+    let answer = server
+        .client
+        .post(server.url("/hooks/named"))
+        .json(&json!({ "leads": leads }))
+        .send()
+        .await
+        .expect("POST webhook");
+    let status = answer.status();
+    let run_id = answer
+        .headers()
+        .get("x-enrichflow-run-id")
+        .and_then(|id| id.to_str().ok())
+        .expect("the run id")
+        .to_owned();
+    let output: Value = answer.json().await.expect("the run's output");
+    assert_eq!((status, output), (StatusCode::OK, json!(2_000)));
+    let run = server
+        .engine
+        .run_json(&run_id)
+        .await
+        .expect("readable")
+        .expect("the run");
+    assert_eq!(run["nodes"]["named"]["output"], json!(leads));
+    let computed = &run["nodes"]["computed"];
+    assert_eq!(computed["status"], "failed", "{computed}");
+    let message = computed["error"]["message"].as_str().expect("a message");
+    assert!(
+        message.contains("larger than the template output limit of 1000 bytes"),
+        "{message}"
+    );
 }
