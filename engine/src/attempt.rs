@@ -9,6 +9,7 @@
 //! the run follows its `on_error` and the worker goes on.
 
 use std::any::Any;
+use std::ops::Range;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -22,9 +23,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::driver::{self, Followup, Known};
 use crate::engine::{Error, Shared};
-use crate::foreach::{PROGRESS_EVERY, Reporter};
+use crate::foreach::{self, PROGRESS_EVERY, Reporter};
 use crate::redaction::{self, Redactor, SecretUse};
-use crate::store::{AttemptKey, AttemptOutcome, AttemptStatus, ErrorInfo, Started, json};
+use crate::store::{AttemptKey, AttemptOutcome, AttemptStatus, ErrorInfo, Json, Started, json};
 use crate::template::{TemplateError, Templates};
 use crate::workflow::{NodeDef, Workflow};
 use crate::{scope, telemetry};
@@ -33,15 +34,15 @@ use crate::{scope, telemetry};
 enum Prepared {
     Skip,
     Single(Value),
-    Each(Vec<Value>),
+    Each(foreach::Inputs),
 }
 
-/// What the node runs on: its input, or the list of its `foreach` items' inputs, shared with
-/// the attempt's stored input.
+/// What the node runs on: its input, or the stored list of its `foreach` items' inputs and
+/// where each item is in it.
 enum Ready {
     Skip,
     Single(Value),
-    Each(Arc<Value>),
+    Each(Json, Vec<Range<usize>>),
 }
 
 /// Executes the attempt unless it already finished (a duplicate delivery) or its run did. A
@@ -140,11 +141,11 @@ async fn execute_readable(
             // A `foreach` runs its items from the list that is stored, not from a copy.
             let (input, prepared) = match prepared {
                 Prepared::Each(inputs) => {
-                    let inputs = Arc::new(Value::Array(inputs));
-                    (inputs.clone(), Ready::Each(inputs))
+                    let (list, spans) = inputs.finish();
+                    (list.clone(), Ready::Each(list, spans))
                 }
-                Prepared::Single(input) => (Arc::new(input.clone()), Ready::Single(input)),
-                Prepared::Skip => (Arc::new(Value::Null), Ready::Skip),
+                Prepared::Single(input) => (Json::from(&input), Ready::Single(input)),
+                Prepared::Skip => (Json::from(Value::Null), Ready::Skip),
             };
             // Rendering succeeded, so its thread handed the scope back.
             let mut scope = scope.unwrap_or(Value::Null);
@@ -157,7 +158,7 @@ async fn execute_readable(
                 return Ok(None);
             }
             let ctx = context(shared, &workflow, key, &run.id);
-            let running = run_prepared(shared, node, &ctx, prepared, render_time);
+            let running = run_prepared(shared, node, &ctx, prepared, render_time, &redactor);
             let caught = async {
                 AssertUnwindSafe(running)
                     .catch_unwind()
@@ -169,11 +170,8 @@ async fn execute_readable(
             } else {
                 marked_running_when_slow(shared, key, &started, caught).await
             };
-            match caught.and_then(storable_output) {
-                Ok(output) => {
-                    let output = redactor.value(output);
-                    outcome(AttemptStatus::Succeeded, Some(output), None, false)
-                }
+            match caught {
+                Ok(output) => outcome(AttemptStatus::Succeeded, Some(output), None, false),
                 Err(error) => failed(error, &redactor),
             }
         }
@@ -433,20 +431,19 @@ fn prepare(
     };
     // The scope is laid under each item, not copied for it: it holds the list itself.
     let each = templates.item_scope(scope);
-    let inputs = items
-        .iter()
-        .enumerate()
-        .map(|(index, item)| {
-            if abandoned.load(Ordering::Relaxed) {
-                return Err(NodeError::permanent(
-                    ErrorKind::Timeout,
-                    "rendering was abandoned",
-                ));
-            }
-            each.render_value(&node.with, item, index)
-                .map_err(template_error)
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+    let mut inputs = foreach::Inputs::new();
+    for (index, item) in items.iter().enumerate() {
+        if abandoned.load(Ordering::Relaxed) {
+            return Err(NodeError::permanent(
+                ErrorKind::Timeout,
+                "rendering was abandoned",
+            ));
+        }
+        let input = each
+            .render_value(&node.with, item, index)
+            .map_err(template_error)?;
+        inputs.push(&input);
+    }
     Ok(Prepared::Each(inputs))
 }
 
@@ -456,13 +453,7 @@ fn storable_input(prepared: Prepared) -> Result<Prepared, NodeError> {
     let depth = match &prepared {
         Prepared::Skip => 0,
         Prepared::Single(input) => json::depth(input),
-        // Stored as one list, one level deeper than its items.
-        Prepared::Each(inputs) => inputs
-            .iter()
-            .map(json::depth)
-            .max()
-            .unwrap_or(0)
-            .saturating_add(1),
+        Prepared::Each(inputs) => inputs.depth(),
     };
     if depth > json::MAX_DEPTH {
         return Err(NodeError::permanent(
@@ -476,24 +467,29 @@ fn storable_input(prepared: Prepared) -> Result<Prepared, NodeError> {
     Ok(prepared)
 }
 
-/// The node's output, unless it nests deeper than the store keeps: a permanent node error
-/// (outputs that wrap their input grow one level per node along a chain).
-fn storable_output(output: Value) -> Result<Value, NodeError> {
-    json::check_depth("the node's output", &output)
-        .map_err(|error| NodeError::permanent(ErrorKind::Node, error.to_string()))?;
-    Ok(output)
+/// The node's output as stored, secrets redacted, unless it nests deeper than the store
+/// keeps: a permanent node error (outputs that wrap their input grow one level per node along
+/// a chain).
+fn storable_output(output: Value, redactor: &Redactor) -> Result<Json, NodeError> {
+    json::check_depth("the node's output", &output).map_err(too_deep)?;
+    Ok(Json::from(redactor.value(output)))
+}
+
+fn too_deep(error: crate::store::Error) -> NodeError {
+    NodeError::permanent(ErrorKind::Node, error.to_string())
 }
 
 /// Runs the node once, or once per item with at most `parallelism` in flight; a `foreach`
-/// output is the list of item outputs in item order. A single call has what rendering left of
-/// the node's timeout; each `foreach` item has the whole timeout.
+/// output is the list of item outputs in item order, written as they come. A single call has
+/// what rendering left of the node's timeout; each `foreach` item has the whole timeout.
 async fn run_prepared(
     shared: &Shared,
     node: &NodeDef,
     ctx: &NodeContext,
     prepared: Ready,
     render_time: Duration,
-) -> Result<Value, NodeError> {
+    redactor: &Redactor<'_>,
+) -> Result<Json, NodeError> {
     let implementation = shared.registry.get(&node.kind).ok_or_else(|| {
         NodeError::permanent(
             ErrorKind::Node,
@@ -501,28 +497,29 @@ async fn run_prepared(
         )
     })?;
     match prepared {
-        Ready::Skip => Ok(Value::Null),
+        Ready::Skip => Ok(Json::from(Value::Null)),
         Ready::Single(input) => {
             let limit = node.timeout.map(|timeout| Limit {
                 timeout,
                 left: timeout.saturating_sub(render_time),
             });
-            call(implementation.as_ref(), ctx, input, limit).await
+            let output = call(implementation.as_ref(), ctx, input, limit).await?;
+            storable_output(output, redactor)
         }
-        Ready::Each(inputs) => {
-            let inputs = inputs.as_array().map(Vec::as_slice).unwrap_or_default();
+        Ready::Each(list, spans) => {
             let key = AttemptKey {
                 run_id: ctx.run_id.clone(),
                 node_id: ctx.node_id.clone(),
                 attempt: ctx.attempt,
             };
-            let total = u64::try_from(inputs.len()).unwrap_or(u64::MAX);
+            let total = u64::try_from(spans.len()).unwrap_or(u64::MAX);
             let reporter = &Reporter::start(shared.store.clone(), key, total, PROGRESS_EVERY);
-            let calls = (0..inputs.len()).map(|index| {
-                // Each item's input is copied when its turn comes, not all of them at once.
-                let input = inputs[index].clone();
+            let calls = (0..spans.len()).map(|index| {
+                // Each item's input is read from the stored list when its turn comes.
+                let input = foreach::item_input(&list, &spans[index]);
                 let implementation = implementation.clone();
                 async move {
+                    let input = input?;
                     let limit = node.timeout.map(|timeout| Limit {
                         timeout,
                         left: timeout,
@@ -537,11 +534,12 @@ async fn run_prepared(
                     Ok(output)
                 }
             });
-            let outputs: Vec<Value> = futures::stream::iter(calls)
-                .buffered(node.parallelism.max(1))
-                .try_collect()
-                .await?;
-            Ok(Value::Array(outputs))
+            let mut finished = futures::stream::iter(calls).buffered(node.parallelism.max(1));
+            let mut outputs = foreach::Outputs::new();
+            while let Some(output) = finished.try_next().await? {
+                outputs.push(&redactor.value(output)).map_err(too_deep)?;
+            }
+            Ok(outputs.finish())
         }
     }
 }
@@ -610,25 +608,32 @@ fn stored_input<'s>(
     shared: &'s Shared,
     node: &NodeDef,
     scope: &mut Value,
-    input: Arc<Value>,
-) -> (Arc<Value>, Redactor<'s>) {
+    input: Json,
+) -> (Json, Redactor<'s>) {
     let used = shared.redaction.read_by(&input_templates(node), &[]);
     if used.is_none() {
         return (input, Redactor::new(&shared.redaction, used));
     }
-    let input = Arc::unwrap_or_clone(input);
+    // Text this attempt just wrote from a value of a depth the store keeps: it parses. Were
+    // it not to, nothing of it is kept rather than a secret.
+    let Ok(input) = input.value() else {
+        return (
+            Json::from(Value::Null),
+            Redactor::new(&shared.redaction, used),
+        );
+    };
     scope::hide_secrets(scope);
     let (shown, redactor) = if node.foreach.is_none() {
         let templates = &shared.templates;
         redaction::shown(&shared.redaction, used, templates, &node.with, input, scope)
     } else {
         let shown = match prepare(shared, node, scope, &AtomicBool::new(false)) {
-            Ok(Prepared::Each(inputs)) => Some(Value::Array(inputs)),
+            Ok(Prepared::Each(inputs)) => inputs.finish().0.value().ok(),
             _ => None,
         };
         redaction::compared(&shared.redaction, used, input, shown)
     };
-    (Arc::new(shown), redactor)
+    (Json::from(shown), redactor)
 }
 
 /// Redacts a template error of the node: the secrets any of its templates read.
@@ -667,13 +672,13 @@ fn failed(error: NodeError, redactor: &Redactor) -> AttemptOutcome {
 
 fn outcome(
     status: AttemptStatus,
-    output: Option<Value>,
+    output: Option<Json>,
     error: Option<ErrorInfo>,
     retryable: bool,
 ) -> AttemptOutcome {
     AttemptOutcome {
         status,
-        output: output.map(Arc::new),
+        output,
         error,
         retryable,
         not_before: None,

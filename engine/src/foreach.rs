@@ -1,15 +1,117 @@
-//! The progress of a running `foreach` attempt: items done of its total, counted as items
-//! finish and written to the store about once a second by a task of its own, so neither an
-//! item nor the loop ever waits for the database (see [`crate::store::ProgressStore`]).
+//! What a `foreach` attempt holds while it runs: its items' inputs and outputs as JSON list
+//! text, built as items are rendered and finish, which is also what is stored (a lead list's
+//! inputs and outputs as trees would cost ten times as much); and its progress, items done of
+//! its total, counted as items finish and written to the store about once a second by a task
+//! of its own, so neither an item nor the loop ever waits for the database (see
+//! [`crate::store::ProgressStore`]).
 
+use std::fmt::Write as _;
+use std::ops::Range;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use enrichflow_nodes::{ErrorKind, NodeError};
+use serde_json::Value;
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::{CancellationToken, DropGuard};
 
-use crate::store::{AttemptKey, Progress, Store};
+use crate::store::{AttemptKey, Json, Progress, Store, json};
+
+/// A JSON list written one value at a time.
+#[derive(Debug)]
+struct ListText {
+    text: String,
+    /// Where each value is in `text`.
+    spans: Vec<Range<usize>>,
+    /// The deepest value so far.
+    depth: usize,
+}
+
+impl ListText {
+    fn new() -> Self {
+        Self {
+            text: String::from("["),
+            spans: Vec::new(),
+            depth: 0,
+        }
+    }
+
+    fn push(&mut self, value: &Value) {
+        if !self.spans.is_empty() {
+            self.text.push(',');
+        }
+        let start = self.text.len();
+        // `Value`'s `Display` is serde_json's compact writer, straight into the text.
+        let _ = write!(self.text, "{value}");
+        self.spans.push(start..self.text.len());
+        self.depth = self.depth.max(json::depth(value));
+    }
+
+    fn finish(mut self) -> (Json, Vec<Range<usize>>) {
+        self.text.push(']');
+        (Json::from_text(self.text), self.spans)
+    }
+}
+
+/// The rendered inputs of a `foreach`'s items, in item order.
+#[derive(Debug)]
+pub struct Inputs(ListText);
+
+impl Inputs {
+    pub fn new() -> Self {
+        Self(ListText::new())
+    }
+
+    pub fn push(&mut self, input: &Value) {
+        self.0.push(input);
+    }
+
+    /// How deep the list nests as stored: one level more than its deepest item.
+    pub fn depth(&self) -> usize {
+        self.0.depth.saturating_add(1)
+    }
+
+    /// The list as stored, and where each item's input is in it.
+    pub fn finish(self) -> (Json, Vec<Range<usize>>) {
+        self.0.finish()
+    }
+}
+
+/// One item's input, read from the stored list when its turn comes.
+pub fn item_input(list: &Json, span: &Range<usize>) -> Result<Value, NodeError> {
+    list.text()
+        .get(span.clone())
+        .and_then(|text| serde_json::from_str(text).ok())
+        .ok_or_else(|| {
+            NodeError::permanent(
+                ErrorKind::Internal,
+                "an item's input could not be read back",
+            )
+        })
+}
+
+/// The item outputs, in item order.
+#[derive(Debug)]
+pub struct Outputs(ListText);
+
+impl Outputs {
+    pub fn new() -> Self {
+        Self(ListText::new())
+    }
+
+    /// Adds the next item's output, unless the list would then nest deeper than the store
+    /// keeps.
+    pub fn push(&mut self, output: &Value) -> Result<(), crate::store::Error> {
+        json::check_item_depth("the node's output", output)?;
+        self.0.push(output);
+        Ok(())
+    }
+
+    pub fn finish(self) -> Json {
+        self.0.finish().0
+    }
+}
 
 /// How often a running `foreach` attempt writes its progress, at most: a list of a million
 /// items must not cost a million writes.

@@ -53,7 +53,7 @@ fn attempt(node: &str, n: u32, status: AttemptStatus) -> AttemptRecord {
         },
         status,
         input: None,
-        output: Some(std::sync::Arc::new(json!(n))),
+        output: Some(crate::store::Json::from(json!(n))),
         error: (status == AttemptStatus::Failed).then(|| ErrorInfo::new("http", "boom")),
         retryable: false,
         not_before: None,

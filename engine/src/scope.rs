@@ -36,8 +36,8 @@ pub fn for_run(
     let nodes: Map<String, Value> = latest
         .into_iter()
         .filter(|(id, attempt)| attempt.status.is_finished() && reads.node(id))
-        .map(|(id, attempt)| (id.to_owned(), node_view(attempt)))
-        .collect();
+        .map(|(id, attempt)| Ok((id.to_owned(), node_view(attempt)?)))
+        .collect::<Result<_, crate::store::Error>>()?;
     // Inserted, not written with `json!`, which would copy the trigger and the node outputs.
     let mut scope = Map::new();
     scope.insert("trigger".to_owned(), trigger);
@@ -50,16 +50,16 @@ pub fn for_run(
 }
 
 /// `nodes.<id>`: skipped and failed nodes expose `output: null`.
-fn node_view(attempt: &AttemptRecord) -> Value {
-    let output = match attempt.status {
-        AttemptStatus::Succeeded => attempt.output.as_deref().cloned().unwrap_or(Value::Null),
+fn node_view(attempt: &AttemptRecord) -> Result<Value, crate::store::Error> {
+    let output = match (attempt.status, &attempt.output) {
+        (AttemptStatus::Succeeded, Some(output)) => output.value()?,
         _ => Value::Null,
     };
-    json!({
+    Ok(json!({
         "status": attempt.status.as_str(),
         "output": output,
         "error": attempt.error,
-    })
+    }))
 }
 
 /// The scope of a webhook secret template: only `secrets`.
@@ -133,7 +133,7 @@ mod tests {
         use crate::store::tests::{attempt, key};
         let done = |node: &str, output: Value| {
             let mut record = attempt(key(1, node, 1), AttemptStatus::Succeeded);
-            record.output = Some(std::sync::Arc::new(output));
+            record.output = Some(crate::store::Json::from(output));
             record
         };
         let attempts = [done("a", json!([1, 2])), done("b", json!("big"))];

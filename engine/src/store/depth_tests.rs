@@ -3,16 +3,16 @@
 //! than the store keeps are never written. Poisoned rows are written with SQL, as a bug or an
 //! older version could have left them.
 
-use std::sync::Arc;
-
 use anyhow::{Result, ensure};
 use async_trait::async_trait;
 use serde_json::{Value, json};
 use sqlx::AssertSqlSafe;
 
-use super::json::{MAX_DEPTH, depth};
+use super::json::{MAX_DEPTH, depth, text_depth};
 use super::tests::{attempt, key, outcome, run, run_id, store_checks};
-use super::{AttemptStatus, Error, Listed, PostgresStore, RunQuery, RunStatus, SqliteStore, Store};
+use super::{
+    AttemptStatus, Error, Json, Listed, PostgresStore, RunQuery, RunStatus, SqliteStore, Store,
+};
 
 /// Writes JSON text into a column behind the store's back.
 #[async_trait]
@@ -73,7 +73,13 @@ async fn deep_rows_of_older_versions_are_read(store: &impl Poison) -> Result<()>
     assert_eq!(depth(&stored.trigger.value()?), 128);
     let attempts = store.attempts(&poisoned).await?;
     assert_eq!(attempts.len(), 1);
-    assert_eq!(attempts[0].input.as_deref().map(depth), Some(128));
+    assert_eq!(
+        attempts[0]
+            .input
+            .as_ref()
+            .map(|input| text_depth(input.text())),
+        Some(128)
+    );
     let listed = store.list_run_summaries(&RunQuery::default()).await?;
     ensure!(matches!(&listed[..], [Listed::Run(run)] if run.id == poisoned));
     ensure!(matches!(
@@ -195,17 +201,17 @@ async fn values_too_deep_are_not_written(store: &impl Poison) -> Result<()> {
         .insert_attempt(&attempt(key.clone(), AttemptStatus::Queued))
         .await?;
     let mut deep_attempt = attempt(super::tests::key(2, "b", 1), AttemptStatus::Queued);
-    deep_attempt.output = Some(Arc::new(deep.clone()));
+    deep_attempt.output = Some(Json::from(&deep));
     ensure!(refused(store.insert_attempt(&deep_attempt).await));
     let now = super::tests::at(3);
     ensure!(refused(
         store
-            .start_attempt(&key, Some(&Arc::new(deep.clone())), "w1", now)
+            .start_attempt(&key, Some(&Json::from(&deep)), "w1", now)
             .await
     ));
     ensure!(
         store
-            .start_attempt(&key, Some(&Arc::new(fits.clone())), "w1", now)
+            .start_attempt(&key, Some(&Json::from(&fits)), "w1", now)
             .await?
     );
     let deep_outcome = outcome(AttemptStatus::Succeeded, Some(deep.clone()));
@@ -213,7 +219,13 @@ async fn values_too_deep_are_not_written(store: &impl Poison) -> Result<()> {
     let stored = store.attempts(&run_id(2)).await?;
     assert_eq!(stored.len(), 1, "the deep attempt was not inserted");
     assert_eq!(stored[0].status, AttemptStatus::Running, "unchanged");
-    assert_eq!(stored[0].input.as_deref().map(depth), Some(MAX_DEPTH));
+    assert_eq!(
+        stored[0]
+            .input
+            .as_ref()
+            .map(|input| text_depth(input.text())),
+        Some(MAX_DEPTH)
+    );
     let finish = store
         .finish_run(&run_id(2), RunStatus::Succeeded, Some(&deep), None, now)
         .await;

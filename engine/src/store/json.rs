@@ -2,7 +2,8 @@
 //! stored value is read back whatever its depth up to [`MAX_READ_DEPTH`] (older versions wrote
 //! values deeper than serde_json's default 128-level read limit, which then could not be read).
 
-use serde::de::{DeserializeOwned, IgnoredAny};
+use serde::Deserialize;
+use serde::de::{DeserializeOwned, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
 
 use super::{Error, Result};
@@ -44,6 +45,11 @@ pub fn check_depth(what: &str, value: &Value) -> Result<()> {
     within_depth(what, depth(value))
 }
 
+/// As [`check_depth`], for an item of a list that is stored whole, one level deeper.
+pub fn check_item_depth(what: &str, item: &Value) -> Result<()> {
+    within_depth(what, depth(item).saturating_add(1))
+}
+
 fn within_depth(what: &str, depth: usize) -> Result<()> {
     if depth > MAX_DEPTH {
         return Err(Error::TooDeep {
@@ -59,6 +65,19 @@ fn within_depth(what: &str, depth: usize) -> Result<()> {
 pub(super) fn to_text(what: &str, value: &Value) -> Result<String> {
     check_depth(what, value)?;
     Ok(value.to_string())
+}
+
+/// The text of an attempt's input or output to bind, unless nested deeper than the store
+/// writes (see [`check_depth`]).
+pub(super) fn checked_text(
+    what: &str,
+    json: Option<&super::Json>,
+) -> Result<Option<std::sync::Arc<str>>> {
+    json.map(|json| {
+        check_text_depth(what, json.text())?;
+        Ok(json.shared_text())
+    })
+    .transpose()
 }
 
 /// Refuses JSON text nested deeper than the store writes (see [`check_depth`]).
@@ -131,7 +150,59 @@ pub(super) fn parse(column: &str, text: &str) -> Result<Value> {
 
 /// Whether [`parse`] would read `text`, found without building what it holds.
 pub(super) fn check_readable(column: &str, text: &str) -> Result<()> {
-    read::<IgnoredAny>(column, text).map(drop)
+    read::<Readable>(column, text).map(drop)
+}
+
+/// Reads any JSON value as [`Value`] would, numbers range-checked, and keeps none of it
+/// (`IgnoredAny` alone skips numbers unread: `1e400` would pass).
+struct Readable;
+
+impl<'de> Deserialize<'de> for Readable {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(Readable)
+    }
+}
+
+impl<'de> Visitor<'de> for Readable {
+    type Value = Readable;
+
+    fn expecting(&self, formatter: &mut std::fmt::Formatter) -> std::fmt::Result {
+        formatter.write_str("any JSON value")
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<Readable, E> {
+        Ok(Readable)
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<Readable, E> {
+        Ok(Readable)
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<Readable, E> {
+        Ok(Readable)
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<Readable, E> {
+        Ok(Readable)
+    }
+
+    fn visit_str<E>(self, _: &str) -> Result<Readable, E> {
+        Ok(Readable)
+    }
+
+    fn visit_unit<E>(self) -> Result<Readable, E> {
+        Ok(Readable)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut items: A) -> Result<Readable, A::Error> {
+        while items.next_element::<Readable>()?.is_some() {}
+        Ok(Readable)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut members: A) -> Result<Readable, A::Error> {
+        while members.next_entry::<IgnoredAny, Readable>()?.is_some() {}
+        Ok(Readable)
+    }
 }
 
 fn read<T: DeserializeOwned>(column: &str, text: &str) -> Result<T> {

@@ -22,7 +22,7 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 
 use super::{
-    AttemptKey, AttemptOutcome, AttemptRecord, AttemptStatus, Completed, Created, ErrorInfo,
+    AttemptKey, AttemptOutcome, AttemptRecord, AttemptStatus, Completed, Created, ErrorInfo, Json,
     LeadDetail, LeadQuery, LeadView, Listed, Progress, ProgressStore, Result, RunEnd, RunLock,
     RunQuery, RunRecord, RunStatus, StatsQuery, Store, StoreStats,
 };
@@ -331,7 +331,7 @@ impl Store for LiveStore {
     async fn start_attempt(
         &self,
         key: &AttemptKey,
-        input: Option<&Arc<Value>>,
+        input: Option<&Json>,
         worker: &str,
         started_at: DateTime<Utc>,
     ) -> Result<bool> {
@@ -525,7 +525,7 @@ mod tests {
         let attempts = live.attempts(&first.run_id).await?;
         assert_eq!(attempts.len(), 1);
         assert_eq!(attempts[0].status, AttemptStatus::Succeeded);
-        assert_eq!(attempts[0].output.as_deref(), Some(&json!(7)));
+        assert_eq!(attempts[0].output, Some(Json::from(json!(7))));
         assert_eq!(attempts, sqlite.attempts(&first.run_id).await?);
         // Changed behind memory's back: memory, not the file, answers.
         sqlite.request_cancel(&first.run_id).await?;
@@ -556,7 +556,7 @@ mod tests {
         );
         let too_deep = (0..200).fold(json!(1), |inner, _| json!([inner]));
         let refused = AttemptRecord {
-            input: Some(Arc::new(too_deep)),
+            input: Some(Json::from(too_deep)),
             ..attempt(key(1, "a", 1), AttemptStatus::Queued)
         };
         assert!(live.insert_attempt(&refused).await.is_err());

@@ -53,8 +53,8 @@ pub use live::LiveStore;
 pub use postgres::{PostgresStore, is_postgres_url};
 pub use progress::{Progress, ProgressStore};
 pub use record::{
-    AttemptKey, AttemptRecord, AttemptStatus, ErrorInfo, Listed, RunQuery, RunRecord, RunStatus,
-    RunSummary, Trigger,
+    AttemptKey, AttemptRecord, AttemptStatus, ErrorInfo, Json, Listed, RunQuery, RunRecord,
+    RunStatus, RunSummary, Trigger,
 };
 pub use sqlite::SqliteStore;
 pub use stats::{
@@ -213,7 +213,7 @@ pub struct Completed {
 pub struct AttemptOutcome {
     /// `Succeeded`, `Failed`, `Skipped` or `Cancelled`.
     pub status: AttemptStatus,
-    pub output: Option<Arc<Value>>,
+    pub output: Option<Json>,
     pub error: Option<ErrorInfo>,
     /// For a failure: whether another attempt may help.
     pub retryable: bool,
@@ -257,12 +257,12 @@ impl AttemptRecord {
 
 impl AttemptOutcome {
     /// The input of the folded start, as stored text; refused when nested too deeply.
-    fn started_input(&self) -> Result<Option<String>> {
+    fn started_input(&self) -> Result<Option<Arc<str>>> {
         let input = self
             .started
             .as_ref()
-            .and_then(|started| started.input.as_deref());
-        json::to_optional_text("the attempt's input", input)
+            .and_then(|started| started.input.as_ref());
+        json::checked_text("the attempt's input", input)
     }
 }
 
@@ -270,7 +270,7 @@ impl AttemptOutcome {
 #[derive(Debug, Clone)]
 pub struct Started {
     /// The rendered input; none when rendering failed.
-    pub input: Option<Arc<Value>>,
+    pub input: Option<Json>,
     pub worker: String,
     pub started_at: DateTime<Utc>,
 }
@@ -381,7 +381,7 @@ pub trait Store: ProgressStore + Send + Sync + 'static {
     async fn start_attempt(
         &self,
         key: &AttemptKey,
-        input: Option<&Arc<Value>>,
+        input: Option<&Json>,
         worker: &str,
         started_at: DateTime<Utc>,
     ) -> Result<bool>;

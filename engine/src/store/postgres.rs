@@ -19,7 +19,8 @@ use sqlx::{PgPool, Postgres, QueryBuilder, Row};
 use tokio::sync::mpsc;
 
 use super::connect::{PoolOptions, without_credentials};
-use super::json::{check_text_depth, to_optional_text};
+use super::json::{check_text_depth, checked_text, to_optional_text};
+use super::record::Json;
 use super::rows::{self, error_json, summary_columns};
 use super::{
     AttemptKey, AttemptOutcome, AttemptRecord, Completed, Error, ErrorInfo, LeadDetail, LeadQuery,
@@ -166,10 +167,7 @@ impl PostgresStore {
                  (SELECT count(*) FROM notified) > 0, (SELECT version FROM changed)",
         )
         .bind(outcome.status.as_str())
-        .bind(to_optional_text(
-            "the node's output",
-            outcome.output.as_deref(),
-        )?)
+        .bind(checked_text("the node's output", outcome.output.as_ref())?)
         .bind(outcome.error.as_ref().map(error_json))
         .bind(outcome.retryable)
         .bind(outcome.not_before.map(timestamp))
@@ -569,14 +567,8 @@ impl Store for PostgresStore {
         .bind(&attempt.key.node_id)
         .bind(i64::from(attempt.key.attempt))
         .bind(attempt.status.as_str())
-        .bind(to_optional_text(
-            "the attempt's input",
-            attempt.input.as_deref(),
-        )?)
-        .bind(to_optional_text(
-            "the node's output",
-            attempt.output.as_deref(),
-        )?)
+        .bind(checked_text("the attempt's input", attempt.input.as_ref())?)
+        .bind(checked_text("the node's output", attempt.output.as_ref())?)
         .bind(attempt.error.as_ref().map(error_json))
         .bind(attempt.retryable)
         .bind(attempt.not_before.map(timestamp))
@@ -591,7 +583,7 @@ impl Store for PostgresStore {
     async fn start_attempt(
         &self,
         key: &AttemptKey,
-        input: Option<&Arc<Value>>,
+        input: Option<&Json>,
         worker: &str,
         started_at: DateTime<Utc>,
     ) -> Result<bool> {
@@ -602,10 +594,7 @@ impl Store for PostgresStore {
              WHERE run_id = $3 AND node_id = $4 AND attempt = $5
                AND status IN ('queued', 'running')",
         )
-        .bind(to_optional_text(
-            "the attempt's input",
-            input.map(|input| &**input),
-        )?)
+        .bind(checked_text("the attempt's input", input)?)
         .bind(timestamp(started_at))
         .bind(&key.run_id)
         .bind(&key.node_id)
@@ -871,14 +860,14 @@ impl NextAttempts {
             next.node_id.push(attempt.key.node_id.clone());
             next.attempt.push(i64::from(attempt.key.attempt));
             next.status.push(attempt.status.as_str());
-            next.input.push(to_optional_text(
-                "the attempt's input",
-                attempt.input.as_deref(),
-            )?);
-            next.output.push(to_optional_text(
-                "the node's output",
-                attempt.output.as_deref(),
-            )?);
+            next.input.push(
+                checked_text("the attempt's input", attempt.input.as_ref())?
+                    .map(|text| text.to_string()),
+            );
+            next.output.push(
+                checked_text("the node's output", attempt.output.as_ref())?
+                    .map(|text| text.to_string()),
+            );
             next.error.push(attempt.error.as_ref().map(error_json));
             next.retryable.push(attempt.retryable);
             next.not_before.push(attempt.not_before.map(timestamp));

@@ -201,6 +201,67 @@ impl From<Value> for Trigger {
     }
 }
 
+/// A node attempt's input or output as the store keeps it: JSON text, shared by every copy of
+/// its record (the run in memory, what its reads hand out, the outcome being written) and
+/// parsed only where a template reads it. The input and output of a `foreach` over a lead list
+/// are lists as long as the list: as text they cost tens of bytes a lead, as a tree ten times
+/// that. Written as it is; shown in the run JSON as it is.
+#[derive(Debug, Clone)]
+pub struct Json(Arc<str>);
+
+impl Json {
+    /// The value as text.
+    pub fn text(&self) -> &str {
+        &self.0
+    }
+
+    /// The value as a tree; stored text that cannot be parsed is an unreadable row.
+    pub fn value(&self) -> Result<Value, super::Error> {
+        super::json::parse("attempt", &self.0)
+    }
+
+    /// Text that is one JSON value: written by serde_json, or read from the store and checked.
+    pub(crate) fn from_text(text: String) -> Json {
+        Json(text.into())
+    }
+
+    /// The shared text, to bind without copying it.
+    pub(super) fn shared_text(&self) -> Arc<str> {
+        self.0.clone()
+    }
+}
+
+impl From<&Value> for Json {
+    fn from(value: &Value) -> Json {
+        Json(value.to_string().into())
+    }
+}
+
+impl From<Value> for Json {
+    fn from(value: Value) -> Json {
+        Json::from(&value)
+    }
+}
+
+/// Equal values, however they are spelled (Postgres may space stored JSON differently).
+impl PartialEq for Json {
+    fn eq(&self, other: &Json) -> bool {
+        self.0 == other.0
+            || matches!((self.value(), other.value()), (Ok(mine), Ok(theirs)) if mine == theirs)
+    }
+}
+
+impl Serialize for Json {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        // As it is, without building it; text deeper than serde_json reads by default (an old
+        // row) goes through the store's own parse.
+        match serde_json::from_str::<&serde_json::value::RawValue>(&self.0) {
+            Ok(raw) => raw.serialize(serializer),
+            Err(_) => self.value().unwrap_or(Value::Null).serialize(serializer),
+        }
+    }
+}
+
 /// One run row.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RunRecord {
@@ -274,8 +335,8 @@ pub struct AttemptRecord {
     pub status: AttemptStatus,
     /// The rendered `with`, secrets redacted. Input and output are shared, not copied, by
     /// every copy of the record: a `foreach` makes them lists as long as a lead list.
-    pub input: Option<Arc<Value>>,
-    pub output: Option<Arc<Value>>,
+    pub input: Option<Json>,
+    pub output: Option<Json>,
     pub error: Option<ErrorInfo>,
     pub retryable: bool,
     /// A `pending` attempt is not started before this time.

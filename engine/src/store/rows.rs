@@ -3,14 +3,13 @@
 //! layout of a run or an attempt lives here.
 
 use std::str::FromStr;
-use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use super::{
-    AttemptKey, AttemptRecord, AttemptStatus, Error, ErrorInfo, Listed, Result, RunRecord,
+    AttemptKey, AttemptRecord, AttemptStatus, Error, ErrorInfo, Json, Listed, Result, RunRecord,
     RunSummary, Trigger, json,
 };
 
@@ -45,6 +44,16 @@ pub(super) trait Columns {
     fn json(&self, column: &str) -> Result<Option<Value>> {
         self.json_text(column)?
             .map(|text| json::parse(column, &text))
+            .transpose()
+    }
+
+    /// A JSON column kept as text (see [`Json`]): checked to be readable, not built.
+    fn kept_json(&self, column: &str) -> Result<Option<Json>> {
+        self.json_text(column)?
+            .map(|text| {
+                json::check_readable(column, &text)?;
+                Ok(Json::from_text(text))
+            })
             .transpose()
     }
 
@@ -111,8 +120,8 @@ fn decode_attempt(columns: &impl Columns) -> Result<AttemptRecord> {
     Ok(AttemptRecord {
         key: attempt_key(columns)?,
         status: columns.status::<AttemptStatus>("status")?,
-        input: columns.json("input")?.map(Arc::new),
-        output: columns.json("output")?.map(Arc::new),
+        input: columns.kept_json("input")?,
+        output: columns.kept_json("output")?,
         error: columns.typed_json("error")?,
         retryable: columns.flag("retryable")?,
         not_before: columns.optional_time("not_before")?,

@@ -21,7 +21,8 @@ use sqlx::{ConnectOptions, QueryBuilder, Row, Sqlite, SqlitePool};
 use tokio::sync::mpsc;
 
 use super::connect::{Durability, without_credentials};
-use super::json::{check_text_depth, to_optional_text};
+use super::json::{check_text_depth, checked_text, to_optional_text};
+use super::record::Json;
 use super::rows::{self, error_json, summary_columns};
 use super::sqlite_checkpoint;
 use super::sqlite_native::{Statement, statement};
@@ -416,7 +417,7 @@ impl Store for SqliteStore {
     async fn start_attempt(
         &self,
         key: &AttemptKey,
-        input: Option<&Arc<Value>>,
+        input: Option<&Json>,
         worker: &str,
         started_at: DateTime<Utc>,
     ) -> Result<bool> {
@@ -426,10 +427,7 @@ impl Store for SqliteStore {
              WHERE run_id = ?4 AND node_id = ?5 AND attempt = ?6
                AND status IN ('queued', 'running')",
         )
-        .bind(to_optional_text(
-            "the attempt's input",
-            input.map(|input| &**input),
-        )?)
+        .bind(checked_text("the attempt's input", input)?)
         .bind(timestamp(started_at))
         .bind(worker)
         .bind(&key.run_id)
@@ -722,14 +720,8 @@ fn bind_attempt(query: Statement, attempt: &AttemptRecord) -> Result<Statement> 
         .bind(&attempt.key.node_id)
         .bind(i64::from(attempt.key.attempt))
         .bind(attempt.status.as_str())
-        .bind(to_optional_text(
-            "the attempt's input",
-            attempt.input.as_deref(),
-        )?)
-        .bind(to_optional_text(
-            "the node's output",
-            attempt.output.as_deref(),
-        )?)
+        .bind(checked_text("the attempt's input", attempt.input.as_ref())?)
+        .bind(checked_text("the node's output", attempt.output.as_ref())?)
         .bind(attempt.error.as_ref().map(error_json))
         .bind(attempt.retryable)
         .bind(attempt.not_before.map(timestamp))
@@ -757,10 +749,7 @@ fn finish_attempt_query(key: &AttemptKey, outcome: &AttemptOutcome) -> Result<St
            AND status IN ('pending', 'queued', 'running')",
     )
     .bind(outcome.status.as_str())
-    .bind(to_optional_text(
-        "the node's output",
-        outcome.output.as_deref(),
-    )?)
+    .bind(checked_text("the node's output", outcome.output.as_ref())?)
     .bind(outcome.error.as_ref().map(error_json))
     .bind(outcome.retryable)
     .bind(outcome.not_before.map(timestamp))

@@ -6,7 +6,6 @@
 
 use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use anyhow::{Context, Result, bail, ensure};
 use chrono::{DateTime, Utc};
@@ -18,7 +17,7 @@ use super::{
     AttemptKey, AttemptOutcome, AttemptRecord, AttemptStatus, ErrorInfo, Listed, PostgresStore,
     RunQuery, RunRecord, RunStatus, SqliteStore, Store,
 };
-use super::{Completed, Created, RunEnd};
+use super::{Completed, Created, Json, RunEnd};
 
 /// 2026-03-04T05:06:07.123456Z: a full microsecond fraction, which must survive a round trip.
 const BASE_MICROS: i64 = 1_772_600_767_123_456;
@@ -83,7 +82,7 @@ pub(crate) fn attempt(key: AttemptKey, status: AttemptStatus) -> AttemptRecord {
 pub(super) fn outcome(status: AttemptStatus, output: Option<Value>) -> AttemptOutcome {
     AttemptOutcome {
         status,
-        output: output.map(Arc::new),
+        output: output.map(Json::from),
         error: None,
         retryable: false,
         not_before: None,
@@ -585,7 +584,7 @@ pub(super) async fn insert_attempt_only_once(store: &dyn Store) -> Result<()> {
     store.create_run(&run(1, "w", RunStatus::Running)).await?;
     store.create_run(&run(2, "w", RunStatus::Running)).await?;
     let first = AttemptRecord {
-        input: Some(Arc::new(json!({ "email": "ada@example.com" }))),
+        input: Some(Json::from(json!({ "email": "ada@example.com" }))),
         ..attempt(key(1, "company", 2), AttemptStatus::Queued)
     };
     assert!(store.insert_attempt(&first).await?);
@@ -642,13 +641,13 @@ pub(super) async fn start_attempt_transitions(store: &dyn Store) -> Result<()> {
         let before = attempt(key(1, "node", n), from);
         store.insert_attempt(&before).await?;
         let started = store
-            .start_attempt(&before.key, Some(&Arc::new(input.clone())), "w1", at(150))
+            .start_attempt(&before.key, Some(&Json::from(&input)), "w1", at(150))
             .await?;
         let may_start = matches!(from, AttemptStatus::Queued | AttemptStatus::Running);
         let expected = if may_start {
             AttemptRecord {
                 status: AttemptStatus::Running,
-                input: Some(Arc::new(input.clone())),
+                input: Some(Json::from(&input)),
                 started_at: Some(at(150)),
                 worker: Some("w1".to_owned()),
                 ..before.clone()
@@ -748,7 +747,7 @@ pub(super) async fn finish_attempt_then_inserts_only_with_the_outcome(
         skipped,
         AttemptRecord {
             not_before: Some(at(300)),
-            input: Some(Arc::new(json!({"deep": [1, null]}))),
+            input: Some(Json::from(json!({"deep": [1, null]}))),
             ..attempt(key(1, "d", 2), AttemptStatus::Pending)
         },
     ];
@@ -994,7 +993,7 @@ pub(super) async fn json_null_and_absent_stay_apart(store: &dyn Store) -> Result
             .await?;
         assert_eq!(&stored_run(store, &run_id(n)).await?.output, value);
 
-        let shared = value.clone().map(Arc::new);
+        let shared = value.clone().map(Json::from);
         let record = AttemptRecord {
             input: shared.clone(),
             output: shared.clone(),

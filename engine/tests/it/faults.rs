@@ -140,7 +140,7 @@ impl Store for FaultyStore {
     async fn start_attempt(
         &self,
         key: &AttemptKey,
-        input: Option<&Arc<Value>>,
+        input: Option<&store::Json>,
         worker: &str,
         started_at: DateTime<Utc>,
     ) -> store::Result<bool> {
