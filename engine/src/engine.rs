@@ -16,7 +16,10 @@ use crate::catalog::{Catalog, CatalogHandle};
 use crate::inputs::Schemas;
 use crate::queue::Queue;
 use crate::revisions::Revisions;
-use crate::store::{self, AttemptStatus, Listed, RunQuery, RunRecord, RunStatus, Store, Trigger};
+use crate::store::{
+    self, AttemptKey, AttemptRecord, AttemptStatus, Listed, Progress, RunQuery, RunRecord,
+    RunStatus, Store, Trigger,
+};
 use crate::template::Templates;
 use crate::workflow::Workflow;
 use crate::{dispatch, driver, recovery, telemetry, view, worker};
@@ -578,6 +581,13 @@ impl Engine {
 
     /// The run JSON of SPEC, or `None` if there is no such run.
     pub async fn run_json(&self, run_id: &str) -> Result<Option<Value>, Error> {
+        let shown = self.run_shown(run_id).await?;
+        Ok(shown.map(|shown| serde_json::to_value(shown.view()).unwrap_or(Value::Null)))
+    }
+
+    /// What the run JSON of SPEC shows, to write it (see [`view::run_view`]), or `None` if
+    /// there is no such run.
+    pub async fn run_shown(&self, run_id: &str) -> Result<Option<RunShown>, Error> {
         let store = &self.shared.store;
         let Some(run) = store.run(run_id).await? else {
             return Ok(None);
@@ -595,12 +605,12 @@ impl Engine {
         } else {
             Vec::new()
         };
-        Ok(Some(view::run_json(
-            &run,
-            &attempts,
-            workflow.as_deref(),
-            &progress,
-        )))
+        Ok(Some(RunShown {
+            run,
+            attempts,
+            workflow,
+            progress,
+        }))
     }
 
     /// Runs newest first, whole.
@@ -685,6 +695,26 @@ impl Drop for Waiting<'_> {
                 map.remove(self.run_id);
             }
         }
+    }
+}
+
+/// A run with everything its run JSON shows.
+pub struct RunShown {
+    pub run: RunRecord,
+    pub attempts: Vec<AttemptRecord>,
+    pub workflow: Option<Arc<Workflow>>,
+    pub progress: Vec<(AttemptKey, Progress)>,
+}
+
+impl RunShown {
+    /// The run JSON, to write.
+    pub fn view(&self) -> view::Fields<'_> {
+        view::run_view(
+            &self.run,
+            &self.attempts,
+            self.workflow.as_deref(),
+            &self.progress,
+        )
     }
 }
 

@@ -33,4 +33,6 @@ pub mod worker_process;
 pub mod workflow;
 mod written;
 
-pub use engine::{Cancellation, Engine, EngineOptions, Error, Retrial, TriggerRequest, Triggered};
+pub use engine::{
+    Cancellation, Engine, EngineOptions, Error, Retrial, RunShown, TriggerRequest, Triggered,
+};

@@ -1,22 +1,45 @@
 //! The run as JSON, exactly as SPEC shows it (printed by `enrichflow run`, returned by the API).
+//!
+//! The run JSON is written from the records it shows, not built as a tree first: the trigger
+//! and every attempt's input and output are written as the JSON text they are kept as, so
+//! reading a run that holds a lead list (a list import's body, a `foreach` over it) copies
+//! none of it.
 
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use serde_json::{Map, Value, json};
+use serde::Serialize;
+use serde_json::{Value, json};
 
-use crate::store::{AttemptKey, AttemptRecord, AttemptStatus, Progress, RunRecord, RunSummary};
+use crate::store::{
+    AttemptKey, AttemptRecord, AttemptStatus, Json, Progress, RunRecord, RunSummary, Trigger,
+};
 use crate::workflow::Workflow;
+
+/// A JSON object whose members are written in name order, as a `serde_json` map writes them.
+pub type Fields<'a> = BTreeMap<&'static str, Field<'a>>;
+
+/// A member of the run JSON: a small value built for it, or a large one written from the text
+/// it is kept as.
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+pub enum Field<'a> {
+    Value(Value),
+    Json(Option<&'a Json>),
+    Trigger(&'a Trigger),
+    List(Vec<Fields<'a>>),
+    Nodes(BTreeMap<&'a str, Fields<'a>>),
+}
 
 /// The run JSON with every node: its latest status and output, and every attempt in `history`.
 /// Nodes never reached are `pending`. A node whose latest attempt is running and has recorded
 /// `progress` (a `foreach`) shows it.
-pub fn run_json(
-    run: &RunRecord,
-    attempts: &[AttemptRecord],
-    workflow: Option<&Workflow>,
+pub fn run_view<'a>(
+    run: &'a RunRecord,
+    attempts: &'a [AttemptRecord],
+    workflow: Option<&'a Workflow>,
     progress: &[(AttemptKey, Progress)],
-) -> Value {
+) -> Fields<'a> {
     let mut by_node: BTreeMap<&str, Vec<&AttemptRecord>> = BTreeMap::new();
     if let Some(workflow) = workflow {
         for id in workflow.nodes.keys() {
@@ -29,39 +52,50 @@ pub fn run_json(
             .or_default()
             .push(attempt);
     }
-    let nodes: Map<String, Value> = by_node
+    let nodes = by_node
         .into_iter()
         .map(|(id, mut attempts)| {
             attempts.sort_by_key(|a| a.key.attempt);
-            (id.to_owned(), node_json(&attempts, progress))
+            (id, node_view(&attempts, progress))
         })
         .collect();
-    let mut value = summary_json(run);
-    if let Some(map) = value.as_object_mut() {
-        map.insert("nodes".into(), Value::Object(nodes));
-    }
-    value
+    let mut fields = summary_fields(run);
+    fields.insert("trigger", Field::Trigger(&run.trigger));
+    fields.insert("nodes", Field::Nodes(nodes));
+    fields
+}
+
+/// [`run_view`] as a JSON value (what `enrichflow run` prints and returns).
+pub fn run_json(
+    run: &RunRecord,
+    attempts: &[AttemptRecord],
+    workflow: Option<&Workflow>,
+    progress: &[(AttemptKey, Progress)],
+) -> Value {
+    serde_json::to_value(run_view(run, attempts, workflow, progress)).unwrap_or(Value::Null)
+}
+
+/// The members of the run JSON about the run itself, but the trigger.
+fn summary_fields(run: &RunRecord) -> Fields<'_> {
+    let value = |value: Value| Field::Value(value);
+    BTreeMap::from([
+        ("id", value(json!(run.id))),
+        ("workflow", value(json!(run.workflow_id))),
+        ("status", value(json!(run.status.as_str()))),
+        ("output", value(json!(run.output))),
+        ("error", value(json!(run.error))),
+        ("created_at", value(timestamp(Some(run.created_at)))),
+        ("started_at", value(timestamp(run.started_at))),
+        ("finished_at", value(timestamp(run.finished_at))),
+        ("revision", value(json!(run.revision))),
+    ])
 }
 
 /// The run JSON without nodes (the answer to a trigger, a cancel or a retry).
 pub fn summary_json(run: &RunRecord) -> Value {
-    let mut value = json!({
-        "id": run.id,
-        "workflow": run.workflow_id,
-        "status": run.status.as_str(),
-        "output": run.output,
-        "error": run.error,
-        "created_at": timestamp(Some(run.created_at)),
-        "started_at": timestamp(run.started_at),
-        "finished_at": timestamp(run.finished_at),
-        "revision": run.revision,
-    });
-    if let Some(map) = value.as_object_mut() {
-        // Moved in rather than copied by `json!`. A trigger that cannot be read shows as
-        // null; the run's error says why.
-        map.insert("trigger".into(), run.trigger.value().unwrap_or(Value::Null));
-    }
-    value
+    let mut fields = summary_fields(run);
+    fields.insert("trigger", Field::Trigger(&run.trigger));
+    serde_json::to_value(fields).unwrap_or(Value::Null)
 }
 
 /// A run in a list: what [`summary_json`] shows but the trigger and the output, which can be
@@ -87,28 +121,38 @@ pub fn unreadable_json(id: &str, error: &str) -> Value {
     })
 }
 
-fn node_json(attempts: &[&AttemptRecord], progress: &[(AttemptKey, Progress)]) -> Value {
+fn node_view<'a>(
+    attempts: &[&'a AttemptRecord],
+    progress: &[(AttemptKey, Progress)],
+) -> Fields<'a> {
+    let value = |value: Value| Field::Value(value);
     let Some(latest) = attempts.last() else {
-        return json!({
-            "status": "pending", "attempts": 0, "output": null, "error": null,
-            "started_at": null, "finished_at": null, "history": [],
-        });
+        return BTreeMap::from([
+            ("status", value(json!("pending"))),
+            ("attempts", value(json!(0))),
+            ("output", value(Value::Null)),
+            ("error", value(Value::Null)),
+            ("started_at", value(Value::Null)),
+            ("finished_at", value(Value::Null)),
+            ("history", Field::List(Vec::new())),
+        ]);
     };
     let ran = attempts.iter().filter(|a| a.started_at.is_some()).count();
-    let history: Vec<Value> = attempts.iter().map(|a| attempt_json(a)).collect();
-    let mut node = json!({
-        "status": node_status(latest.status),
-        "attempts": ran,
-        "output": latest.output,
-        "error": latest.error,
-        "started_at": timestamp(attempts.iter().find_map(|a| a.started_at)),
-        "finished_at": timestamp(latest.finished_at),
-        "history": history,
-    });
-    if let Some(progress) = running_progress(latest, progress)
-        && let Some(map) = node.as_object_mut()
-    {
-        map.insert("progress".into(), json!(progress));
+    let history = attempts.iter().map(|a| attempt_view(a)).collect();
+    let mut node = BTreeMap::from([
+        ("status", value(json!(node_status(latest.status)))),
+        ("attempts", value(json!(ran))),
+        ("output", Field::Json(latest.output.as_ref())),
+        ("error", value(json!(latest.error))),
+        (
+            "started_at",
+            value(timestamp(attempts.iter().find_map(|a| a.started_at))),
+        ),
+        ("finished_at", value(timestamp(latest.finished_at))),
+        ("history", Field::List(history)),
+    ]);
+    if let Some(progress) = running_progress(latest, progress) {
+        node.insert("progress", value(json!(progress)));
     }
     node
 }
@@ -128,18 +172,19 @@ fn running_progress(
         .map(|(_, progress)| *progress)
 }
 
-fn attempt_json(attempt: &AttemptRecord) -> Value {
-    json!({
-        "attempt": attempt.key.attempt,
-        "status": attempt.status.as_str(),
-        "input": attempt.input,
-        "output": attempt.output,
-        "error": attempt.error,
-        "not_before": timestamp(attempt.not_before),
-        "started_at": timestamp(attempt.started_at),
-        "finished_at": timestamp(attempt.finished_at),
-        "worker": attempt.worker,
-    })
+fn attempt_view(attempt: &AttemptRecord) -> Fields<'_> {
+    let value = |value: Value| Field::Value(value);
+    BTreeMap::from([
+        ("attempt", value(json!(attempt.key.attempt))),
+        ("status", value(json!(attempt.status.as_str()))),
+        ("input", Field::Json(attempt.input.as_ref())),
+        ("output", Field::Json(attempt.output.as_ref())),
+        ("error", value(json!(attempt.error))),
+        ("not_before", value(timestamp(attempt.not_before))),
+        ("started_at", value(timestamp(attempt.started_at))),
+        ("finished_at", value(timestamp(attempt.finished_at))),
+        ("worker", value(json!(attempt.worker))),
+    ])
 }
 
 /// Node statuses of SPEC: an attempt waiting in the queue or for its backoff is `pending`.
@@ -163,6 +208,10 @@ pub fn instant(at: DateTime<Utc>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn node_json(attempts: &[&AttemptRecord], progress: &[(AttemptKey, Progress)]) -> Value {
+        serde_json::to_value(node_view(attempts, progress)).expect("JSON")
+    }
 
     fn attempt(node: &str, status: AttemptStatus) -> AttemptRecord {
         let now = Utc::now();

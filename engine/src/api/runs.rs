@@ -134,17 +134,17 @@ impl<'a> Page<'a> {
     }
 }
 
-/// The run JSON with every node and attempt.
+/// The run JSON with every node and attempt, written from the run's records.
 pub async fn show(
     State(state): State<Arc<ApiState>>,
     Path(run_id): Path<String>,
-) -> Result<Json<Value>> {
-    state
+) -> Result<Response> {
+    let shown = state
         .engine
-        .run_json(&run_id)
+        .run_shown(&run_id)
         .await?
-        .map(Json)
-        .ok_or_else(|| no_such_run(&run_id))
+        .ok_or_else(|| no_such_run(&run_id))?;
+    Ok(Json(shown.view()).into_response())
 }
 
 /// 202 with the run summary once cancellation is requested; 409 if the run already finished.

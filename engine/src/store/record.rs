@@ -253,12 +253,28 @@ impl PartialEq for Json {
 
 impl Serialize for Json {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        // As it is, without building it; text deeper than serde_json reads by default (an old
-        // row) goes through the store's own parse.
-        match serde_json::from_str::<&serde_json::value::RawValue>(&self.0) {
-            Ok(raw) => raw.serialize(serializer),
-            Err(_) => self.value().unwrap_or(Value::Null).serialize(serializer),
-        }
+        as_written(&self.0, || self.value(), serializer)
+    }
+}
+
+/// The run JSON shows the trigger as the client sent it; one that cannot be read shows as
+/// null (the run's error says why).
+impl Serialize for Trigger {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        as_written(&self.0, || self.value(), serializer)
+    }
+}
+
+/// Writes JSON text as it is, without building it. Text deeper than serde_json reads by
+/// default (an old row) goes through the store's own parse; unreadable text is written null.
+fn as_written<S: serde::Serializer>(
+    text: &str,
+    parse: impl FnOnce() -> Result<Value, super::Error>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    match serde_json::from_str::<&serde_json::value::RawValue>(text) {
+        Ok(raw) => raw.serialize(serializer),
+        Err(_) => parse().unwrap_or(Value::Null).serialize(serializer),
     }
 }
 
