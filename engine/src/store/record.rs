@@ -134,26 +134,26 @@ impl ErrorInfo {
 }
 
 /// A run's trigger as the store keeps it: JSON text, shared by every copy of the record and
-/// parsed only where templates or the run JSON need it, so that a large webhook body is not
+/// parsed only where templates read it, so that a large webhook body is not
 /// held as a tree ten times its size while its run is listed, advanced or awaited.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Trigger(Arc<str>);
+pub struct Trigger(Json);
 
 impl Trigger {
     /// The trigger as text.
     pub fn text(&self) -> &str {
-        &self.0
+        self.0.text()
     }
 
     /// The trigger as a JSON value; stored text that cannot be parsed is an unreadable row.
     pub fn value(&self) -> Result<Value, super::Error> {
-        super::json::parse("trigger", &self.0)
+        super::json::parse("trigger", self.0.text())
     }
 
     /// Whether [`Trigger::value`] would succeed, found without building the value (a run
     /// whose stored trigger cannot be read fails, even where no template reads it).
     pub fn check(&self) -> Result<(), super::Error> {
-        super::json::check_readable("trigger", &self.0)
+        super::json::check_readable("trigger", self.0.text())
     }
 
     /// `{"type": kind, name: text, …}` assembled from JSON texts without parsing them, so that
@@ -175,29 +175,23 @@ impl Trigger {
             assembled.push_str(text);
         }
         assembled.push('}');
-        Trigger(assembled.into())
+        Trigger(Json::from_text(assembled))
     }
 
     /// Text read from the store, parsed when it is used.
     pub(crate) fn from_stored(text: String) -> Trigger {
-        Trigger(text.into())
+        Trigger(Json::from_text(text))
     }
 
     /// The shared text, to bind without copying it.
     pub(super) fn shared_text(&self) -> Arc<str> {
-        self.0.clone()
+        self.0.shared_text()
     }
 }
 
-impl From<&Value> for Trigger {
-    fn from(value: &Value) -> Trigger {
-        Trigger(value.to_string().into())
-    }
-}
-
-impl From<Value> for Trigger {
-    fn from(value: Value) -> Trigger {
-        Trigger::from(&value)
+impl<T: Into<Json>> From<T> for Trigger {
+    fn from(value: T) -> Trigger {
+        Trigger(value.into())
     }
 }
 
@@ -261,7 +255,7 @@ impl Serialize for Json {
 /// null (the run's error says why).
 impl Serialize for Trigger {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        as_written(&self.0, || self.value(), serializer)
+        self.0.serialize(serializer)
     }
 }
 

@@ -40,9 +40,12 @@ impl ScopeReads {
         self.nodes.as_ref().is_none_or(|ids| ids.contains(id))
     }
 
-    /// Adds one dotted path a template reads.
+    /// Adds one dotted path a template reads. Its last name is dropped, as
+    /// [`super::Reads`] drops it: it may be a method called on what comes before
+    /// (`nodes.items()` reads every node, `nodes.a.output.keys()` reads `a`).
     fn add(&mut self, path: &str) {
-        let mut names = path.split('.');
+        let read = path.rsplit_once('.').map_or(path, |(before, _)| before);
+        let mut names = read.split('.');
         match (names.next(), names.next()) {
             (Some("trigger"), _) => self.trigger = true,
             (Some("nodes"), Some(id)) => {
@@ -165,6 +168,14 @@ mod tests {
         assert_eq!(indexed, ScopeReads::everything());
         let sliced = reads(&[json!("{{ trigger.body.name[1:] }}")], &[]);
         assert!(sliced.trigger);
+        // The last name of a path may be a method: `nodes.items()` reads every node.
+        let method = reads(&[json!("{{ nodes.items() | list | length }}")], &[]);
+        assert!(method.nodes.is_none(), "{method:?}");
+        let method = reads(
+            &[json!("{{ nodes.get('a').output }}")],
+            &["nodes.b.output.keys()"],
+        );
+        assert!(method.nodes.is_none(), "{method:?}");
         let broken = reads(&[json!("{{ nodes.a.output ")], &[]);
         assert_eq!(broken, ScopeReads::everything());
     }

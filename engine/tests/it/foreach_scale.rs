@@ -73,18 +73,23 @@ impl Node for Sleeps {
     }
 }
 
-#[tokio::test]
-async fn a_running_foreach_shows_its_progress_in_the_run_json() {
+/// A server of the `foreach` fixtures, whose progress workflow needs `test.sleep`.
+async fn foreach_server(templates: Templates) -> TestServer {
     let mut registry = Registry::with_builtins();
     registry.register("test.sleep", Arc::new(Sleeps));
-    let server = TestServer::start_with_parts(
+    TestServer::start_with_parts(
         &fixtures("foreach"),
         TestOptions::default(),
         registry,
-        Templates::new(),
+        templates,
         |store| store,
     )
-    .await;
+    .await
+}
+
+#[tokio::test]
+async fn a_running_foreach_shows_its_progress_in_the_run_json() {
+    let server = foreach_server(Templates::new()).await;
     // 200 items of 20 ms, one at a time: about 4 s, so several writes of its progress.
     let items: Vec<u64> = (0..200).collect();
     let answer = server
@@ -141,17 +146,7 @@ async fn a_list_named_as_a_path_is_read_in_place_and_a_computed_one_counts_again
         max_output_bytes: 1_000,
         ..Limits::default()
     };
-    // The folder's progress workflow needs its node type.
-    let mut registry = Registry::with_builtins();
-    registry.register("test.sleep", Arc::new(Sleeps));
-    let server = TestServer::start_with_parts(
-        &fixtures("foreach"),
-        TestOptions::default(),
-        registry,
-        Templates::with_limits(limits),
-        |store| store,
-    )
-    .await;
+    let server = foreach_server(Templates::with_limits(limits)).await;
     // Far more than 1,000 bytes as a list, each item far less.
     let leads: Vec<u64> = (0..2_000).collect();
     let answer = server
