@@ -25,6 +25,7 @@ pub type Fields<'a> = BTreeMap<&'static str, Field<'a>>;
 #[serde(untagged)]
 pub enum Field<'a> {
     Value(Value),
+    Borrowed(Option<&'a Value>),
     Json(Option<&'a Json>),
     Trigger(&'a Trigger),
     List(Vec<Fields<'a>>),
@@ -60,42 +61,30 @@ pub fn run_view<'a>(
         })
         .collect();
     let mut fields = summary_fields(run);
-    fields.insert("trigger", Field::Trigger(&run.trigger));
     fields.insert("nodes", Field::Nodes(nodes));
     fields
 }
 
-/// [`run_view`] as a JSON value (what `enrichflow run` prints and returns).
-pub fn run_json(
-    run: &RunRecord,
-    attempts: &[AttemptRecord],
-    workflow: Option<&Workflow>,
-    progress: &[(AttemptKey, Progress)],
-) -> Value {
-    serde_json::to_value(run_view(run, attempts, workflow, progress)).unwrap_or(Value::Null)
-}
-
-/// The members of the run JSON about the run itself, but the trigger.
+/// The members of the run JSON about the run itself.
 fn summary_fields(run: &RunRecord) -> Fields<'_> {
     let value = |value: Value| Field::Value(value);
     BTreeMap::from([
         ("id", value(json!(run.id))),
         ("workflow", value(json!(run.workflow_id))),
         ("status", value(json!(run.status.as_str()))),
-        ("output", value(json!(run.output))),
+        ("output", Field::Borrowed(run.output.as_ref())),
         ("error", value(json!(run.error))),
         ("created_at", value(timestamp(Some(run.created_at)))),
         ("started_at", value(timestamp(run.started_at))),
         ("finished_at", value(timestamp(run.finished_at))),
         ("revision", value(json!(run.revision))),
+        ("trigger", Field::Trigger(&run.trigger)),
     ])
 }
 
 /// The run JSON without nodes (the answer to a trigger, a cancel or a retry).
 pub fn summary_json(run: &RunRecord) -> Value {
-    let mut fields = summary_fields(run);
-    fields.insert("trigger", Field::Trigger(&run.trigger));
-    serde_json::to_value(fields).unwrap_or(Value::Null)
+    serde_json::to_value(summary_fields(run)).unwrap_or(Value::Null)
 }
 
 /// A run in a list: what [`summary_json`] shows but the trigger and the output, which can be

@@ -2,7 +2,7 @@
 
 use std::fmt;
 use std::str::FromStr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -136,24 +136,44 @@ impl ErrorInfo {
 /// A run's trigger as the store keeps it: JSON text, shared by every copy of the record and
 /// parsed only where templates read it, so that a large webhook body is not
 /// held as a tree ten times its size while its run is listed, advanced or awaited.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Trigger(Json);
+#[derive(Debug, Clone)]
+pub struct Trigger {
+    json: Json,
+    /// Whether the text can be read, found once for every copy: `Ok` from the start for a
+    /// trigger built from a body the API checked, looked at when first asked for one read
+    /// from the store (see [`Trigger::check`]).
+    readable: Arc<OnceLock<Result<(), String>>>,
+}
+
+/// Equal texts; whether either was checked does not matter.
+impl PartialEq for Trigger {
+    fn eq(&self, other: &Trigger) -> bool {
+        self.json == other.json
+    }
+}
 
 impl Trigger {
     /// The trigger as text.
     pub fn text(&self) -> &str {
-        self.0.text()
+        self.json.text()
     }
 
     /// The trigger as a JSON value; stored text that cannot be parsed is an unreadable row.
     pub fn value(&self) -> Result<Value, super::Error> {
-        super::json::parse("trigger", self.0.text())
+        super::json::parse("trigger", self.json.text())
     }
 
     /// Whether [`Trigger::value`] would succeed, found without building the value (a run
-    /// whose stored trigger cannot be read fails, even where no template reads it).
+    /// whose stored trigger cannot be read fails, even where no template reads it). Every
+    /// node of a run asks; the text is scanned once.
     pub fn check(&self) -> Result<(), super::Error> {
-        super::json::check_readable("trigger", self.0.text())
+        let readable = self.readable.get_or_init(|| {
+            super::json::check_readable("trigger", self.json.text()).map_err(|error| match error {
+                super::Error::Unreadable(message) => message,
+                other => other.to_string(),
+            })
+        });
+        readable.clone().map_err(super::Error::Unreadable)
     }
 
     /// `{"type": kind, name: text, …}` assembled from JSON texts without parsing them, so that
@@ -175,23 +195,34 @@ impl Trigger {
             assembled.push_str(text);
         }
         assembled.push('}');
-        Trigger(Json::from_text(assembled))
+        Trigger::checked(Json::from_text(assembled))
     }
 
     /// Text read from the store, parsed when it is used.
     pub(crate) fn from_stored(text: String) -> Trigger {
-        Trigger(Json::from_text(text))
+        Trigger {
+            json: Json::from_text(text),
+            readable: Arc::default(),
+        }
+    }
+
+    /// Text known to be readable: built by serde_json, or from a body the API checked.
+    fn checked(json: Json) -> Trigger {
+        Trigger {
+            json,
+            readable: Arc::new(OnceLock::from(Ok(()))),
+        }
     }
 
     /// The shared text, to bind without copying it.
     pub(super) fn shared_text(&self) -> Arc<str> {
-        self.0.shared_text()
+        self.json.shared_text()
     }
 }
 
 impl<T: Into<Json>> From<T> for Trigger {
     fn from(value: T) -> Trigger {
-        Trigger(value.into())
+        Trigger::checked(value.into())
     }
 }
 
@@ -255,7 +286,7 @@ impl Serialize for Json {
 /// null (the run's error says why).
 impl Serialize for Trigger {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        self.0.serialize(serializer)
+        self.json.serialize(serializer)
     }
 }
 
