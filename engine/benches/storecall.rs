@@ -4,7 +4,7 @@
 
 use std::time::Instant;
 
-use enrichflow::store::{SqliteStore, Store};
+use enrichflow::store::{Revisions, Runs, SqliteStore};
 
 const CALLS: u32 = 2000;
 

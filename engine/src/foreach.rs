@@ -182,7 +182,7 @@ async fn report(
 mod tests {
 
     use super::*;
-    use crate::store::{AttemptStatus, RunStatus, SqliteStore};
+    use crate::store::{AttemptStatus, Attempts, RunStatus, Runs, SqliteStore};
 
     async fn store_with_running_attempt() -> (Arc<dyn Store>, AttemptKey) {
         use crate::store::tests::{attempt, key, run};

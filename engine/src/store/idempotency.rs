@@ -28,7 +28,7 @@ pub(super) trait KeyedRuns {
     async fn release_key(&self, run_id: &str) -> Result<()>;
 }
 
-/// See [`super::Store::create_run_then`].
+/// See [`super::Runs::create_run_then`].
 pub(super) async fn create_run_then(
     store: &(impl KeyedRuns + Sync),
     run: &RunRecord,

@@ -22,9 +22,10 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 
 use super::{
-    AttemptKey, AttemptOutcome, AttemptRecord, AttemptStatus, Completed, Created, ErrorInfo, Json,
-    LeadDetail, LeadQuery, LeadView, Listed, Progress, ProgressStore, Result, RunEnd, RunLock,
-    RunQuery, RunRecord, RunStatus, StatsQuery, Store, StoreStats,
+    AttemptKey, AttemptOutcome, AttemptRecord, AttemptStatus, Attempts, Completed, Created,
+    Dispatch, ErrorInfo, Json, LeadDetail, LeadQuery, LeadView, Listed, Progress, ProgressStore,
+    Result, Revisions, RunEnd, RunLock, RunQuery, RunRecord, RunStatus, Runs, StatsQuery, Store,
+    StoreStats,
 };
 
 /// A run as the store holds it: the run and every attempt, ordered by node then number.
@@ -173,7 +174,7 @@ impl ProgressStore for LiveStore {
 }
 
 #[async_trait]
-impl Store for LiveStore {
+impl Revisions for LiveStore {
     async fn save_revision(&self, workflow_id: &str, hash: &str, source: &str) -> Result<()> {
         self.inner.save_revision(workflow_id, hash, source).await
     }
@@ -181,7 +182,10 @@ impl Store for LiveStore {
     async fn revision(&self, hash: &str) -> Result<Option<String>> {
         self.inner.revision(hash).await
     }
+}
 
+#[async_trait]
+impl Runs for LiveStore {
     async fn create_run(&self, run: &RunRecord) -> Result<()> {
         let created = self.inner.create_run(run).await;
         self.checked(created)?;
@@ -304,6 +308,17 @@ impl Store for LiveStore {
         self.checked(reopened)
     }
 
+    async fn lock_run(&self, run_id: &str) -> Result<RunLock> {
+        self.inner.lock_run(run_id).await
+    }
+
+    async fn listen_finished(&self, finished: mpsc::UnboundedSender<String>) -> Result<()> {
+        self.inner.listen_finished(finished).await
+    }
+}
+
+#[async_trait]
+impl Attempts for LiveStore {
     async fn attempts(&self, run_id: &str) -> Result<Vec<AttemptRecord>> {
         let writes = match self.cached(run_id, |live| live.attempts.clone()) {
             Ok(attempts) => return Ok(attempts),
@@ -428,11 +443,10 @@ impl Store for LiveStore {
         });
         Ok(cancelled)
     }
+}
 
-    async fn lock_run(&self, run_id: &str) -> Result<RunLock> {
-        self.inner.lock_run(run_id).await
-    }
-
+#[async_trait]
+impl Dispatch for LiveStore {
     async fn mark_dispatched(&self, keys: &[AttemptKey]) -> Result<()> {
         self.inner.mark_dispatched(keys).await
     }
@@ -461,11 +475,10 @@ impl Store for LiveStore {
     async fn stalled_runs(&self, quiet_before: DateTime<Utc>) -> Result<Vec<String>> {
         self.inner.stalled_runs(quiet_before).await
     }
+}
 
-    async fn listen_finished(&self, finished: mpsc::UnboundedSender<String>) -> Result<()> {
-        self.inner.listen_finished(finished).await
-    }
-
+#[async_trait]
+impl Store for LiveStore {
     fn services(&self) -> Services {
         self.inner.services()
     }

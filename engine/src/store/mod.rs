@@ -5,11 +5,13 @@
 //! conditional update that reports whether it happened, so a duplicate delivery or a second
 //! scheduler acting on the same run changes nothing.
 
+mod attempts;
 mod cache;
 mod connect;
 #[cfg(test)]
 mod depth_tests;
 mod dialect;
+mod dispatch;
 mod idempotency;
 pub mod json;
 mod leads;
@@ -24,7 +26,9 @@ mod progress;
 #[cfg(test)]
 mod progress_tests;
 mod record;
+mod revisions;
 mod rows;
+mod runs;
 mod sqlite;
 mod sqlite_checkpoint;
 mod sqlite_native;
@@ -42,9 +46,10 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use enrichflow_nodes::Services;
 use serde_json::Value;
-use tokio::sync::mpsc;
 
+pub use attempts::Attempts;
 pub use connect::{Durability, PoolOptions, connect, connect_with};
+pub use dispatch::Dispatch;
 pub use leads::{
     ContactRecord, DEFAULT_STATUS, LeadDetail, LeadQuery, LeadRecord, LeadView, OrganizationRecord,
     ScoreRecord,
@@ -56,6 +61,8 @@ pub use record::{
     AttemptKey, AttemptRecord, AttemptStatus, ErrorInfo, Json, Listed, RunQuery, RunRecord,
     RunStatus, RunSummary, Trigger,
 };
+pub use revisions::Revisions;
+pub use runs::Runs;
 pub use sqlite::SqliteStore;
 pub use stats::{
     AttemptStats, DURATION_SAMPLE, Durations, FinishedRuns, LeadStats, StatsQuery, StoreStats,
@@ -186,7 +193,7 @@ fn sqlite_transient(extended: &str) -> bool {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// How a run ends, as [`Store::finish_run`] records it.
+/// How a run ends, as [`Runs::finish_run`] records it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RunEnd {
     /// `Succeeded`, `Failed` or `Cancelled`.
@@ -196,7 +203,7 @@ pub struct RunEnd {
     pub finished_at: DateTime<Utc>,
 }
 
-/// What [`Store::finish_attempt_then`] wrote.
+/// What [`Attempts::finish_attempt_then`] wrote.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Completed {
     /// The attempt was open and now has its outcome (and nothing else was written if not).
@@ -204,7 +211,7 @@ pub struct Completed {
     /// The run was unfinished and has now ended as asked.
     pub run: bool,
     /// The run's version after this write, in a store that keeps versions (Postgres), for
-    /// [`Store::finish_attempt_if_current`].
+    /// [`Attempts::finish_attempt_if_current`].
     pub version: Option<i64>,
 }
 
@@ -236,7 +243,7 @@ pub fn insert_ordered(attempts: &mut Vec<AttemptRecord>, attempt: AttemptRecord)
 }
 
 impl AttemptRecord {
-    /// The attempt as [`Store::finish_attempt`] leaves it: `outcome` recorded, with its start
+    /// The attempt as [`Attempts::finish_attempt`] leaves it: `outcome` recorded, with its start
     /// if that was not written yet.
     pub fn apply(&mut self, outcome: &AttemptOutcome) {
         self.status = outcome.status;
@@ -266,7 +273,7 @@ impl AttemptOutcome {
     }
 }
 
-/// How an attempt started: what [`Store::start_attempt`] writes.
+/// How an attempt started: what [`Attempts::start_attempt`] writes.
 #[derive(Debug, Clone)]
 pub struct Started {
     /// The rendered input; none when rendering failed.
@@ -275,7 +282,7 @@ pub struct Started {
     pub started_at: DateTime<Utc>,
 }
 
-/// What [`Store::create_run_once`] did.
+/// What [`Runs::create_run_once`] did.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Created {
     /// The run was inserted.
@@ -284,174 +291,13 @@ pub enum Created {
     Existing(Box<RunRecord>),
 }
 
-/// Everything the engine persists. Implementations: SQLite (embedded), Postgres (distributed).
+/// Everything the engine persists, one trait per concern (each in its own module, written once
+/// for both stores), plus what nodes and the API read. Implementations: SQLite (embedded),
+/// Postgres (distributed), and the `LiveStore` that keeps SQLite's runs in progress in memory.
 #[async_trait]
-pub trait Store: ProgressStore + Send + Sync + 'static {
-    /// Stores a workflow's exact YAML under its content hash; storing it again is a no-op.
-    async fn save_revision(&self, workflow_id: &str, hash: &str, source: &str) -> Result<()>;
-    /// The YAML text stored under `hash`.
-    async fn revision(&self, hash: &str) -> Result<Option<String>>;
-
-    /// Inserts a new run (normally `queued`).
-    async fn create_run(&self, run: &RunRecord) -> Result<()>;
-    /// Inserts `run` unless a run of the same workflow created at or after `fresh_since` holds
-    /// the same `idempotency_key`: then nothing is written and that run is returned. A run
-    /// created before `fresh_since` gives its key up first, so the new run can take it. Safe
-    /// across processes: the unique index on `(workflow_id, idempotency_key)` decides, so two
-    /// concurrent calls with one key store exactly one run. A run without a key is inserted.
-    async fn create_run_once(
-        &self,
-        run: &RunRecord,
-        fresh_since: DateTime<Utc>,
-    ) -> Result<Created> {
-        self.create_run_then(run, fresh_since, &[]).await
-    }
-    /// [`Store::create_run_once`] and, only if it inserted the run, in the same transaction:
-    /// inserts `first` (attempts of the run: its first nodes, each unless it exists). A run and
-    /// the nodes it starts with are one commit.
-    async fn create_run_then(
-        &self,
-        run: &RunRecord,
-        fresh_since: DateTime<Utc>,
-        first: &[AttemptRecord],
-    ) -> Result<Created>;
-    async fn run(&self, run_id: &str) -> Result<Option<RunRecord>>;
-    /// [`Store::run`] with the run's version in a store that keeps versions (Postgres): read
-    /// before the run's attempts, it lets the reader record an outcome from what it read with
-    /// [`Store::finish_attempt_if_current`], which refuses if anything changed since this read.
-    async fn run_versioned(&self, run_id: &str) -> Result<Option<(RunRecord, Option<i64>)>> {
-        Ok(self.run(run_id).await?.map(|run| (run, None)))
-    }
-    /// The run's version alone (see [`Store::run_versioned`]); `None` when the run does not
-    /// exist or the store keeps no versions.
-    async fn run_version(&self, run_id: &str) -> Result<Option<i64>> {
-        let _ = run_id;
-        Ok(None)
-    }
-    /// Runs newest first, whole; `cursor` is the id of the last run of the previous page.
-    async fn list_runs(&self, query: &RunQuery) -> Result<Vec<RunRecord>>;
-    /// As [`Store::list_runs`], without triggers and outputs; a row that cannot be decoded is
-    /// listed as [`Listed::Unreadable`] instead of failing the list.
-    async fn list_run_summaries(&self, query: &RunQuery) -> Result<Vec<Listed>>;
-    /// Runs that are `queued` or `running`, oldest first (for recovery after a restart); a row
-    /// that cannot be decoded is listed as [`Listed::Unreadable`].
-    async fn unfinished_runs(&self) -> Result<Vec<Listed>>;
-    /// How many runs of a workflow are `running`.
-    async fn count_running(&self, workflow_id: &str) -> Result<u64>;
-    /// Ids of the oldest `queued` runs of a workflow.
-    async fn oldest_queued(&self, workflow_id: &str, limit: u32) -> Result<Vec<String>>;
-    /// `queued` → `running`; false if the run was not queued.
-    async fn start_run(
-        &self,
-        run_id: &str,
-        started_at: DateTime<Utc>,
-        deadline_at: Option<DateTime<Utc>>,
-    ) -> Result<bool>;
-    /// `queued`/`running` → a final status; false if it had already finished.
-    async fn finish_run(
-        &self,
-        run_id: &str,
-        status: RunStatus,
-        output: Option<&Value>,
-        error: Option<&ErrorInfo>,
-        finished_at: DateTime<Utc>,
-    ) -> Result<bool>;
-    /// Marks a run for cancellation; false if it had already finished.
-    async fn request_cancel(&self, run_id: &str) -> Result<bool>;
-    /// Reopens a failed or cancelled run for a manual retry, in one transaction: the run is
-    /// running again with no output, error or end and the given deadline; the `remove` attempts
-    /// are deleted (placeholders of nodes the run never reached) and the `requeue` attempts
-    /// inserted as queued at `now`. False, changing nothing, unless the run is failed or cancelled.
-    async fn reopen_run(
-        &self,
-        run_id: &str,
-        deadline_at: Option<DateTime<Utc>>,
-        remove: &[AttemptKey],
-        requeue: &[AttemptKey],
-        now: DateTime<Utc>,
-    ) -> Result<bool>;
-
-    /// Every attempt of a run, ordered by node id then attempt number.
-    async fn attempts(&self, run_id: &str) -> Result<Vec<AttemptRecord>>;
-    /// Inserts an attempt; false (and nothing written) if that (run, node, attempt) exists.
-    async fn insert_attempt(&self, attempt: &AttemptRecord) -> Result<bool>;
-    /// `queued`/`running` → `running` with its rendered input, held by `worker` (its heartbeat
-    /// starts at `started_at`); false otherwise. A running attempt is taken over: it is only
-    /// delivered again when its previous holder is gone or its lease ran out.
-    async fn start_attempt(
-        &self,
-        key: &AttemptKey,
-        input: Option<&Json>,
-        worker: &str,
-        started_at: DateTime<Utc>,
-    ) -> Result<bool>;
-    /// `pending`/`queued`/`running` → the outcome's status; false if it had already finished.
-    async fn finish_attempt(&self, key: &AttemptKey, outcome: &AttemptOutcome) -> Result<bool> {
-        let completed = self.finish_attempt_then(key, outcome, &[], None).await?;
-        Ok(completed.attempt)
-    }
-    /// [`Store::finish_attempt`] and, only if it finished the attempt, in the same transaction:
-    /// inserts `next` (attempts of the same run, each unless it exists) and ends the run as
-    /// `end` says (as [`Store::finish_run`] would). A node's outcome, the attempts it made
-    /// ready and the run's end are one commit.
-    async fn finish_attempt_then(
-        &self,
-        key: &AttemptKey,
-        outcome: &AttemptOutcome,
-        next: &[AttemptRecord],
-        end: Option<&RunEnd>,
-    ) -> Result<Completed>;
-    /// [`Store::finish_attempt_then`], only if the run's version is still `version`, the one
-    /// this process last read ([`Store::run_versioned`]) or wrote ([`Completed::version`]): no
-    /// process has changed the run since, so what this one decided from it then still holds,
-    /// and it needs neither the run's lock nor a read. `None` (nothing written) when the run changed, or
-    /// when the store keeps no versions (SQLite, whose one process has the run in memory).
-    async fn finish_attempt_if_current(
-        &self,
-        version: i64,
-        key: &AttemptKey,
-        outcome: &AttemptOutcome,
-        next: &[AttemptRecord],
-        end: Option<&RunEnd>,
-    ) -> Result<Option<Completed>> {
-        let _ = (version, key, outcome, next, end);
-        Ok(None)
-    }
-    /// Moves `pending` attempts whose `not_before` has passed to `queued` and returns them.
-    async fn promote_due_attempts(&self, now: DateTime<Utc>) -> Result<Vec<AttemptKey>>;
-    /// The earliest `not_before` of a `pending` attempt.
-    async fn next_due_at(&self) -> Result<Option<DateTime<Utc>>>;
-    /// Attempts that are `queued` or `running` in unfinished runs (to re-enqueue after a restart).
-    async fn open_attempts(&self) -> Result<Vec<AttemptKey>>;
-    /// Every `pending`/`queued`/`running` attempt of a run → `cancelled`; returns how many.
-    async fn cancel_open_attempts(&self, run_id: &str, finished_at: DateTime<Utc>) -> Result<u64>;
-
-    /// Holds the run's lock across every process sharing the store until the guard is released
-    /// or dropped, so two processes never decide the same run at once.
-    async fn lock_run(&self, run_id: &str) -> Result<RunLock>;
-    /// Records that the broker confirmed the messages of these queued attempts (the outbox).
-    async fn mark_dispatched(&self, keys: &[AttemptKey]) -> Result<()>;
-    /// Queued attempts whose message the broker never confirmed, queued before `before`.
-    async fn undispatched_attempts(&self, before: DateTime<Utc>) -> Result<Vec<AttemptKey>>;
-    /// Running attempts whose heartbeat is older than `stale_before`: their lease is renewed to
-    /// `now` for whoever is about to take them, and they are returned to be dispatched again.
-    /// One statement, so two servers never both claim one attempt.
-    async fn claim_stale_attempts(
-        &self,
-        stale_before: DateTime<Utc>,
-        now: DateTime<Utc>,
-    ) -> Result<Vec<AttemptKey>>;
-    /// Renews the lease of every attempt `worker` is running; returns how many.
-    async fn heartbeat(&self, worker: &str, now: DateTime<Utc>) -> Result<u64>;
-    /// Ids of running runs whose deadline has passed.
-    async fn overdue_runs(&self, now: DateTime<Utc>) -> Result<Vec<String>>;
-    /// Ids of running runs with no open attempt and nothing finished since `quiet_before`: the
-    /// process that should have advanced them lost its database at that moment (at most 100).
-    async fn stalled_runs(&self, quiet_before: DateTime<Utc>) -> Result<Vec<String>>;
-    /// Sends the id of every run that any process sharing the store finishes from now on;
-    /// returns only on a database error. A store only one process uses never returns.
-    async fn listen_finished(&self, finished: mpsc::UnboundedSender<String>) -> Result<()>;
-
+pub trait Store:
+    Runs + Attempts + Dispatch + Revisions + ProgressStore + Send + Sync + 'static
+{
     /// The cache and lead store that nodes use, on this store's database.
     fn services(&self) -> Services;
     /// Leads newest first, with contact and organisation; `cursor` is the id of the last lead

@@ -46,7 +46,7 @@ mod tests {
     use serde_json::json;
 
     use crate::store::tests::{TempDatabase, run};
-    use crate::store::{RunStatus, Store};
+    use crate::store::{RunStatus, Runs};
 
     /// The WAL reaches the database file without any commit checkpointing: the writer's own
     /// threshold (40 MB) is far above what is written here.

@@ -17,7 +17,7 @@ use super::{
     AttemptKey, AttemptOutcome, AttemptRecord, AttemptStatus, ErrorInfo, Listed, PostgresStore,
     RunQuery, RunRecord, RunStatus, SqliteStore, Store,
 };
-use super::{Completed, Created, Json, RunEnd};
+use super::{Attempts, Completed, Created, Dispatch, Json, RunEnd, Runs};
 
 /// 2026-03-04T05:06:07.123456Z: a full microsecond fraction, which must survive a round trip.
 const BASE_MICROS: i64 = 1_772_600_767_123_456;

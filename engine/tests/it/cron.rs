@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use enrichflow::store::{PostgresStore, RunQuery, RunRecord, Store};
+use enrichflow::store::{PostgresStore, RunQuery, RunRecord, Runs};
 use serde_json::Value;
 
 use crate::process::{ServeProcess, remove_database, sqlite_url, temp_database};

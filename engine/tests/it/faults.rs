@@ -8,8 +8,8 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use enrichflow::store::{
-    self, AttemptKey, AttemptOutcome, AttemptRecord, AttemptStatus, ErrorInfo, Progress,
-    ProgressStore, RunLock, RunQuery, RunRecord, RunStatus, Store,
+    self, AttemptKey, AttemptOutcome, AttemptRecord, AttemptStatus, Attempts, Dispatch, ErrorInfo,
+    Progress, ProgressStore, Revisions, RunLock, RunQuery, RunRecord, RunStatus, Runs, Store,
 };
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -58,7 +58,7 @@ impl ProgressStore for FaultyStore {
 }
 
 #[async_trait]
-impl Store for FaultyStore {
+impl Revisions for FaultyStore {
     async fn save_revision(
         &self,
         workflow_id: &str,
@@ -67,12 +67,18 @@ impl Store for FaultyStore {
     ) -> store::Result<()> {
         self.inner.save_revision(workflow_id, hash, source).await
     }
+
     async fn revision(&self, hash: &str) -> store::Result<Option<String>> {
         self.inner.revision(hash).await
     }
+}
+
+#[async_trait]
+impl Runs for FaultyStore {
     async fn create_run(&self, run: &RunRecord) -> store::Result<()> {
         self.inner.create_run(run).await
     }
+
     async fn create_run_then(
         &self,
         run: &RunRecord,
@@ -81,33 +87,40 @@ impl Store for FaultyStore {
     ) -> store::Result<store::Created> {
         self.inner.create_run_then(run, fresh_since, first).await
     }
+
     async fn run(&self, run_id: &str) -> store::Result<Option<RunRecord>> {
         self.inner.run(run_id).await
     }
+
     async fn list_runs(&self, query: &RunQuery) -> store::Result<Vec<RunRecord>> {
         if self.down.load(Ordering::SeqCst) {
             return Err(injected());
         }
         self.inner.list_runs(query).await
     }
+
     async fn list_run_summaries(&self, query: &RunQuery) -> store::Result<Vec<store::Listed>> {
         if self.down.load(Ordering::SeqCst) {
             return Err(injected());
         }
         self.inner.list_run_summaries(query).await
     }
+
     async fn unfinished_runs(&self) -> store::Result<Vec<store::Listed>> {
         if self.down.load(Ordering::SeqCst) {
             return Err(injected());
         }
         self.inner.unfinished_runs().await
     }
+
     async fn count_running(&self, workflow_id: &str) -> store::Result<u64> {
         self.inner.count_running(workflow_id).await
     }
+
     async fn oldest_queued(&self, workflow_id: &str, limit: u32) -> store::Result<Vec<String>> {
         self.inner.oldest_queued(workflow_id, limit).await
     }
+
     async fn start_run(
         &self,
         run_id: &str,
@@ -116,6 +129,7 @@ impl Store for FaultyStore {
     ) -> store::Result<bool> {
         self.inner.start_run(run_id, started_at, deadline_at).await
     }
+
     async fn finish_run(
         &self,
         run_id: &str,
@@ -128,15 +142,46 @@ impl Store for FaultyStore {
             .finish_run(run_id, status, output, error, finished_at)
             .await
     }
+
     async fn request_cancel(&self, run_id: &str) -> store::Result<bool> {
         self.inner.request_cancel(run_id).await
     }
+
+    async fn lock_run(&self, run_id: &str) -> store::Result<RunLock> {
+        self.inner.lock_run(run_id).await
+    }
+
+    async fn reopen_run(
+        &self,
+        run_id: &str,
+        deadline_at: Option<DateTime<Utc>>,
+        remove: &[store::AttemptKey],
+        requeue: &[store::AttemptKey],
+        now: DateTime<Utc>,
+    ) -> store::Result<bool> {
+        self.inner
+            .reopen_run(run_id, deadline_at, remove, requeue, now)
+            .await
+    }
+
+    async fn listen_finished(
+        &self,
+        finished: tokio::sync::mpsc::UnboundedSender<String>,
+    ) -> store::Result<()> {
+        self.inner.listen_finished(finished).await
+    }
+}
+
+#[async_trait]
+impl Attempts for FaultyStore {
     async fn attempts(&self, run_id: &str) -> store::Result<Vec<AttemptRecord>> {
         self.inner.attempts(run_id).await
     }
+
     async fn insert_attempt(&self, attempt: &AttemptRecord) -> store::Result<bool> {
         self.inner.insert_attempt(attempt).await
     }
+
     async fn start_attempt(
         &self,
         key: &AttemptKey,
@@ -148,6 +193,7 @@ impl Store for FaultyStore {
             .start_attempt(key, input, worker, started_at)
             .await
     }
+
     async fn finish_attempt_then(
         &self,
         key: &AttemptKey,
@@ -169,15 +215,19 @@ impl Store for FaultyStore {
             .finish_attempt_then(key, outcome, next, end)
             .await
     }
+
     async fn promote_due_attempts(&self, now: DateTime<Utc>) -> store::Result<Vec<AttemptKey>> {
         self.inner.promote_due_attempts(now).await
     }
+
     async fn next_due_at(&self) -> store::Result<Option<DateTime<Utc>>> {
         self.inner.next_due_at().await
     }
+
     async fn open_attempts(&self) -> store::Result<Vec<AttemptKey>> {
         self.inner.open_attempts().await
     }
+
     async fn cancel_open_attempts(
         &self,
         run_id: &str,
@@ -185,15 +235,18 @@ impl Store for FaultyStore {
     ) -> store::Result<u64> {
         self.inner.cancel_open_attempts(run_id, finished_at).await
     }
-    async fn lock_run(&self, run_id: &str) -> store::Result<RunLock> {
-        self.inner.lock_run(run_id).await
-    }
+}
+
+#[async_trait]
+impl Dispatch for FaultyStore {
     async fn mark_dispatched(&self, keys: &[AttemptKey]) -> store::Result<()> {
         self.inner.mark_dispatched(keys).await
     }
+
     async fn undispatched_attempts(&self, before: DateTime<Utc>) -> store::Result<Vec<AttemptKey>> {
         self.inner.undispatched_attempts(before).await
     }
+
     async fn claim_stale_attempts(
         &self,
         stale_before: DateTime<Utc>,
@@ -201,42 +254,34 @@ impl Store for FaultyStore {
     ) -> store::Result<Vec<AttemptKey>> {
         self.inner.claim_stale_attempts(stale_before, now).await
     }
+
     async fn heartbeat(&self, worker: &str, now: DateTime<Utc>) -> store::Result<u64> {
         self.inner.heartbeat(worker, now).await
     }
+
     async fn overdue_runs(&self, now: DateTime<Utc>) -> store::Result<Vec<String>> {
         self.inner.overdue_runs(now).await
     }
-    async fn reopen_run(
-        &self,
-        run_id: &str,
-        deadline_at: Option<DateTime<Utc>>,
-        remove: &[store::AttemptKey],
-        requeue: &[store::AttemptKey],
-        now: DateTime<Utc>,
-    ) -> store::Result<bool> {
-        self.inner
-            .reopen_run(run_id, deadline_at, remove, requeue, now)
-            .await
-    }
+
     async fn stalled_runs(&self, quiet_before: DateTime<Utc>) -> store::Result<Vec<String>> {
         self.inner.stalled_runs(quiet_before).await
     }
-    async fn listen_finished(
-        &self,
-        finished: tokio::sync::mpsc::UnboundedSender<String>,
-    ) -> store::Result<()> {
-        self.inner.listen_finished(finished).await
-    }
+}
+
+#[async_trait]
+impl Store for FaultyStore {
     fn services(&self) -> enrichflow_nodes::Services {
         self.inner.services()
     }
+
     async fn list_leads(&self, query: &store::LeadQuery) -> store::Result<Vec<store::LeadView>> {
         self.inner.list_leads(query).await
     }
+
     async fn lead(&self, lead_id: &str) -> store::Result<Option<store::LeadDetail>> {
         self.inner.lead(lead_id).await
     }
+
     async fn stats(&self, query: &store::StatsQuery) -> store::Result<store::StoreStats> {
         self.inner.stats(query).await
     }

@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use chrono::Utc;
 use enrichflow::store::{
-    AttemptKey, AttemptRecord, AttemptStatus, RunQuery, RunRecord, RunStatus, SqliteStore, Store,
+    AttemptKey, AttemptRecord, AttemptStatus, Attempts, Revisions, RunQuery, RunRecord, RunStatus,
+    Runs, SqliteStore,
 };
 use enrichflow::template::Templates;
 use enrichflow::workflow;

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use enrichflow::catalog::{Catalog, CatalogHandle};
 use enrichflow::queue::MemoryQueue;
-use enrichflow::store::{RunQuery, RunStatus, SqliteStore, Store};
+use enrichflow::store::{RunQuery, RunStatus, Runs, SqliteStore};
 use enrichflow::template::Templates;
 use enrichflow::{Engine, EngineOptions, TriggerRequest, workflow};
 use enrichflow_nodes::{Registry, Secrets};

@@ -9,7 +9,7 @@ use chrono::Utc;
 use enrichflow::catalog::{Catalog, CatalogHandle};
 use enrichflow::queue::MemoryQueue;
 use enrichflow::store::{
-    AttemptKey, AttemptRecord, AttemptStatus, RunRecord, RunStatus, SqliteStore, Store,
+    AttemptKey, AttemptRecord, AttemptStatus, Attempts, RunRecord, RunStatus, SqliteStore, Store,
 };
 use enrichflow::template::Templates;
 use enrichflow::{Engine, EngineOptions};
