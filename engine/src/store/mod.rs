@@ -6,12 +6,16 @@
 //! scheduler acting on the same run changes nothing.
 
 mod attempts;
+#[cfg(test)]
+mod attempts_tests;
 mod cache;
 mod connect;
 #[cfg(test)]
 mod depth_tests;
 mod dialect;
 mod dispatch;
+#[cfg(test)]
+mod dispatch_tests;
 mod idempotency;
 pub mod json;
 mod leads;
@@ -29,6 +33,8 @@ mod record;
 mod revisions;
 mod rows;
 mod runs;
+#[cfg(test)]
+mod runs_tests;
 mod sqlite;
 mod sqlite_checkpoint;
 mod sqlite_native;
