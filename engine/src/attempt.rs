@@ -22,10 +22,13 @@ use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 use crate::driver::{self, Followup, Known};
-use crate::engine::{Error, Shared};
+use crate::engine::Error;
 use crate::foreach::{self, PROGRESS_EVERY, Reporter};
 use crate::redaction::{self, Redactor, SecretUse};
-use crate::store::{AttemptKey, AttemptOutcome, AttemptStatus, ErrorInfo, Json, Started, json};
+use crate::runtime::{Executor, Runtime};
+use crate::store::{
+    AttemptKey, AttemptOutcome, AttemptStatus, ErrorInfo, Json, Started, Store, json,
+};
 use crate::template::{TemplateError, Templates};
 use crate::workflow::{NodeDef, Workflow};
 use crate::{scope, telemetry};
@@ -54,25 +57,25 @@ enum Ready {
 /// When it recorded an outcome, the run has been brought forward too ([`driver::complete`]):
 /// what that leaves to do comes back. `None` when nothing was recorded.
 pub async fn execute(
-    shared: &Arc<Shared>,
+    runtime: &Arc<Runtime>,
     key: &AttemptKey,
     claimed: Option<Arc<Known>>,
 ) -> Result<Option<Followup>, Error> {
-    let executed = execute_readable(shared, key, claimed).await;
-    crate::unreadable::fail_if_unreadable(shared, &key.run_id, executed).await
+    let executed = execute_readable(runtime, key, claimed).await;
+    crate::unreadable::fail_if_unreadable(runtime, &key.run_id, executed).await
 }
 
 /// The run of `key`, unless it finished. The run is read before its attempts, so that its
 /// version is no newer than what they show (see [`crate::store::Store::run_versioned`]).
-async fn read_run(shared: &Shared, key: &AttemptKey) -> Result<Option<Known>, Error> {
-    let store = &shared.store;
+async fn read_run(runtime: &Runtime, key: &AttemptKey) -> Result<Option<Known>, Error> {
+    let store = &runtime.store;
     let Some((run, version)) = store.run_versioned(&key.run_id).await? else {
         return Ok(None);
     };
     if run.status.is_finished() {
         return Ok(None);
     }
-    let workflow = shared.revisions.for_run(&run, store.as_ref()).await?;
+    let workflow = runtime.revisions.for_run(&run, store.as_ref()).await?;
     let attempts = store.attempts(&run.id).await?;
     Ok(Some(Known {
         run,
@@ -83,19 +86,20 @@ async fn read_run(shared: &Shared, key: &AttemptKey) -> Result<Option<Known>, Er
 }
 
 async fn execute_readable(
-    shared: &Arc<Shared>,
+    runtime: &Arc<Runtime>,
     key: &AttemptKey,
     claimed: Option<Arc<Known>>,
 ) -> Result<Option<Followup>, Error> {
     // Distributed, a claimed attempt was stored running under this worker's lease.
-    let leased = claimed.is_some() && shared.queue.durable();
+    let leased = claimed.is_some() && runtime.queue.durable();
     let known = match claimed {
         Some(known) => known,
-        None => match read_run(shared, key).await? {
+        None => match read_run(runtime, key).await? {
             Some(known) => Arc::new(known),
             None => return Ok(None),
         },
     };
+    let executor = &runtime.executor;
     let workflow = known.workflow.clone();
     let (run, attempts) = (&known.run, &known.attempts);
     let open = attempts
@@ -106,36 +110,36 @@ async fn execute_readable(
     }
     let Some(node) = workflow.node(&key.node_id) else {
         let error = NodeError::permanent(ErrorKind::Node, "the node is not in the workflow");
-        let redactor = Redactor::new(&shared.redaction, SecretUse::none());
-        return finish(shared, known, key, "unknown", failed(error, &redactor)).await;
+        let redactor = Redactor::new(&executor.redaction, SecretUse::none());
+        return finish(runtime, known, key, "unknown", failed(error, &redactor)).await;
     };
     let scope = scope::for_run(
         &run.trigger,
         &node.reads,
         attempts,
-        &shared.secrets,
-        &shared.options.vars,
+        &executor.secrets,
+        &executor.vars,
         &run.id,
         workflow.id.as_str(),
     )?;
     let clock = Instant::now();
     // The attempt starts with its rendering, which counts against the node's timeout too.
     let started_at = Utc::now();
-    let cancellation = shared.run_token(&run.id);
+    let cancellation = runtime.signals.run_token(&run.id);
     let (rendered, scope) = if renders_in_place(node, &scope) {
-        prepare_in_place(shared, node, scope)
+        prepare_in_place(executor, node, scope)
     } else {
-        prepare_off_thread(shared, &workflow, node, scope, &cancellation).await
+        prepare_off_thread(executor, &workflow, node, scope, &cancellation).await
     };
     let render_time = clock.elapsed();
     let mut started = Started {
         input: None,
-        worker: shared.worker_id.clone(),
+        worker: executor.worker_id.clone(),
         started_at,
     };
     let mut outcome = match rendered.and_then(storable_input) {
         // The attempt did start: it failed while rendering, which the run JSON must show.
-        Err(error) => failed(error, &template_redactor(shared, node)),
+        Err(error) => failed(error, &template_redactor(executor, node)),
         Ok(Prepared::Skip) => outcome(AttemptStatus::Skipped, None, None, false),
         Ok(prepared) => {
             // A `foreach` runs its items from the list that is stored, not from a copy.
@@ -149,26 +153,39 @@ async fn execute_readable(
             };
             // Rendering succeeded, so its thread handed the scope back.
             let mut scope = scope.unwrap_or(Value::Null);
-            let (input, redactor) = stored_input(shared, node, &mut scope, input);
+            let (input, redactor) = stored_input(executor, node, &mut scope, input);
             started.input = Some(input);
             // Distributed, the running mark is the lease: it must be written before the node
             // runs, or a worker that stops (without dying, so RabbitMQ keeps its delivery)
             // would hold the attempt for ever.
-            if shared.queue.durable() && !leased && !start(shared, key, &started).await? {
+            if runtime.queue.durable()
+                && !leased
+                && !start(runtime.store.as_ref(), key, &started).await?
+            {
                 return Ok(None);
             }
-            let ctx = context(shared, &workflow, key, &run.id);
-            let running = run_prepared(shared, node, &ctx, prepared, render_time, &redactor);
+            let node_token = runtime.signals.run_token(&run.id).child_token();
+            let ctx = context(executor, &workflow, key, &run.id, node_token);
+            let store = &runtime.store;
+            let running = run_prepared(
+                executor,
+                store,
+                node,
+                &ctx,
+                prepared,
+                render_time,
+                &redactor,
+            );
             let caught = async {
                 AssertUnwindSafe(running)
                     .catch_unwind()
                     .await
                     .unwrap_or_else(|panic| Err(panicked("the node", panic.as_ref())))
             };
-            let caught = if shared.queue.durable() && !leased {
+            let caught = if runtime.queue.durable() && !leased {
                 caught.await
             } else {
-                marked_running_when_slow(shared, key, &started, caught).await
+                marked_running_when_slow(runtime.store.as_ref(), key, &started, caught).await
             };
             match caught {
                 Ok(output) => outcome(AttemptStatus::Succeeded, Some(output), None, false),
@@ -185,14 +202,13 @@ async fn execute_readable(
         outcome.status.as_str(),
         clock.elapsed(),
     );
-    finish(shared, known, key, &node.kind, outcome).await
+    finish(runtime, known, key, &node.kind, outcome).await
 }
 
 /// Writes the attempt as running; false when it had finished meanwhile.
-async fn start(shared: &Shared, key: &AttemptKey, started: &Started) -> Result<bool, Error> {
+async fn start(store: &dyn Store, key: &AttemptKey, started: &Started) -> Result<bool, Error> {
     let input = started.input.as_ref();
-    Ok(shared
-        .store
+    Ok(store
         .start_attempt(key, input, &started.worker, started.started_at)
         .await?)
 }
@@ -208,7 +224,7 @@ const RUNNING_MARK_AFTER: Duration = Duration::from_millis(20);
 /// Awaits `node`; if it runs longer than [`RUNNING_MARK_AFTER`], writes the attempt as running
 /// meanwhile. The mark is only a view: the outcome is written whether or not it was.
 async fn marked_running_when_slow<T>(
-    shared: &Shared,
+    store: &dyn Store,
     key: &AttemptKey,
     started: &Started,
     node: impl std::future::Future<Output = T>,
@@ -220,7 +236,7 @@ async fn marked_running_when_slow<T>(
         _ = tokio::time::sleep(RUNNING_MARK_AFTER) => {}
     }
     let mark = async {
-        if let Err(error) = start(shared, key, started).await {
+        if let Err(error) = start(store, key, started).await {
             tracing::warn!(%error, run = %key.run_id, node = %key.node_id,
                 "marking the attempt as running failed; its outcome is written all the same");
         }
@@ -231,7 +247,7 @@ async fn marked_running_when_slow<T>(
 
 /// Records `outcome` from the run as this worker holds it (`known`): see [`driver::complete`].
 async fn finish(
-    shared: &Arc<Shared>,
+    runtime: &Arc<Runtime>,
     known: Arc<Known>,
     key: &AttemptKey,
     kind: &str,
@@ -241,7 +257,7 @@ async fn finish(
         tracing::info!(workflow = %known.workflow.id, run = %key.run_id, node = %key.node_id, r#type = kind,
             attempt = key.attempt, kind = %error.kind, message = %error.message, "node attempt failed");
     }
-    let completed = driver::complete(shared, key, &outcome, true, Some(known)).await?;
+    let completed = driver::complete(runtime, key, &outcome, true, Some(known)).await?;
     Ok(Some(completed))
 }
 
@@ -305,13 +321,13 @@ fn has_statement_inside(value: &Value) -> bool {
 
 /// [`prepare`] on the caller's thread, for a node that [`renders_in_place`].
 fn prepare_in_place(
-    shared: &Shared,
+    executor: &Executor,
     node: &NodeDef,
     scope: Value,
 ) -> (Result<Prepared, NodeError>, Option<Value>) {
     let abandoned = AtomicBool::new(false);
     let prepared = std::panic::catch_unwind(AssertUnwindSafe(|| {
-        prepare(shared, node, &scope, &abandoned)
+        prepare(executor, node, &scope, &abandoned)
     }))
     .unwrap_or_else(|panic| Err(panicked("rendering", panic.as_ref())));
     (prepared, Some(scope))
@@ -322,7 +338,7 @@ fn prepare_in_place(
 /// at the next `foreach` item, and fuel bounds the one in progress. The scope comes back when
 /// rendering finished (the stored input is rendered from it again, see [`stored_input`]).
 async fn prepare_off_thread(
-    shared: &Arc<Shared>,
+    executor: &Arc<Executor>,
     workflow: &Arc<Workflow>,
     node: &NodeDef,
     scope: Value,
@@ -330,14 +346,15 @@ async fn prepare_off_thread(
 ) -> (Result<Prepared, NodeError>, Option<Value>) {
     let limit = node
         .timeout
-        .unwrap_or(shared.templates.limits().render_timeout);
+        .unwrap_or(executor.templates.limits().render_timeout);
     let abandoned = Arc::new(AtomicBool::new(false));
     let rendering = tokio::task::spawn_blocking({
-        let (shared, workflow, abandoned) = (shared.clone(), workflow.clone(), abandoned.clone());
+        let (executor, workflow, abandoned) =
+            (executor.clone(), workflow.clone(), abandoned.clone());
         let node_id = node.id.clone();
         move || {
             let prepared = match workflow.node(node_id.as_str()) {
-                Some(node) => prepare(&shared, node, &scope, &abandoned),
+                Some(node) => prepare(&executor, node, &scope, &abandoned),
                 None => Err(NodeError::permanent(
                     ErrorKind::Node,
                     "the node is not in the workflow",
@@ -390,12 +407,12 @@ pub fn panic_text(panic: &(dyn Any + Send)) -> String {
 
 /// Evaluates `if` and renders the inputs. Template failures are permanent node errors.
 fn prepare(
-    shared: &Shared,
+    executor: &Executor,
     node: &NodeDef,
     scope: &Value,
     abandoned: &AtomicBool,
 ) -> Result<Prepared, NodeError> {
-    let templates = &shared.templates;
+    let templates = &executor.templates;
     if let Some(condition) = &node.condition
         && !templates
             .eval_condition(condition, scope)
@@ -483,14 +500,15 @@ fn too_deep(error: crate::store::Error) -> NodeError {
 /// output is the list of item outputs in item order, written as they come. A single call has
 /// what rendering left of the node's timeout; each `foreach` item has the whole timeout.
 async fn run_prepared(
-    shared: &Shared,
+    executor: &Executor,
+    store: &Arc<dyn Store>,
     node: &NodeDef,
     ctx: &NodeContext,
     prepared: Ready,
     render_time: Duration,
     redactor: &Redactor<'_>,
 ) -> Result<Json, NodeError> {
-    let implementation = shared.registry.get(&node.kind).ok_or_else(|| {
+    let implementation = executor.registry.get(&node.kind).ok_or_else(|| {
         NodeError::permanent(
             ErrorKind::Node,
             format!("unknown node type `{}`", node.kind),
@@ -513,7 +531,7 @@ async fn run_prepared(
                 attempt: ctx.attempt,
             };
             let total = u64::try_from(spans.len()).unwrap_or(u64::MAX);
-            let reporter = &Reporter::start(shared.store.clone(), key, total, PROGRESS_EVERY);
+            let reporter = &Reporter::start(store.clone(), key, total, PROGRESS_EVERY);
             let calls = (0..spans.len()).map(|index| {
                 // Each item's input is read from the stored list when its turn comes.
                 let input = foreach::item_input(&list, &spans[index]);
@@ -583,18 +601,24 @@ async fn call(
     }
 }
 
-fn context(shared: &Shared, workflow: &Workflow, key: &AttemptKey, run_id: &str) -> NodeContext {
+fn context(
+    executor: &Executor,
+    workflow: &Workflow,
+    key: &AttemptKey,
+    run_id: &str,
+    cancellation: CancellationToken,
+) -> NodeContext {
     NodeContext {
         run_id: run_id.to_owned(),
         workflow_id: workflow.id.to_string(),
         node_id: key.node_id.clone(),
         attempt: key.attempt,
         idempotency_key: NodeContext::idempotency_key_for(run_id, &key.node_id, key.attempt),
-        cancellation: shared.run_token(run_id).child_token(),
-        http: shared.http.clone(),
-        egress: shared.options.egress.clone(),
-        secrets: shared.secrets.clone(),
-        services: shared.services.clone(),
+        cancellation,
+        http: executor.http.clone(),
+        egress: executor.egress.clone(),
+        secrets: executor.secrets.clone(),
+        services: executor.services.clone(),
     }
 }
 
@@ -605,44 +629,51 @@ fn template_error(error: TemplateError) -> NodeError {
 /// What is stored of the attempt's input, and the redactor of its output and errors (see
 /// [`crate::redaction`]). Hides the secrets in `scope`, which nothing reads afterwards.
 fn stored_input<'s>(
-    shared: &'s Shared,
+    executor: &'s Executor,
     node: &NodeDef,
     scope: &mut Value,
     input: Json,
 ) -> (Json, Redactor<'s>) {
-    let used = shared.redaction.read_by(&input_templates(node), &[]);
+    let used = executor.redaction.read_by(&input_templates(node), &[]);
     if used.is_none() {
-        return (input, Redactor::new(&shared.redaction, used));
+        return (input, Redactor::new(&executor.redaction, used));
     }
     // Text this attempt just wrote from a value of a depth the store keeps: it parses. Were
     // it not to, nothing of it is kept rather than a secret.
     let Ok(input) = input.value() else {
         return (
             Json::from(Value::Null),
-            Redactor::new(&shared.redaction, used),
+            Redactor::new(&executor.redaction, used),
         );
     };
     scope::hide_secrets(scope);
     let (shown, redactor) = if node.foreach.is_none() {
-        let templates = &shared.templates;
-        redaction::shown(&shared.redaction, used, templates, &node.with, input, scope)
+        let templates = &executor.templates;
+        redaction::shown(
+            &executor.redaction,
+            used,
+            templates,
+            &node.with,
+            input,
+            scope,
+        )
     } else {
-        let shown = match prepare(shared, node, scope, &AtomicBool::new(false)) {
+        let shown = match prepare(executor, node, scope, &AtomicBool::new(false)) {
             Ok(Prepared::Each(inputs)) => inputs.finish().0.value().ok(),
             _ => None,
         };
-        redaction::compared(&shared.redaction, used, input, shown)
+        redaction::compared(&executor.redaction, used, input, shown)
     };
     (Json::from(shown), redactor)
 }
 
 /// Redacts a template error of the node: the secrets any of its templates read.
-fn template_redactor<'s>(shared: &'s Shared, node: &NodeDef) -> Redactor<'s> {
+fn template_redactor<'s>(executor: &'s Executor, node: &NodeDef) -> Redactor<'s> {
     let condition = node.condition.as_deref();
-    let used = shared
+    let used = executor
         .redaction
         .read_by(&input_templates(node), condition.as_slice());
-    Redactor::new(&shared.redaction, used)
+    Redactor::new(&executor.redaction, used)
 }
 
 /// The templates whose renderings make the node's input: `with` and `foreach`.

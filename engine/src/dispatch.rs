@@ -17,8 +17,9 @@ use chrono::{DateTime, Utc};
 use tokio::sync::mpsc;
 
 use crate::driver;
-use crate::engine::{Error, Shared};
+use crate::engine::Error;
 use crate::queue::{DeadLetter, Queue};
+use crate::runtime::Runtime;
 use crate::store::{AttemptKey, AttemptOutcome, AttemptStatus, ErrorInfo, Store};
 
 /// How long a queued attempt may stay unconfirmed before the sweep publishes it again: longer
@@ -29,17 +30,21 @@ const OUTBOX_GRACE: Duration = Duration::from_secs(5);
 /// publish, its confirm and the `dispatched` mark happen in a task of their own, off the caller's
 /// path: a failed publish or mark is left to the sweep (a lost mark only costs a duplicate
 /// delivery, which at-least-once allows). The in-process queue is awaited, for backpressure.
-pub async fn dispatch(shared: &Shared, key: AttemptKey) -> Result<(), Error> {
-    dispatch_in(shared, "", key).await
+pub async fn dispatch(runtime: &Runtime, key: AttemptKey) -> Result<(), Error> {
+    dispatch_in(runtime, "", key).await
 }
 
 /// [`dispatch`] in the lane of the run's workflow (see [`Queue::enqueue_in`]).
-pub async fn dispatch_in(shared: &Shared, workflow_id: &str, key: AttemptKey) -> Result<(), Error> {
-    if !shared.queue.durable() {
-        return Ok(shared.queue.enqueue_in(workflow_id, key).await?);
+pub async fn dispatch_in(
+    runtime: &Runtime,
+    workflow_id: &str,
+    key: AttemptKey,
+) -> Result<(), Error> {
+    if !runtime.queue.durable() {
+        return Ok(runtime.queue.enqueue_in(workflow_id, key).await?);
     }
-    let (queue, store) = (shared.queue.clone(), shared.store.clone());
-    shared.tasks.spawn(async move {
+    let (queue, store) = (runtime.queue.clone(), runtime.store.clone());
+    runtime.tasks.spawn(async move {
         publish_and_mark(queue.as_ref(), store.as_ref(), key).await;
     });
     Ok(())
@@ -58,20 +63,20 @@ async fn publish_and_mark(queue: &dyn Queue, store: &dyn Store, key: AttemptKey)
 }
 
 /// The sweep of a `serve` replica, every `interval` until shutdown.
-pub async fn sweep(shared: Arc<Shared>, interval: Duration) {
+pub async fn sweep(runtime: Arc<Runtime>, interval: Duration) {
     loop {
         tokio::select! {
-            _ = shared.shutdown.cancelled() => return,
+            _ = runtime.shutdown.cancelled() => return,
             _ = tokio::time::sleep(interval) => {}
         }
-        if let Err(error) = sweep_once(&shared).await {
+        if let Err(error) = sweep_once(&runtime).await {
             tracing::error!(%error, "sweeping open attempts failed");
         }
     }
 }
 
-async fn sweep_once(shared: &Arc<Shared>) -> Result<(), Error> {
-    let store = &shared.store;
+async fn sweep_once(runtime: &Arc<Runtime>) -> Result<(), Error> {
+    let store = &runtime.store;
     let now = Utc::now();
     for key in store
         .undispatched_attempts(earlier_by(now, OUTBOX_GRACE))
@@ -79,21 +84,21 @@ async fn sweep_once(shared: &Arc<Shared>) -> Result<(), Error> {
     {
         tracing::info!(run = %key.run_id, node = %key.node_id, attempt = key.attempt,
             "publishing an attempt the broker never confirmed");
-        dispatch(shared, key).await?;
+        dispatch(runtime, key).await?;
     }
-    let lease_start = earlier_by(now, shared.options.lease);
+    let lease_start = earlier_by(now, runtime.options.lease);
     for key in store.claim_stale_attempts(lease_start, now).await? {
         tracing::warn!(run = %key.run_id, node = %key.node_id, attempt = key.attempt,
             "the worker running this attempt stopped renewing its lease; dispatching it again");
-        if let Err(error) = shared.queue.enqueue(key).await {
+        if let Err(error) = runtime.queue.enqueue(key).await {
             // The lease was renewed by the claim, so the next sweep after it runs out retries.
             tracing::warn!(%error, "publishing an attempt whose lease ran out failed");
         }
     }
     for run_id in store.overdue_runs(now).await? {
-        driver::advance(shared, &run_id).await?;
+        driver::advance(runtime, &run_id).await?;
     }
-    crate::stalls::advance_stalled(shared).await
+    crate::stalls::advance_stalled(runtime).await
 }
 
 /// `time - span`, or the earliest time chrono knows when that is out of range (a lease of a
@@ -106,9 +111,9 @@ pub(crate) fn earlier_by(time: DateTime<Utc>, span: Duration) -> DateTime<Utc> {
 }
 
 /// Renews the lease of the attempts this process is running, a few times per lease.
-pub async fn heartbeat(shared: Arc<Shared>) {
+pub async fn heartbeat(runtime: Arc<Runtime>) {
     // A floor, so that `--lease 0s` cannot turn this into a loop hammering the database.
-    let interval = shared
+    let interval = runtime
         .options
         .lease
         .checked_div(3)
@@ -116,26 +121,30 @@ pub async fn heartbeat(shared: Arc<Shared>) {
         .max(Duration::from_millis(100));
     loop {
         tokio::select! {
-            _ = shared.shutdown.cancelled() => return,
+            _ = runtime.shutdown.cancelled() => return,
             _ = tokio::time::sleep(interval) => {}
         }
-        if let Err(error) = shared.store.heartbeat(&shared.worker_id, Utc::now()).await {
+        if let Err(error) = runtime
+            .store
+            .heartbeat(&runtime.executor.worker_id, Utc::now())
+            .await
+        {
             tracing::warn!(%error, "renewing attempt leases failed");
         }
     }
 }
 
 /// Marks the attempts RabbitMQ gave up on as failed, so their runs end instead of waiting.
-pub async fn dead_letters(shared: Arc<Shared>) {
+pub async fn dead_letters(runtime: Arc<Runtime>) {
     loop {
         let letter = tokio::select! {
-            _ = shared.shutdown.cancelled() => return,
-            letter = shared.queue.dead_letter() => letter,
+            _ = runtime.shutdown.cancelled() => return,
+            letter = runtime.queue.dead_letter() => letter,
         };
         let Some(letter) = letter else {
             return;
         };
-        match handle_dead_letter(&shared, &letter).await {
+        match handle_dead_letter(&runtime, &letter).await {
             Ok(()) => {
                 if let Err(error) = letter.ack().await {
                     tracing::warn!(%error, "cannot remove a handled dead letter");
@@ -147,7 +156,7 @@ pub async fn dead_letters(shared: Arc<Shared>) {
     }
 }
 
-async fn handle_dead_letter(shared: &Arc<Shared>, letter: &DeadLetter) -> Result<(), Error> {
+async fn handle_dead_letter(runtime: &Arc<Runtime>, letter: &DeadLetter) -> Result<(), Error> {
     let Some(key) = &letter.attempt else {
         tracing::error!(reason = %letter.reason, body = %String::from_utf8_lossy(&letter.body),
             "dropping an undecodable task");
@@ -170,25 +179,25 @@ async fn handle_dead_letter(shared: &Arc<Shared>, letter: &DeadLetter) -> Result
         finished_at: Utc::now(),
         started: None,
     };
-    if shared.store.finish_attempt(key, &outcome).await? {
-        driver::advance(shared, &key.run_id).await?;
+    if runtime.store.finish_attempt(key, &outcome).await? {
+        driver::advance(runtime, &key.run_id).await?;
     }
     Ok(())
 }
 
 /// Wakes local waiters (webhooks answering `on_complete`) when any process finishes a run.
-pub async fn forward_finished(shared: Arc<Shared>) {
+pub async fn forward_finished(runtime: Arc<Runtime>) {
     const PAUSE: Duration = Duration::from_secs(1);
     loop {
         let (sender, mut receiver) = mpsc::unbounded_channel::<String>();
         let forward = async {
             while let Some(run_id) = receiver.recv().await {
-                shared.notify_finished(&run_id);
+                runtime.signals.notify_finished(&run_id);
             }
         };
         tokio::select! {
-            _ = shared.shutdown.cancelled() => return,
-            listened = shared.store.listen_finished(sender) => {
+            _ = runtime.shutdown.cancelled() => return,
+            listened = runtime.store.listen_finished(sender) => {
                 if let Err(error) = listened {
                     tracing::warn!(%error, "listening for finished runs failed; waiters poll meanwhile");
                 }
@@ -196,7 +205,7 @@ pub async fn forward_finished(shared: Arc<Shared>) {
             _ = forward => {}
         }
         tokio::select! {
-            _ = shared.shutdown.cancelled() => return,
+            _ = runtime.shutdown.cancelled() => return,
             _ = tokio::time::sleep(PAUSE) => {}
         }
     }

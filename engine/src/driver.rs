@@ -15,8 +15,9 @@ use serde_json::Value;
 
 use tokio::sync::OwnedSemaphorePermit;
 
-use crate::engine::{Error, Shared};
+use crate::engine::Error;
 use crate::redaction::{self, Redactor};
+use crate::runtime::{Executor, Runtime};
 use crate::scheduler::{self, Action};
 use crate::store::{
     AttemptKey, AttemptOutcome, AttemptRecord, AttemptStatus, Completed, ErrorInfo, RunEnd,
@@ -27,10 +28,10 @@ use crate::workflow::{NodeId, Workflow};
 use crate::{dispatch, reopen, scope, telemetry};
 
 /// Starts queued runs of a workflow while its `concurrency` allows.
-pub async fn admit(shared: &Arc<Shared>, workflow: &Workflow) -> Result<(), Error> {
-    let store = &shared.store;
+pub async fn admit(runtime: &Arc<Runtime>, workflow: &Workflow) -> Result<(), Error> {
+    let store = &runtime.store;
     let workflow_id = workflow.id.as_str();
-    let _guard = shared.admit_locks[shared.stripe(workflow_id)].lock().await;
+    let _guard = runtime.locks.admission(workflow_id).lock().await;
     let free = match workflow.concurrency {
         None => u32::MAX,
         Some(limit) => {
@@ -42,21 +43,21 @@ pub async fn admit(shared: &Arc<Shared>, workflow: &Workflow) -> Result<(), Erro
         return Ok(());
     }
     for run_id in store.oldest_queued(workflow_id, free.min(1000)).await? {
-        start(shared, workflow, &run_id).await?;
+        start(runtime, workflow, &run_id).await?;
     }
     Ok(())
 }
 
 /// Starts one queued run now: `queued` → `running`, deadline armed, first nodes enqueued.
-pub async fn start(shared: &Arc<Shared>, workflow: &Workflow, run_id: &str) -> Result<(), Error> {
+pub async fn start(runtime: &Arc<Runtime>, workflow: &Workflow, run_id: &str) -> Result<(), Error> {
     let now = now();
     let deadline = deadline(workflow, now);
-    if shared.store.start_run(run_id, now, deadline).await? {
+    if runtime.store.start_run(run_id, now, deadline).await? {
         telemetry::run_started(workflow.id.as_str());
         if let Some(deadline) = deadline {
-            watch_deadline(shared, run_id, deadline);
+            watch_deadline(runtime, run_id, deadline);
         }
-        advance(shared, run_id).await?;
+        advance(runtime, run_id).await?;
     }
     Ok(())
 }
@@ -77,14 +78,14 @@ pub fn first_attempts(workflow: &Arc<Workflow>, run: &RunRecord) -> Vec<AttemptR
 /// Carries on with a run just stored as `running` with its [`first_attempts`]: its deadline
 /// armed, those attempts published, and anything else the scheduler decides done.
 pub async fn started(
-    shared: &Arc<Shared>,
+    runtime: &Arc<Runtime>,
     workflow: &Arc<Workflow>,
     run: &RunRecord,
     first: &[AttemptRecord],
 ) -> Result<(), Error> {
     telemetry::run_started(&run.workflow_id);
     if let Some(deadline) = run.deadline_at {
-        watch_deadline(shared, &run.id, deadline);
+        watch_deadline(runtime, &run.id, deadline);
     }
     let mut attempts = Vec::with_capacity(first.len());
     let mut queued = Vec::new();
@@ -98,7 +99,7 @@ pub async fn started(
     // distributed, no three round trips for it).
     if scheduler::decide(workflow, run, &attempts, Utc::now()).is_empty() {
         for (workflow_id, key) in queued {
-            dispatch::dispatch_in(shared, &workflow_id, key).await?;
+            dispatch::dispatch_in(runtime, &workflow_id, key).await?;
         }
         return Ok(());
     }
@@ -108,7 +109,7 @@ pub async fn started(
         attempts,
         version: None,
     };
-    advance_from(shared, &run.id, Some(known), queued).await
+    advance_from(runtime, &run.id, Some(known), queued).await
 }
 
 /// Now, as the store keeps instants (microseconds), so a record built in memory equals the
@@ -129,7 +130,7 @@ pub fn deadline(workflow: &Workflow, now: DateTime<Utc>) -> Option<DateTime<Utc>
 /// Reopens a failed or cancelled run for a manual retry (see `crate::reopen`) and advances it;
 /// false when the run was not failed or cancelled when the store looked.
 pub async fn reopen(
-    shared: &Arc<Shared>,
+    runtime: &Arc<Runtime>,
     workflow: &Workflow,
     run: &RunRecord,
     attempts: &[AttemptRecord],
@@ -137,7 +138,7 @@ pub async fn reopen(
     let plan = reopen::plan(workflow, attempts);
     let now = Utc::now();
     let deadline = deadline(workflow, now);
-    let store = &shared.store;
+    let store = &runtime.store;
     if !store
         .reopen_run(&run.id, deadline, &plan.remove, &plan.requeue, now)
         .await?
@@ -146,12 +147,12 @@ pub async fn reopen(
     }
     telemetry::run_started(workflow.id.as_str());
     if let Some(deadline) = deadline {
-        watch_deadline(shared, &run.id, deadline);
+        watch_deadline(runtime, &run.id, deadline);
     }
     for key in plan.requeue {
-        dispatch::dispatch_in(shared, &run.workflow_id, key).await?;
+        dispatch::dispatch_in(runtime, &run.workflow_id, key).await?;
     }
-    advance(shared, &run.id).await?;
+    advance(runtime, &run.id).await?;
     Ok(true)
 }
 
@@ -159,33 +160,33 @@ pub async fn reopen(
 ///
 /// Boxed with an explicit `Send` bound: finishing a run admits the next queued one, which
 /// advances again, and the compiler cannot infer `Send` through that cycle on its own.
-pub fn advance<'a>(shared: &'a Arc<Shared>, run_id: &'a str) -> BoxFuture<'a, Result<(), Error>> {
-    advance_now(shared, run_id).boxed()
+pub fn advance<'a>(runtime: &'a Arc<Runtime>, run_id: &'a str) -> BoxFuture<'a, Result<(), Error>> {
+    advance_now(runtime, run_id).boxed()
 }
 
-async fn advance_now(shared: &Arc<Shared>, run_id: &str) -> Result<(), Error> {
-    advance_from(shared, run_id, None, Vec::new()).await
+async fn advance_now(runtime: &Arc<Runtime>, run_id: &str) -> Result<(), Error> {
+    advance_from(runtime, run_id, None, Vec::new()).await
 }
 
 /// Advances the run from `known` (read if `None`), publishing `queued` and what it queues.
 async fn advance_from(
-    shared: &Arc<Shared>,
+    runtime: &Arc<Runtime>,
     run_id: &str,
     known: Option<Known>,
     mut queued: Queued,
 ) -> Result<(), Error> {
-    let _guard = shared.run_locks[shared.stripe(run_id)].lock().await;
+    let _guard = runtime.locks.run(run_id).lock().await;
     // Other processes sharing the store (replicas, workers) may advance the same run.
-    let lock = shared.store.lock_run(run_id).await?;
-    let advanced = decide_and_perform(shared, run_id, known, &mut queued).await;
+    let lock = runtime.store.lock_run(run_id).await?;
+    let advanced = decide_and_perform(runtime, run_id, known, &mut queued).await;
     // A run whose rows cannot be read would fail every advance the same way: it fails instead.
-    let advanced = crate::unreadable::fail_if_unreadable(shared, run_id, advanced).await;
+    let advanced = crate::unreadable::fail_if_unreadable(runtime, run_id, advanced).await;
     lock.release().await;
     // Published after the lock is released: the attempts are committed already (the outbox
     // covers a crash from here on), and a process must never hold a run's lock while it waits
     // on the broker, or on itself when the broker hands the task straight back to it.
     for (workflow_id, key) in queued {
-        dispatch::dispatch_in(shared, &workflow_id, key).await?;
+        dispatch::dispatch_in(runtime, &workflow_id, key).await?;
     }
     advanced
 }
@@ -208,7 +209,7 @@ pub struct Followup {
 pub struct Claimed {
     /// Runs next in the execution slot of the attempt that finished.
     pub first: AttemptKey,
-    /// Each runs in an execution slot of its own (see `Shared::slots`), taken at the claim
+    /// Each runs in an execution slot of its own (see `Runtime::slots`), taken at the claim
     /// when one was free, or else waited for: parallel branches stay parallel, and no more
     /// attempts run at once than the worker has slots.
     pub more: Vec<(AttemptKey, Option<OwnedSemaphorePermit>)>,
@@ -233,25 +234,25 @@ type ClaimedKeys = (AttemptKey, Vec<(AttemptKey, Option<OwnedSemaphorePermit>)>)
 /// last write of the run, the outcome is written only if that is still the run's version, and
 /// then without the run's lock or a read (see [`Store::finish_attempt_if_current`]).
 pub async fn complete(
-    shared: &Arc<Shared>,
+    runtime: &Arc<Runtime>,
     key: &AttemptKey,
     outcome: &AttemptOutcome,
     claim: bool,
     known: Option<Arc<Known>>,
 ) -> Result<Followup, Error> {
     let run_id = key.run_id.as_str();
-    let _guard = shared.run_locks[shared.stripe(run_id)].lock().await;
+    let _guard = runtime.locks.run(run_id).lock().await;
     let mut followup = Followup::default();
     // The newer of what this process last wrote of the run and the caller's copy; the other
     // is dropped first, so that when both are one allocation (a chain), it is not copied.
     let known = known.filter(|known| known.version.is_some());
-    let held = match (shared.written.take(run_id), known) {
+    let held = match (runtime.written.take(run_id), known) {
         (Some(held), Some(known)) if known.version > held.version => Some(known),
         (held, known) => held.or(known),
     };
     if let Some(known) = held
         && record_current(
-            shared,
+            runtime,
             key,
             outcome,
             claim,
@@ -262,8 +263,8 @@ pub async fn complete(
     {
         return Ok(followup);
     }
-    let lock = shared.store.lock_run(run_id).await?;
-    let recorded = record(shared, key, outcome, claim, &mut followup).await;
+    let lock = runtime.store.lock_run(run_id).await?;
+    let recorded = record(runtime, key, outcome, claim, &mut followup).await;
     let known = match recorded {
         Ok(Recorded::Ended | Recorded::Claimed | Recorded::Held) => {
             lock.release().await;
@@ -276,8 +277,8 @@ pub async fn complete(
             return Err(error);
         }
     };
-    let advanced = decide_and_perform(shared, run_id, known, &mut followup.queued).await;
-    let advanced = crate::unreadable::fail_if_unreadable(shared, run_id, advanced).await;
+    let advanced = decide_and_perform(runtime, run_id, known, &mut followup.queued).await;
+    let advanced = crate::unreadable::fail_if_unreadable(runtime, run_id, advanced).await;
     lock.release().await;
     if let Err(error) = advanced {
         tracing::error!(%error, run = %run_id, "advancing the run failed");
@@ -307,21 +308,21 @@ enum Recorded {
     Ended,
     /// Nothing is left to decide, and the run as it stands went to the claimed attempts.
     Claimed,
-    /// Nothing is left to decide, and the run as it stands is held in `Shared::written`.
+    /// Nothing is left to decide, and the run as it stands is held in `Runtime::written`.
     Held,
 }
 
 /// Writes `outcome` together with what it leads to at once: the attempts it makes ready and,
 /// when it was the run's last node, the run's success.
 async fn record(
-    shared: &Arc<Shared>,
+    runtime: &Arc<Runtime>,
     key: &AttemptKey,
     outcome: &AttemptOutcome,
     claim: bool,
     followup: &mut Followup,
 ) -> Result<Recorded, Error> {
-    let store = &shared.store;
-    let Some(mut known) = open_attempt_of(shared, key).await? else {
+    let store = &runtime.store;
+    let Some(mut known) = open_attempt_of(runtime, key).await? else {
         // Nothing to fold into: the write decides (an attempt already closed is refused).
         store.finish_attempt(key, outcome).await?;
         return Ok(Recorded::Unknown);
@@ -331,18 +332,23 @@ async fn record(
     }
     let mut ready = made_ready(&mut known);
     let end = match ready.then.as_slice() {
-        [Action::Succeed] => success(shared, &known.workflow, &known.run, &known.attempts),
+        [Action::Succeed] => success(
+            &runtime.executor,
+            &known.workflow,
+            &known.run,
+            &known.attempts,
+        ),
         _ => None,
     };
     // Only when the scheduler has nothing more to decide: the state handed to the claimed
     // attempt is then the run's state after this commit, with no advance in between.
     let claimed = (claim && ready.then.is_empty())
-        .then(|| claim_ready(shared, &mut ready, &mut known.attempts))
+        .then(|| claim_ready(runtime, &mut ready, &mut known.attempts))
         .flatten();
     let completed = store
         .finish_attempt_then(key, outcome, &ready.next, end.as_ref())
         .await?;
-    written(shared, known, ready, end, claimed, completed, followup).await
+    written(runtime, known, ready, end, claimed, completed, followup).await
 }
 
 /// [`record`] from the run as this process last wrote it, without its lock or a read: only if
@@ -350,7 +356,7 @@ async fn record(
 /// nodes or the run's success. False when not (nothing was written): the caller takes the
 /// ordinary way.
 async fn record_current(
-    shared: &Arc<Shared>,
+    runtime: &Arc<Runtime>,
     key: &AttemptKey,
     outcome: &AttemptOutcome,
     claim: bool,
@@ -372,7 +378,12 @@ async fn record_current(
     let end = match ready.then.as_slice() {
         [] => None,
         // An output that does not render fails the run: the ordinary way says why.
-        [Action::Succeed] => match success(shared, &known.workflow, &known.run, &known.attempts) {
+        [Action::Succeed] => match success(
+            &runtime.executor,
+            &known.workflow,
+            &known.run,
+            &known.attempts,
+        ) {
             Some(end) => Some(end),
             None => return Ok(false),
         },
@@ -380,16 +391,16 @@ async fn record_current(
         _ => return Ok(false),
     };
     let claimed = claim
-        .then(|| claim_ready(shared, &mut ready, &mut known.attempts))
+        .then(|| claim_ready(runtime, &mut ready, &mut known.attempts))
         .flatten();
-    let Some(completed) = shared
+    let Some(completed) = runtime
         .store
         .finish_attempt_if_current(version, key, outcome, &ready.next, end.as_ref())
         .await?
     else {
         return Ok(false);
     };
-    match written(shared, known, ready, end, claimed, completed, followup).await? {
+    match written(runtime, known, ready, end, claimed, completed, followup).await? {
         // Nothing is left to decide: `made_ready` decided until nothing but queueing was left.
         Recorded::Ended | Recorded::Claimed | Recorded::Held | Recorded::Known(_) => Ok(true),
         Recorded::Unknown => Ok(false),
@@ -399,7 +410,7 @@ async fn record_current(
 /// What follows a written outcome (`completed`): the run's bookkeeping when it ended, the
 /// attempts to publish and the claimed one in `followup`, and the run as it now stands.
 async fn written(
-    shared: &Arc<Shared>,
+    runtime: &Arc<Runtime>,
     mut known: Known,
     ready: Ready,
     end: Option<RunEnd>,
@@ -413,7 +424,7 @@ async fn written(
     if let Some(end) = end {
         // Written: from here on a failure is no reason to write the outcome again.
         if completed.run
-            && let Err(error) = after_finish(shared, &known.workflow, &known.run, end).await
+            && let Err(error) = after_finish(runtime, &known.workflow, &known.run, end).await
         {
             tracing::error!(%error, run = %known.run.id, "finishing the run's bookkeeping failed");
         }
@@ -441,13 +452,13 @@ async fn written(
         Some((first, more)) => {
             let known = Arc::new(known);
             if hold {
-                shared.written.keep(known.clone());
+                runtime.written.keep(known.clone());
             }
             followup.claimed = Some(Claimed { first, more, known });
             Ok(Recorded::Claimed)
         }
         None if hold => {
-            shared.written.keep(Arc::new(known));
+            runtime.written.keep(Arc::new(known));
             Ok(Recorded::Held)
         }
         None => Ok(Recorded::Known(Box::new(known))),
@@ -462,13 +473,13 @@ async fn written(
 /// should this one die, the sweep hands it on when the lease runs out; embedded, it stays
 /// `queued` (a restart enqueues what is open) and is simply not enqueued.
 fn claim_ready(
-    shared: &Shared,
+    runtime: &Runtime,
     ready: &mut Ready,
     attempts: &mut [AttemptRecord],
 ) -> Option<ClaimedKeys> {
     // Claimed attempts waiting for a slot: at most one round of the worker's slots, so that a
     // wide fan-out spreads over the other workers through the queue instead.
-    let most_waiting = shared.options.workers.max(1);
+    let most_waiting = runtime.options.workers.max(1);
     let mut waiting = 0_usize;
     let mut first = None;
     let mut more = Vec::new();
@@ -477,7 +488,7 @@ fn claim_ready(
             continue;
         }
         if first.is_some() {
-            let slot = shared.slots.clone().try_acquire_owned().ok();
+            let slot = runtime.slots.clone().try_acquire_owned().ok();
             if slot.is_none() {
                 if waiting >= most_waiting {
                     break;
@@ -488,10 +499,10 @@ fn claim_ready(
         } else {
             first = Some(attempt.key.clone());
         }
-        if shared.queue.durable() {
+        if runtime.queue.durable() {
             attempt.status = AttemptStatus::Running;
             attempt.started_at = Some(now());
-            attempt.worker = Some(shared.worker_id.clone());
+            attempt.worker = Some(runtime.executor.worker_id.clone());
             if let Some(listed) = attempts.iter_mut().find(|a| a.key == attempt.key) {
                 listed.clone_from(attempt);
             }
@@ -504,7 +515,7 @@ fn claim_ready(
 /// `None` when the output does not render or nests too deeply; the ordinary advance after the
 /// commit then fails the run with the reason (see [`succeed`]).
 fn success(
-    shared: &Shared,
+    executor: &Executor,
     workflow: &Workflow,
     run: &RunRecord,
     attempts: &[AttemptRecord],
@@ -512,8 +523,8 @@ fn success(
     let output = match &workflow.output {
         None => None,
         Some(template) => {
-            let scope = output_scope(shared, workflow, run, attempts).ok()?;
-            let output = render_output(shared, template, scope).ok()?;
+            let scope = output_scope(executor, workflow, run, attempts).ok()?;
+            let output = render_output(executor, template, scope).ok()?;
             if let Some(value) = &output {
                 crate::store::json::check_depth("the run's output", value).ok()?;
             }
@@ -530,15 +541,15 @@ fn success(
 
 /// The run of an attempt that is still open, with its workflow and attempts; `None` when the
 /// run ended, the attempt closed, or the revision cannot be loaded (the plain path handles it).
-async fn open_attempt_of(shared: &Arc<Shared>, key: &AttemptKey) -> Result<Option<Known>, Error> {
-    let store = &shared.store;
+async fn open_attempt_of(runtime: &Arc<Runtime>, key: &AttemptKey) -> Result<Option<Known>, Error> {
+    let store = &runtime.store;
     let Some(run) = store.run(&key.run_id).await? else {
         return Ok(None);
     };
     if run.status.is_finished() {
         return Ok(None);
     }
-    let Ok(workflow) = shared.revisions.for_run(&run, store.as_ref()).await else {
+    let Ok(workflow) = runtime.revisions.for_run(&run, store.as_ref()).await else {
         return Ok(None);
     };
     let attempts = store.attempts(&key.run_id).await?;
@@ -608,7 +619,7 @@ fn made_ready(known: &mut Known) -> Ready {
 /// Decides and records what the run does next; `queued` receives the attempts to publish.
 /// `known` is the run as it stands, when the caller just wrote it; otherwise it is read.
 async fn decide_and_perform(
-    shared: &Arc<Shared>,
+    runtime: &Arc<Runtime>,
     run_id: &str,
     mut known: Option<Known>,
     queued: &mut Queued,
@@ -618,24 +629,25 @@ async fn decide_and_perform(
         let (run, workflow, attempts) = match known.take() {
             Some(known) => (known.run, known.workflow, known.attempts),
             None => {
-                let Some(run) = shared.store.run(run_id).await? else {
+                let Some(run) = runtime.store.run(run_id).await? else {
                     return Ok(());
                 };
-                let workflow = match shared.revisions.for_run(&run, shared.store.as_ref()).await {
+                let loaded = runtime.revisions.for_run(&run, runtime.store.as_ref());
+                let workflow = match loaded.await.map_err(Error::from) {
                     Ok(workflow) => workflow,
                     Err(error) if !error.is_retryable() && !run.status.is_finished() => {
-                        return fail_unloadable(shared, &run, &error).await;
+                        return fail_unloadable(runtime, &run, &error).await;
                     }
                     Err(error) => return Err(error),
                 };
-                let attempts = shared.store.attempts(run_id).await?;
+                let attempts = runtime.store.attempts(run_id).await?;
                 (run, workflow, attempts)
             }
         };
         let actions = scheduler::decide(&workflow, &run, &attempts, Utc::now());
         let mut decide_again = false;
         for action in actions {
-            decide_again |= perform(shared, &workflow, &run, &attempts, action, queued).await?;
+            decide_again |= perform(runtime, &workflow, &run, &attempts, action, queued).await?;
         }
         if !decide_again {
             return Ok(());
@@ -645,14 +657,14 @@ async fn decide_and_perform(
 
 /// Performs one action; true when the run should be decided again.
 async fn perform(
-    shared: &Arc<Shared>,
+    runtime: &Arc<Runtime>,
     workflow: &Workflow,
     run: &RunRecord,
     attempts: &[AttemptRecord],
     action: Action,
     queued: &mut Queued,
 ) -> Result<bool, Error> {
-    let store = &shared.store;
+    let store = &runtime.store;
     match action {
         Action::Enqueue { node, attempt } => {
             let record = new_attempt(run, &node, attempt, AttemptStatus::Queued, None);
@@ -674,7 +686,7 @@ async fn perform(
                 Some(not_before),
             );
             store.insert_attempt(&record).await?;
-            shared.retry_due.notify_one();
+            runtime.retry_due.notify_one();
             Ok(false)
         }
         Action::Skip { node } => {
@@ -682,16 +694,24 @@ async fn perform(
             Ok(store.insert_attempt(&record).await?)
         }
         Action::Succeed => {
-            succeed(shared, workflow, run, attempts).await?;
+            succeed(runtime, workflow, run, attempts).await?;
             Ok(false)
         }
         Action::Fail { error } => {
-            end_run(shared, workflow, run, attempts, RunStatus::Failed, error).await?;
+            end_run(runtime, workflow, run, attempts, RunStatus::Failed, error).await?;
             Ok(false)
         }
         Action::Cancel => {
             let error = ErrorInfo::new("cancelled", "the run was cancelled");
-            end_run(shared, workflow, run, attempts, RunStatus::Cancelled, error).await?;
+            end_run(
+                runtime,
+                workflow,
+                run,
+                attempts,
+                RunStatus::Cancelled,
+                error,
+            )
+            .await?;
             Ok(false)
         }
     }
@@ -727,7 +747,7 @@ fn new_attempt(
 
 /// Renders the run's `output` and finishes it; an output that does not render fails the run.
 async fn succeed(
-    shared: &Arc<Shared>,
+    runtime: &Arc<Runtime>,
     workflow: &Workflow,
     run: &RunRecord,
     attempts: &[AttemptRecord],
@@ -735,8 +755,8 @@ async fn succeed(
     let output = match &workflow.output {
         None => Ok(None),
         Some(template) => {
-            let scope = output_scope(shared, workflow, run, attempts)?;
-            render_output(shared, template, scope)
+            let scope = output_scope(&runtime.executor, workflow, run, attempts)?;
+            render_output(&runtime.executor, template, scope)
         }
     };
     // An output nested deeper than the store keeps fails the run rather than its every advance.
@@ -744,12 +764,12 @@ async fn succeed(
         && let Err(error) = crate::store::json::check_depth("the run's output", value)
     {
         let error = ErrorInfo::new("template", format!("run output: {error}"));
-        return end_run(shared, workflow, run, attempts, RunStatus::Failed, error).await;
+        return end_run(runtime, workflow, run, attempts, RunStatus::Failed, error).await;
     }
     match output {
         Ok(output) => {
             let finished_at = now();
-            let finished = shared
+            let finished = runtime
                 .store
                 .finish_run(
                     &run.id,
@@ -766,19 +786,19 @@ async fn succeed(
                     error: None,
                     finished_at,
                 };
-                after_finish(shared, workflow, run, end).await?;
+                after_finish(runtime, workflow, run, end).await?;
             }
             Ok(())
         }
         Err(error) => {
             let template = workflow.output.as_ref().unwrap_or(&Value::Null);
             let redactor = Redactor::new(
-                &shared.redaction,
-                shared.redaction.read_by(&[template], &[]),
+                &runtime.executor.redaction,
+                runtime.executor.redaction.read_by(&[template], &[]),
             );
             let message = redactor.text(&format!("run output: {error}"));
             let error = ErrorInfo::new("template", message);
-            end_run(shared, workflow, run, attempts, RunStatus::Failed, error).await
+            end_run(runtime, workflow, run, attempts, RunStatus::Failed, error).await
         }
     }
 }
@@ -787,17 +807,17 @@ async fn succeed(
 /// that knew node types this one does not) can never advance: it fails with the reason rather
 /// than staying `running`, holding a `concurrency` slot, for ever.
 async fn fail_unloadable(
-    shared: &Arc<Shared>,
+    runtime: &Arc<Runtime>,
     run: &RunRecord,
     error: &Error,
 ) -> Result<(), Error> {
     tracing::error!(%error, run = %run.id, workflow = %run.workflow_id,
         "the run's workflow revision cannot be loaded; failing the run");
-    let store = &shared.store;
+    let store = &runtime.store;
     let now = Utc::now();
     store.cancel_open_attempts(&run.id, now).await?;
-    shared.run_token(&run.id).cancel();
-    let message = shared.redaction.engine_text(&error.to_string());
+    runtime.signals.run_token(&run.id).cancel();
+    let message = runtime.executor.redaction.engine_text(&error.to_string());
     let error = ErrorInfo::new(UNLOADABLE, message);
     if !store
         .finish_run(&run.id, RunStatus::Failed, None, Some(&error), now)
@@ -806,15 +826,15 @@ async fn fail_unloadable(
         return Ok(());
     }
     telemetry::run_finished(&run.workflow_id, RunStatus::Failed.as_str(), None);
-    shared.drop_run_token(&run.id);
-    shared.notify_finished(&run.id);
+    runtime.signals.drop_run_token(&run.id);
+    runtime.signals.notify_finished(&run.id);
     // The slot it held may admit the next queued run, by the folder's current version.
-    if let Some(workflow) = shared.catalog.current().get(&run.workflow_id)
+    if let Some(workflow) = runtime.catalog.current().get(&run.workflow_id)
         && workflow.concurrency.is_some()
     {
-        let shared = shared.clone();
-        shared.tasks.clone().spawn(async move {
-            if let Err(error) = admit(&shared, &workflow).await {
+        let runtime = runtime.clone();
+        runtime.tasks.clone().spawn(async move {
+            if let Err(error) = admit(&runtime, &workflow).await {
                 tracing::error!(%error, workflow = %workflow.id, "admitting queued runs failed");
             }
         });
@@ -828,17 +848,17 @@ pub const UNLOADABLE: &str = "revision";
 /// The run's `output`, as it is stored: with `[redacted]` where it used a secret (see
 /// [`crate::redaction`]).
 fn render_output(
-    shared: &Shared,
+    executor: &Executor,
     template: &Value,
     mut scope: Value,
 ) -> Result<Option<Value>, TemplateError> {
-    let output = shared.templates.render_value(template, &scope)?;
-    let used = shared.redaction.read_by(&[template], &[]);
+    let output = executor.templates.render_value(template, &scope)?;
+    let used = executor.redaction.read_by(&[template], &[]);
     scope::hide_secrets(&mut scope);
     let (output, _) = redaction::shown(
-        &shared.redaction,
+        &executor.redaction,
         used,
-        &shared.templates,
+        &executor.templates,
         template,
         output,
         &scope,
@@ -848,7 +868,7 @@ fn render_output(
 
 /// What the run's `output` template sees.
 fn output_scope(
-    shared: &Shared,
+    executor: &Executor,
     workflow: &Workflow,
     run: &RunRecord,
     attempts: &[AttemptRecord],
@@ -857,8 +877,8 @@ fn output_scope(
         &run.trigger,
         &workflow.output_reads,
         attempts,
-        &shared.secrets,
-        &shared.options.vars,
+        &executor.secrets,
+        &executor.vars,
         &run.id,
         workflow.id.as_str(),
     )
@@ -871,19 +891,19 @@ pub const UNREACHED: &str = "unreached";
 /// failure, cancelled on cancellation), and records the final status. `attempts` are the ones
 /// `advance` read: attempts are only inserted under the run's lock, so no node gained one since.
 async fn end_run(
-    shared: &Arc<Shared>,
+    runtime: &Arc<Runtime>,
     workflow: &Workflow,
     run: &RunRecord,
     attempts: &[AttemptRecord],
     status: RunStatus,
     error: ErrorInfo,
 ) -> Result<(), Error> {
-    let store = &shared.store;
+    let store = &runtime.store;
     let now = now();
     // Close the attempts first, so a worker that sees the cancellation cannot record its node
     // as failed before it is recorded as cancelled.
     store.cancel_open_attempts(&run.id, now).await?;
-    shared.run_token(&run.id).cancel();
+    runtime.signals.run_token(&run.id).cancel();
     let unreached = match status {
         RunStatus::Cancelled => AttemptStatus::Cancelled,
         _ => AttemptStatus::Skipped,
@@ -911,14 +931,14 @@ async fn end_run(
             error: Some(error),
             finished_at: now,
         };
-        after_finish(shared, workflow, run, end).await?;
+        after_finish(runtime, workflow, run, end).await?;
     }
     Ok(())
 }
 
 /// Metrics, waiters, and the next queued run of the workflow.
 async fn after_finish(
-    shared: &Arc<Shared>,
+    runtime: &Arc<Runtime>,
     workflow: &Workflow,
     run: &RunRecord,
     end: RunEnd,
@@ -933,9 +953,9 @@ async fn after_finish(
         telemetry::run_finished(workflow.id.as_str(), status.as_str(), duration);
     }
     // Nothing of the run is in flight any more; cancelling also ends its deadline watcher.
-    shared.run_token(&run.id).cancel();
-    shared.drop_run_token(&run.id);
-    shared.notify_finished_with(RunRecord {
+    runtime.signals.run_token(&run.id).cancel();
+    runtime.signals.drop_run_token(&run.id);
+    runtime.signals.notify_finished_with(RunRecord {
         status,
         output: end.output,
         error: end.error,
@@ -943,19 +963,19 @@ async fn after_finish(
         ..run.clone()
     });
     if workflow.concurrency.is_some() {
-        let shared = shared.clone();
+        let runtime = runtime.clone();
         let finished = Arc::new(workflow.clone());
         // Admitting takes the workflow's admission lock; doing it in a task keeps this run's
         // lock and that one from ever being held in opposite orders.
-        shared.tasks.clone().spawn(async move {
+        runtime.tasks.clone().spawn(async move {
             // The folder's current version decides the limit; a worker has no folder and uses
             // the version the finished run ran.
-            let workflow = shared
+            let workflow = runtime
                 .catalog
                 .current()
                 .get(finished.id.as_str())
                 .unwrap_or(finished);
-            if let Err(error) = admit(&shared, &workflow).await {
+            if let Err(error) = admit(&runtime, &workflow).await {
                 tracing::error!(%error, workflow = %workflow.id, "admitting queued runs failed");
             }
         });
@@ -964,16 +984,16 @@ async fn after_finish(
 }
 
 /// Advances the run when its deadline passes (the scheduler then fails it with `timeout`).
-pub fn watch_deadline(shared: &Arc<Shared>, run_id: &str, deadline: DateTime<Utc>) {
-    let shared = shared.clone();
+pub fn watch_deadline(runtime: &Arc<Runtime>, run_id: &str, deadline: DateTime<Utc>) {
+    let runtime = runtime.clone();
     let run_id = run_id.to_owned();
-    let finished = shared.run_token(&run_id);
-    shared.tasks.clone().spawn(async move {
+    let finished = runtime.signals.run_token(&run_id);
+    runtime.tasks.clone().spawn(async move {
         let wait = until(deadline);
         tokio::select! {
-            _ = shared.shutdown.cancelled() => {}
+            _ = runtime.shutdown.cancelled() => {}
             _ = finished.cancelled() => {}
-            _ = tokio::time::sleep(wait) => advance_logged(&shared, &run_id).await,
+            _ = tokio::time::sleep(wait) => advance_logged(&runtime, &run_id).await,
         }
     });
 }
@@ -986,24 +1006,24 @@ fn until(time: DateTime<Utc>) -> Duration {
 }
 
 /// Advances a run from a background task, logging failures (there is no caller to return to).
-pub async fn advance_logged(shared: &Arc<Shared>, run_id: &str) {
-    if let Err(error) = advance(shared, run_id).await {
+pub async fn advance_logged(runtime: &Arc<Runtime>, run_id: &str) {
+    if let Err(error) = advance(runtime, run_id).await {
         tracing::error!(%error, run = %run_id, "advancing the run failed");
     }
 }
 
 /// Queues retries whose backoff has passed. Sleeps until the earliest one is due, or until a
 /// new retry is scheduled.
-pub async fn retry_timer(shared: Arc<Shared>) {
+pub async fn retry_timer(runtime: Arc<Runtime>) {
     // Retries scheduled by other processes (workers) do not wake this timer, so in the
     // distributed mode it looks more often.
-    let idle = if shared.queue.durable() {
+    let idle = if runtime.queue.durable() {
         Duration::from_secs(1)
     } else {
         Duration::from_secs(5)
     };
     loop {
-        let wait = match due_retries(&shared).await {
+        let wait = match due_retries(&runtime).await {
             Ok(Some(next)) => until(next).min(idle),
             Ok(None) => idle,
             Err(error) => {
@@ -1012,17 +1032,17 @@ pub async fn retry_timer(shared: Arc<Shared>) {
             }
         };
         tokio::select! {
-            _ = shared.shutdown.cancelled() => return,
-            _ = shared.retry_due.notified() => {}
+            _ = runtime.shutdown.cancelled() => return,
+            _ = runtime.retry_due.notified() => {}
             _ = tokio::time::sleep(wait) => {}
         }
     }
 }
 
 /// Promotes and enqueues due retries; returns when the next one is due.
-async fn due_retries(shared: &Shared) -> Result<Option<DateTime<Utc>>, Error> {
-    for key in shared.store.promote_due_attempts(Utc::now()).await? {
-        dispatch::dispatch(shared, key).await?;
+async fn due_retries(runtime: &Runtime) -> Result<Option<DateTime<Utc>>, Error> {
+    for key in runtime.store.promote_due_attempts(Utc::now()).await? {
+        dispatch::dispatch(runtime, key).await?;
     }
-    Ok(shared.store.next_due_at().await?)
+    Ok(runtime.store.next_due_at().await?)
 }

@@ -5,8 +5,15 @@ use std::sync::{Arc, Mutex};
 
 use serde_json::Value;
 
-use crate::engine::Error;
 use crate::workflow::Workflow;
+
+/// Why a trigger's payload was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Every violation as `path: message`, or why the schema itself is invalid.
+    #[error("the input does not match the workflow's schema: {}", .0.join("; "))]
+    Invalid(Vec<String>),
+}
 
 /// Compiled schemas by workflow revision hash; compiling is far slower than validating.
 #[derive(Default)]
@@ -37,7 +44,7 @@ impl Schemas {
         if violations.is_empty() {
             Ok(())
         } else {
-            Err(Error::InvalidInput(violations))
+            Err(Error::Invalid(violations))
         }
     }
 
@@ -47,7 +54,7 @@ impl Schemas {
             return Ok(validator.clone());
         }
         let validator = jsonschema::validator_for(schema).map_err(|error| {
-            Error::InvalidInput(vec![format!("the inputs schema is invalid: {error}")])
+            Error::Invalid(vec![format!("the inputs schema is invalid: {error}")])
         })?;
         let validator = Arc::new(validator);
         compiled.insert(hash.to_owned(), validator.clone());

@@ -17,6 +17,7 @@ mod recovery;
 pub mod redaction;
 mod reopen;
 mod revisions;
+mod runtime;
 pub mod scheduler;
 pub mod scope;
 pub mod secrets;

@@ -12,7 +12,8 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 use crate::driver;
-use crate::engine::{Error, Role, Shared};
+use crate::engine::{Error, Role};
+use crate::runtime::Runtime;
 use crate::store::{Listed, RunStatus, RunSummary};
 use crate::unreadable;
 
@@ -20,10 +21,10 @@ use crate::unreadable;
 /// stops (the caller returns the error, `serve` exits non-zero) instead of serving with runs
 /// that will never resume.
 pub async fn recover_or_stop(
-    shared: &Arc<Shared>,
+    runtime: &Arc<Runtime>,
     shutdown: &CancellationToken,
 ) -> Result<(), Error> {
-    let recovered = recover(shared).await;
+    let recovered = recover(runtime).await;
     if let Err(error) = &recovered {
         tracing::error!(%error, "start-up recovery failed; stopping");
         shutdown.cancel();
@@ -32,17 +33,17 @@ pub async fn recover_or_stop(
 }
 
 /// Re-enqueues open attempts, re-arms run deadlines, advances running runs and admits queued ones.
-pub async fn recover(shared: &Arc<Shared>) -> Result<(), Error> {
-    let store = &shared.store;
+pub async fn recover(runtime: &Arc<Runtime>) -> Result<(), Error> {
+    let store = &runtime.store;
     let mut runs = Vec::new();
     for listed in store.unfinished_runs().await? {
         match listed {
             Listed::Run(run) => runs.push(run),
             // Failed first, so that its open attempts are cancelled before they are queued.
-            Listed::Unreadable { id, error } => unreadable::fail_run(shared, &id, &error).await?,
+            Listed::Unreadable { id, error } => unreadable::fail_run(runtime, &id, &error).await?,
         }
     }
-    let open = match shared.options.role {
+    let open = match runtime.options.role {
         Role::Embedded => store.open_attempts().await?,
         Role::Server | Role::Worker => Vec::new(),
     };
@@ -54,16 +55,16 @@ pub async fn recover(shared: &Arc<Shared>) -> Result<(), Error> {
         );
     }
     for key in open {
-        crate::dispatch::dispatch(shared, key).await?;
+        crate::dispatch::dispatch(runtime, key).await?;
     }
     let mut queued_workflows: Vec<&RunSummary> = Vec::new();
     for run in &runs {
         match run.status {
             RunStatus::Running => {
                 if let Some(deadline) = run.deadline_at {
-                    driver::watch_deadline(shared, &run.id, deadline);
+                    driver::watch_deadline(runtime, &run.id, deadline);
                 }
-                let advanced = driver::advance(shared, &run.id).await;
+                let advanced = driver::advance(runtime, &run.id).await;
                 only_this_run(&run.id, advanced)?;
             }
             _ => {
@@ -77,7 +78,7 @@ pub async fn recover(shared: &Arc<Shared>) -> Result<(), Error> {
         }
     }
     for run in queued_workflows {
-        let admitted = admit(shared, run).await;
+        let admitted = admit(runtime, run).await;
         only_this_run(&run.id, admitted)?;
     }
     Ok(())
@@ -85,21 +86,21 @@ pub async fn recover(shared: &Arc<Shared>) -> Result<(), Error> {
 
 /// Admits the queued runs of `run`'s workflow, in its current version, or else the version
 /// `run` was queued with.
-async fn admit(shared: &Arc<Shared>, run: &RunSummary) -> Result<(), Error> {
-    let current = shared.catalog.current().get(&run.workflow_id);
+async fn admit(runtime: &Arc<Runtime>, run: &RunSummary) -> Result<(), Error> {
+    let current = runtime.catalog.current().get(&run.workflow_id);
     let workflow = match current {
         Some(workflow) => workflow,
         None => {
-            let Some(record) = shared.store.run(&run.id).await? else {
+            let Some(record) = runtime.store.run(&run.id).await? else {
                 return Ok(());
             };
-            shared
+            runtime
                 .revisions
-                .for_run(&record, shared.store.as_ref())
+                .for_run(&record, runtime.store.as_ref())
                 .await?
         }
     };
-    driver::admit(shared, &workflow).await
+    driver::admit(runtime, &workflow).await
 }
 
 /// `result` of recovering one run: an error that concerns that run only (its workflow revision

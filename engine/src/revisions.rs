@@ -7,10 +7,19 @@ use std::sync::{Arc, Mutex};
 
 use enrichflow_nodes::Registry;
 
-use crate::engine::Error;
-use crate::store::{RunRecord, Store};
+use crate::store::{self, RunRecord, Store};
 use crate::template::Templates;
 use crate::workflow::{self, Workflow};
+
+/// Why a run's workflow revision is not at hand.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Store(#[from] store::Error),
+    /// The revision is not stored, or this process cannot load it: no retry helps.
+    #[error("workflow revision `{0}` cannot be loaded: {1}")]
+    Unloadable(String, String),
+}
 
 /// Workflows by revision hash, and which revisions are already stored.
 pub struct Revisions {
@@ -58,12 +67,12 @@ impl Revisions {
         let text = store
             .revision(&run.revision)
             .await?
-            .ok_or_else(|| Error::Revision(run.revision.clone(), "not stored".into()))?;
+            .ok_or_else(|| Error::Unloadable(run.revision.clone(), "not stored".into()))?;
         let path = Path::new(&run.workflow_id).with_extension("yaml");
         let workflow = workflow::load_str(&path, &text, &self.registry, &self.templates).map_err(
             |errors| {
                 let first = errors.first().map(ToString::to_string).unwrap_or_default();
-                Error::Revision(run.revision.clone(), first)
+                Error::Unloadable(run.revision.clone(), first)
             },
         )?;
         let workflow = Arc::new(workflow);

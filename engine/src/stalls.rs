@@ -12,31 +12,32 @@ use chrono::Utc;
 
 use crate::dispatch::earlier_by;
 use crate::driver;
-use crate::engine::{Error, Shared};
+use crate::engine::Error;
+use crate::runtime::Runtime;
 
 /// How long a run must have had no open attempt and no activity before it counts as stalled:
 /// far longer than an advance takes, so a run being advanced right now is never picked.
 pub const STALL_GRACE: Duration = Duration::from_secs(5);
 
 /// Advances stalled runs every `interval` until shutdown.
-pub async fn run(shared: Arc<Shared>, interval: Duration) {
+pub async fn run(runtime: Arc<Runtime>, interval: Duration) {
     loop {
         tokio::select! {
-            _ = shared.shutdown.cancelled() => return,
+            _ = runtime.shutdown.cancelled() => return,
             _ = tokio::time::sleep(interval) => {}
         }
-        if let Err(error) = advance_stalled(&shared).await {
+        if let Err(error) = advance_stalled(&runtime).await {
             tracing::error!(%error, "advancing stalled runs failed");
         }
     }
 }
 
 /// Advances every run that has stalled.
-pub async fn advance_stalled(shared: &Arc<Shared>) -> Result<(), Error> {
+pub async fn advance_stalled(runtime: &Arc<Runtime>) -> Result<(), Error> {
     let quiet_before = earlier_by(Utc::now(), STALL_GRACE);
-    for run_id in shared.store.stalled_runs(quiet_before).await? {
+    for run_id in runtime.store.stalled_runs(quiet_before).await? {
         tracing::warn!(run = %run_id, "advancing a run nothing was left to advance");
-        driver::advance(shared, &run_id).await?;
+        driver::advance(runtime, &run_id).await?;
     }
     Ok(())
 }

@@ -5,7 +5,8 @@ use std::sync::Arc;
 
 use chrono::Utc;
 
-use crate::engine::{Error, Shared};
+use crate::engine::Error;
+use crate::runtime::Runtime;
 use crate::store::{ErrorInfo, RunStatus};
 
 /// The error kind of a run failed because its stored data cannot be read.
@@ -15,13 +16,13 @@ pub const KIND: &str = "store";
 /// decoded: then the run is failed (see [`fail_run`]) and the work counts as done, since
 /// trying again would read the same row.
 pub async fn fail_if_unreadable<T: Default>(
-    shared: &Arc<Shared>,
+    runtime: &Arc<Runtime>,
     run_id: &str,
     result: Result<T, Error>,
 ) -> Result<T, Error> {
     match result {
         Err(Error::Store(error)) if error.is_unreadable() => {
-            fail_run(shared, run_id, &error.to_string()).await?;
+            fail_run(runtime, run_id, &error.to_string()).await?;
             Ok(T::default())
         }
         other => other,
@@ -31,9 +32,9 @@ pub async fn fail_if_unreadable<T: Default>(
 /// Fails the run `run_id`, whose stored data cannot be read for the reason `reason`: its open
 /// attempts are cancelled, the run ends `failed` with an error of kind [`KIND`], and whoever
 /// waits on it is told. Writing needs none of the unreadable columns.
-pub async fn fail_run(shared: &Arc<Shared>, run_id: &str, reason: &str) -> Result<(), Error> {
+pub async fn fail_run(runtime: &Arc<Runtime>, run_id: &str, reason: &str) -> Result<(), Error> {
     tracing::error!(run = %run_id, error = %reason, "failing a run whose stored data cannot be read");
-    let store = &shared.store;
+    let store = &runtime.store;
     let now = Utc::now();
     store.cancel_open_attempts(run_id, now).await?;
     let error = ErrorInfo::new(KIND, reason);
@@ -41,9 +42,9 @@ pub async fn fail_run(shared: &Arc<Shared>, run_id: &str, reason: &str) -> Resul
         .finish_run(run_id, RunStatus::Failed, None, Some(&error), now)
         .await?
     {
-        shared.run_token(run_id).cancel();
-        shared.drop_run_token(run_id);
-        shared.notify_finished(run_id);
+        runtime.signals.run_token(run_id).cancel();
+        runtime.signals.drop_run_token(run_id);
+        runtime.signals.notify_finished(run_id);
     }
     Ok(())
 }

@@ -6,7 +6,7 @@
 //! the ordinary, locked way reads the run again. Only a store that keeps versions fills it
 //! (Postgres): embedded, `store::LiveStore` holds every run in memory instead.
 //!
-//! Entries are taken and put back under the run's stripe of `Shared::run_locks`, so two
+//! Entries are taken and put back under the run's stripe of `RunLocks::run`, so two
 //! attempts of one run finishing at once in this process see each other's outcome. An entry is
 //! the same allocation the claimed attempts of that write hold: keeping it copies nothing.
 

@@ -162,7 +162,9 @@ impl IntoResponse for Error {
 impl From<crate::engine::Error> for Error {
     fn from(error: crate::engine::Error) -> Self {
         match error {
-            crate::engine::Error::InvalidInput(violations) => Error::InvalidInput(violations),
+            crate::engine::Error::InvalidInput(crate::inputs::Error::Invalid(violations)) => {
+                Error::InvalidInput(violations)
+            }
             crate::engine::Error::KeyReused(_) => Error::KeyReused,
             crate::engine::Error::Store(error) => error.into(),
             other => Error::internal("engine error", &other),
