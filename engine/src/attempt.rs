@@ -9,6 +9,7 @@
 //! the run follows its `on_error` and the worker goes on.
 
 use std::any::Any;
+use std::borrow::Cow;
 use std::ops::Range;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
@@ -27,9 +28,9 @@ use crate::foreach::{self, PROGRESS_EVERY, Reporter};
 use crate::redaction::{self, Redactor, SecretUse};
 use crate::runtime::{Executor, Runtime};
 use crate::store::{
-    AttemptKey, AttemptOutcome, AttemptStatus, ErrorInfo, Json, Started, Store, json,
+    AttemptKey, AttemptOutcome, AttemptStatus, ErrorInfo, Json, Started, Store, Trigger, json,
 };
-use crate::template::{TemplateError, Templates};
+use crate::template::{ItemScope, TemplateError, Templates};
 use crate::workflow::{NodeDef, Workflow};
 use crate::{scope, telemetry};
 
@@ -127,9 +128,10 @@ async fn execute_readable(
     let started_at = Utc::now();
     let cancellation = runtime.signals.run_token(&run.id);
     let (rendered, scope) = if renders_in_place(node, &scope) {
-        prepare_in_place(executor, node, scope)
+        prepare_in_place(executor, node, &run.trigger, scope)
     } else {
-        prepare_off_thread(executor, &workflow, node, scope, &cancellation).await
+        let trigger = run.trigger.clone();
+        prepare_off_thread(executor, &workflow, node, trigger, scope, &cancellation).await
     };
     let render_time = clock.elapsed();
     let mut started = Started {
@@ -153,7 +155,7 @@ async fn execute_readable(
             };
             // Rendering succeeded, so its thread handed the scope back.
             let mut scope = scope.unwrap_or(Value::Null);
-            let (input, redactor) = stored_input(executor, node, &mut scope, input);
+            let (input, redactor) = stored_input(executor, node, &run.trigger, &mut scope, input);
             started.input = Some(input);
             // Distributed, the running mark is the lease: it must be written before the node
             // runs, or a worker that stops (without dying, so RabbitMQ keeps its delivery)
@@ -323,11 +325,12 @@ fn has_statement_inside(value: &Value) -> bool {
 fn prepare_in_place(
     executor: &Executor,
     node: &NodeDef,
+    trigger: &Trigger,
     scope: Value,
 ) -> (Result<Prepared, NodeError>, Option<Value>) {
     let abandoned = AtomicBool::new(false);
     let prepared = std::panic::catch_unwind(AssertUnwindSafe(|| {
-        prepare(executor, node, &scope, &abandoned)
+        prepare(executor, node, trigger, &scope, &abandoned)
     }))
     .unwrap_or_else(|panic| Err(panicked("rendering", panic.as_ref())));
     (prepared, Some(scope))
@@ -341,6 +344,7 @@ async fn prepare_off_thread(
     executor: &Arc<Executor>,
     workflow: &Arc<Workflow>,
     node: &NodeDef,
+    trigger: Trigger,
     scope: Value,
     cancellation: &CancellationToken,
 ) -> (Result<Prepared, NodeError>, Option<Value>) {
@@ -354,7 +358,7 @@ async fn prepare_off_thread(
         let node_id = node.id.clone();
         move || {
             let prepared = match workflow.node(node_id.as_str()) {
-                Some(node) => prepare(&executor, node, &scope, &abandoned),
+                Some(node) => prepare(&executor, node, &trigger, &scope, &abandoned),
                 None => Err(NodeError::permanent(
                     ErrorKind::Node,
                     "the node is not in the workflow",
@@ -406,9 +410,12 @@ pub fn panic_text(panic: &(dyn Any + Send)) -> String {
 }
 
 /// Evaluates `if` and renders the inputs. Template failures are permanent node errors.
+/// `trigger` is the run's: a `foreach` over a list named in it reads the list from its text
+/// when `scope` does not hold it (see [`NodeDef::foreach_trigger_path`]).
 fn prepare(
     executor: &Executor,
     node: &NodeDef,
+    trigger: &Trigger,
     scope: &Value,
     abandoned: &AtomicBool,
 ) -> Result<Prepared, NodeError> {
@@ -425,6 +432,26 @@ fn prepare(
             .render_value(&node.with, scope)
             .map_err(template_error)?;
         return Ok(Prepared::Single(input));
+    };
+    let from_trigger = node
+        .foreach_trigger_path
+        .as_ref()
+        .filter(|_| !node.reads.trigger);
+    let with_trigger;
+    let scope = match from_trigger {
+        None => scope,
+        Some(path) => {
+            if let Some(listed) = foreach::listed_in(trigger.text(), path) {
+                // One item built at a time; the scope holds no trigger.
+                let items = listed
+                    .into_iter()
+                    .map(|item| foreach::listed_item(item).map(Cow::Owned));
+                return render_items(templates.item_scope(scope), node, items, abandoned);
+            }
+            // Not a list: rendering the trigger as a whole says what it is instead.
+            with_trigger = scope_with_trigger(scope, trigger)?;
+            &with_trigger
+        }
     };
     // The list is usually named as it is (`{{ trigger.body.leads }}`): read in place, as
     // rendering would copy a list of a million leads twice.
@@ -447,9 +474,19 @@ fn prepare(
         }
     };
     // The scope is laid under each item, not copied for it: it holds the list itself.
-    let each = templates.item_scope(scope);
+    let items = items.iter().map(|item| Ok(Cow::Borrowed(item)));
+    render_items(templates.item_scope(scope), node, items, abandoned)
+}
+
+/// Renders `with` once per item, over `each`, into the list of the items' inputs.
+fn render_items<'i>(
+    each: ItemScope<'_>,
+    node: &NodeDef,
+    items: impl Iterator<Item = Result<Cow<'i, Value>, NodeError>>,
+    abandoned: &AtomicBool,
+) -> Result<Prepared, NodeError> {
     let mut inputs = foreach::Inputs::new();
-    for (index, item) in items.iter().enumerate() {
+    for (index, item) in items.enumerate() {
         if abandoned.load(Ordering::Relaxed) {
             return Err(NodeError::permanent(
                 ErrorKind::Timeout,
@@ -457,11 +494,23 @@ fn prepare(
             ));
         }
         let input = each
-            .render_value(&node.with, item, index)
+            .render_value(&node.with, item?.as_ref(), index)
             .map_err(template_error)?;
         inputs.push(&input);
     }
     Ok(Prepared::Each(inputs))
+}
+
+/// `scope` with the whole trigger in it.
+fn scope_with_trigger(scope: &Value, trigger: &Trigger) -> Result<Value, NodeError> {
+    let mut scope = scope.clone();
+    let trigger = trigger
+        .value()
+        .map_err(|error| NodeError::permanent(ErrorKind::Internal, error.to_string()))?;
+    if let Value::Object(names) = &mut scope {
+        names.insert("trigger".to_owned(), trigger);
+    }
+    Ok(scope)
 }
 
 /// The rendered inputs, unless they nest deeper than the store keeps (see
@@ -631,6 +680,7 @@ fn template_error(error: TemplateError) -> NodeError {
 fn stored_input<'s>(
     executor: &'s Executor,
     node: &NodeDef,
+    trigger: &Trigger,
     scope: &mut Value,
     input: Json,
 ) -> (Json, Redactor<'s>) {
@@ -658,7 +708,7 @@ fn stored_input<'s>(
             scope,
         )
     } else {
-        let shown = match prepare(executor, node, scope, &AtomicBool::new(false)) {
+        let shown = match prepare(executor, node, trigger, scope, &AtomicBool::new(false)) {
             Ok(Prepared::Each(inputs)) => inputs.finish().0.value().ok(),
             _ => None,
         };
@@ -761,6 +811,7 @@ mod tests {
             foreach,
             parallelism: 1,
             reads: crate::template::ScopeReads::everything(),
+            foreach_trigger_path: None,
         }
     }
 

@@ -12,7 +12,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use enrichflow_nodes::{ErrorKind, NodeError};
+use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
+use serde_json::value::RawValue;
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::{CancellationToken, DropGuard};
 
@@ -113,6 +115,96 @@ impl Outputs {
     }
 }
 
+/// The items of the list at `path` in the JSON `text` (`["body", "leads"]`), each as its text,
+/// found without building anything else of `text` nor the items themselves. `None` when the
+/// path does not lead to a list, or the text cannot be read that way: the caller then reads
+/// the whole value as before, and says why it is not a list.
+pub fn listed_in<'t>(text: &'t str, path: &[String]) -> Option<Vec<&'t RawValue>> {
+    let mut deserializer = serde_json::Deserializer::from_str(text);
+    let listed = ListAt { path }.deserialize(&mut deserializer).ok()?;
+    deserializer.end().ok()?;
+    listed
+}
+
+/// Walks a JSON value down `path`, keeping only the list it ends at.
+struct ListAt<'p> {
+    path: &'p [String],
+}
+
+impl<'de> DeserializeSeed<'de> for ListAt<'_> {
+    type Value = Option<Vec<&'de RawValue>>;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for ListAt<'_> {
+    type Value = Option<Vec<&'de RawValue>>;
+
+    fn expecting(&self, formatter: &mut std::fmt::Formatter) -> std::fmt::Result {
+        formatter.write_str("any JSON value")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut items: A) -> Result<Self::Value, A::Error> {
+        if !self.path.is_empty() {
+            while items.next_element::<IgnoredAny>()?.is_some() {}
+            return Ok(None);
+        }
+        let mut listed = Vec::with_capacity(items.size_hint().unwrap_or(0));
+        while let Some(item) = items.next_element::<&RawValue>()? {
+            listed.push(item);
+        }
+        Ok(Some(listed))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut members: A) -> Result<Self::Value, A::Error> {
+        let mut found = None;
+        while let Some(key) = members.next_key::<std::borrow::Cow<'de, str>>()? {
+            match self.path.split_first() {
+                // A repeated key: the last one counts, as in the parsed value.
+                Some((name, rest)) if *name == key => {
+                    found = members.next_value_seed(ListAt { path: rest })?;
+                }
+                _ => {
+                    members.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(found)
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+}
+
+/// One item of a list read by [`listed_in`].
+pub fn listed_item(item: &RawValue) -> Result<Value, NodeError> {
+    json::parse("foreach item", item.get())
+        .map_err(|error| NodeError::permanent(ErrorKind::Internal, error.to_string()))
+}
+
 /// How often a running `foreach` attempt writes its progress, at most: a list of a million
 /// items must not cost a million writes.
 pub const PROGRESS_EVERY: Duration = Duration::from_secs(1);
@@ -182,6 +274,56 @@ async fn report(
 mod tests {
 
     use super::*;
+
+    fn listed(text: &str, path: &[&str]) -> Option<Vec<String>> {
+        let path: Vec<String> = path.iter().map(|name| (*name).to_owned()).collect();
+        listed_in(text, &path).map(|items| items.iter().map(|item| item.get().to_owned()).collect())
+    }
+
+    #[test]
+    fn a_list_is_read_from_the_text_item_by_item() {
+        let text = r#"{"headers": {"x": [1]}, "body": {"source": "fair", "leads": [{"email": "a@x"}, 2, "three", [4]]}}"#;
+        assert_eq!(
+            listed(text, &["body", "leads"]),
+            Some(vec![
+                r#"{"email": "a@x"}"#.to_owned(),
+                "2".to_owned(),
+                r#""three""#.to_owned(),
+                "[4]".to_owned()
+            ])
+        );
+        let item = listed_in(text, &["body".to_owned(), "leads".to_owned()])
+            .and_then(|items| items.first().map(|item| listed_item(item)))
+            .map(|item| item.ok());
+        assert_eq!(item, Some(Some(serde_json::json!({ "email": "a@x" }))));
+        assert_eq!(listed("[]", &[]), Some(vec![]));
+    }
+
+    #[test]
+    fn anything_but_a_list_at_the_path_is_none() {
+        let text = r#"{"body": {"leads": {"a": 1}, "n": 1, "s": "x", "list": [1]}}"#;
+        for path in [
+            &["body", "leads"][..],
+            &["body", "n"],
+            &["body", "s"],
+            &["body", "missing"],
+            &["body", "list", "0"],
+            &["nobody"],
+        ] {
+            assert_eq!(listed(text, path), None, "{path:?}");
+        }
+        assert_eq!(listed("{not json", &["body"]), None);
+        assert_eq!(listed(r#"{"body": [1]} trailing"#, &["body"]), None);
+    }
+
+    #[test]
+    fn names_are_read_as_the_parsed_value_reads_them() {
+        // An escaped name is the same name; of a repeated name the last one counts.
+        let text = r#"{"b\u006fdy": [1], "body": [2], "other": [3]}"#;
+        assert_eq!(listed(text, &["body"]), Some(vec!["2".to_owned()]));
+        let escaped = r#"{"le\u0061ds": [1]}"#;
+        assert_eq!(listed(escaped, &["leads"]), Some(vec!["1".to_owned()]));
+    }
     use crate::store::{AttemptStatus, Attempts, RunStatus, Runs, SqliteStore};
 
     async fn store_with_running_attempt() -> (Arc<dyn Store>, AttemptKey) {

@@ -144,7 +144,7 @@ pub fn shape(bytes: &[u8], enough: impl Fn(&Shape) -> bool) -> Shape {
 }
 
 /// Parses stored JSON of any depth up to [`MAX_READ_DEPTH`]; `column` names it in the error.
-pub(super) fn parse(column: &str, text: &str) -> Result<Value> {
+pub fn parse(column: &str, text: &str) -> Result<Value> {
     read(column, text)
 }
 

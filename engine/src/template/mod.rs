@@ -186,16 +186,23 @@ impl Templates {
     /// it twice. `None` for any other template, or when the path is not in `scope` (rendering
     /// then says why).
     pub fn named_value<'v>(template: &Value, scope: &'v Value) -> Option<&'v Value> {
+        Self::named_path(template)?
+            .into_iter()
+            .try_fold(scope, |value, name| value.as_object()?.get(name))
+    }
+
+    /// The names of the path `template` is, when it is a single plain path (`{{
+    /// trigger.body.leads }}`: `trigger`, `body`, `leads`).
+    pub fn named_path(template: &Value) -> Option<Vec<&str>> {
         let expression = single_expression(template.as_str()?)?;
-        expression.split('.').try_fold(scope, |value, name| {
-            let plain = name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
-                && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-            if plain {
-                value.as_object()?.get(name)
-            } else {
-                None
-            }
-        })
+        expression
+            .split('.')
+            .map(|name| {
+                let plain = name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+                    && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+                plain.then_some(name)
+            })
+            .collect()
     }
 
     /// The scope of the items of a `foreach` over `scope`: see [`ItemScope`].

@@ -169,8 +169,14 @@ pub struct NodeDef {
     pub foreach: Option<Value>,
     /// Items of a `foreach` in flight at once.
     pub parallelism: usize,
-    /// What its templates (`with`, `if`, `foreach`) read of the run's scope.
+    /// What its templates (`with`, `if`, `foreach`) read of the run's scope; a `foreach` that
+    /// names a list in the trigger is not counted (see `foreach_trigger_path`).
     pub reads: ScopeReads,
+    /// The path under `trigger` of a `foreach` that names its list there as a plain path
+    /// (`{{ trigger.body.leads }}`: `body`, `leads`). When no other template reads the
+    /// trigger, the items are read from the trigger's stored text one at a time, and the
+    /// trigger is never built as a whole (a lead list's tree costs several times its text).
+    pub foreach_trigger_path: Option<Vec<String>>,
 }
 
 /// `retry: { attempts, backoff, max_backoff }`; exponential with jitter.

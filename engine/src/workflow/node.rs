@@ -87,8 +87,12 @@ pub fn parse(
         .and_then(|found| foreach(problems, templates, found, &fields));
     let parallelism = parallelism(problems, &fields, foreach.is_some());
     let references = node_references(templates, &fields);
+    let foreach_trigger_path = foreach.as_ref().and_then(trigger_path);
+    // A list named in the trigger is read from the trigger's text (see `NodeDef`): it is not
+    // a read that makes the scope hold the trigger.
+    let foreach_read = foreach.as_ref().filter(|_| foreach_trigger_path.is_none());
     let reads = templates.scope_reads(
-        &[Some(&with_json), foreach.as_ref()]
+        &[Some(&with_json), foreach_read]
             .into_iter()
             .flatten()
             .collect::<Vec<_>>(),
@@ -108,6 +112,7 @@ pub fn parse(
         foreach,
         parallelism,
         reads,
+        foreach_trigger_path,
     };
     Some(ParsedNode {
         def,
@@ -303,4 +308,13 @@ fn parallelism(problems: &mut Problems, fields: &Fields<'_>, has_foreach: bool) 
     parallelism
         .and_then(|value| usize::try_from(value).ok())
         .unwrap_or(1)
+}
+
+/// The path under `trigger` that `foreach` names, when it is a plain path into the trigger
+/// (`{{ trigger.body.leads }}`: `body`, `leads`).
+fn trigger_path(foreach: &Value) -> Option<Vec<String>> {
+    match Templates::named_path(foreach)?.split_first() {
+        Some((&"trigger", rest)) => Some(rest.iter().map(|name| (*name).to_owned()).collect()),
+        _ => None,
+    }
 }

@@ -235,6 +235,40 @@ mod tests {
     }
 
     #[test]
+    fn a_foreach_over_a_list_in_the_trigger_reads_it_from_the_text_unless_with_reads_the_trigger()
+    -> Result<(), Vec<String>> {
+        let text = r#"
+id: import
+nodes:
+  items:
+    type: transform
+    foreach: "{{ trigger.body.leads }}"
+    with: { value: "{{ item.email }}/{{ index }}" }
+  around:
+    type: transform
+    foreach: "{{ trigger.body.leads }}"
+    with: { value: "{{ trigger.body.source }}/{{ item }}" }
+  computed:
+    type: transform
+    foreach: "{{ trigger.body.leads | reverse }}"
+    with: { value: "{{ item }}" }
+"#;
+        let workflow = load(text)?;
+        let node = |id: &str| workflow.node(id).expect("the node");
+        let path = Some(vec!["body".to_owned(), "leads".to_owned()]);
+        assert_eq!(node("items").foreach_trigger_path, path);
+        assert!(
+            !node("items").reads.trigger,
+            "the list is read from the text"
+        );
+        assert_eq!(node("around").foreach_trigger_path, path);
+        assert!(node("around").reads.trigger, "`with` reads the trigger");
+        assert_eq!(node("computed").foreach_trigger_path, None);
+        assert!(node("computed").reads.trigger);
+        Ok(())
+    }
+
+    #[test]
     fn reads_every_field() {
         let text = r#"
 id: lead-enrichment
