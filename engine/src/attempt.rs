@@ -30,7 +30,7 @@ use crate::runtime::{Executor, Runtime};
 use crate::store::{
     AttemptKey, AttemptOutcome, AttemptStatus, ErrorInfo, Json, Started, Store, Trigger, json,
 };
-use crate::template::{ItemScope, TemplateError, Templates};
+use crate::template::{ItemScope, RunScope, TemplateError};
 use crate::workflow::{NodeDef, Workflow};
 use crate::{scope, telemetry};
 
@@ -154,7 +154,7 @@ async fn execute_readable(
                 Prepared::Skip => (Json::from(Value::Null), Ready::Skip),
             };
             // Rendering succeeded, so its thread handed the scope back.
-            let mut scope = scope.unwrap_or(Value::Null);
+            let mut scope = scope.unwrap_or_default();
             let (input, redactor) = stored_input(executor, node, &run.trigger, &mut scope, input);
             started.input = Some(input);
             // Distributed, the running mark is the lease: it must be written before the node
@@ -271,11 +271,13 @@ const IN_PLACE_SCOPE_BYTES: usize = 64 * 1024;
 /// instructions the template's length bounds, each at most one pass over what it reads), and
 /// its scope (the trigger, the upstream outputs) is small. Anything else goes to a blocking
 /// thread, under the node's timeout.
-fn renders_in_place(node: &NodeDef, scope: &Value) -> bool {
+fn renders_in_place(node: &NodeDef, scope: &RunScope) -> bool {
     node.foreach.is_none()
         && !node.condition.as_deref().is_some_and(has_statement)
         && !has_statement_inside(&node.with)
-        && within(scope, IN_PLACE_SCOPE_BYTES)
+        && IN_PLACE_SCOPE_BYTES
+            .checked_sub(scope.outputs_bytes())
+            .is_some_and(|budget| within(&scope.value, budget))
 }
 
 /// Whether `value` holds at most about `budget` bytes; stops looking once it is over, so the
@@ -326,8 +328,8 @@ fn prepare_in_place(
     executor: &Executor,
     node: &NodeDef,
     trigger: &Trigger,
-    scope: Value,
-) -> (Result<Prepared, NodeError>, Option<Value>) {
+    scope: RunScope,
+) -> (Result<Prepared, NodeError>, Option<RunScope>) {
     let abandoned = AtomicBool::new(false);
     let prepared = std::panic::catch_unwind(AssertUnwindSafe(|| {
         prepare(executor, node, trigger, &scope, &abandoned)
@@ -345,9 +347,9 @@ async fn prepare_off_thread(
     workflow: &Arc<Workflow>,
     node: &NodeDef,
     trigger: Trigger,
-    scope: Value,
+    scope: RunScope,
     cancellation: &CancellationToken,
-) -> (Result<Prepared, NodeError>, Option<Value>) {
+) -> (Result<Prepared, NodeError>, Option<RunScope>) {
     let limit = node
         .timeout
         .unwrap_or(executor.templates.limits().render_timeout);
@@ -416,7 +418,7 @@ fn prepare(
     executor: &Executor,
     node: &NodeDef,
     trigger: &Trigger,
-    scope: &Value,
+    scope: &RunScope,
     abandoned: &AtomicBool,
 ) -> Result<Prepared, NodeError> {
     let templates = &executor.templates;
@@ -429,7 +431,7 @@ fn prepare(
     }
     let Some(foreach) = &node.foreach else {
         let input = templates
-            .render_value(&node.with, scope)
+            .render_run(&node.with, scope)
             .map_err(template_error)?;
         return Ok(Prepared::Single(input));
     };
@@ -455,12 +457,15 @@ fn prepare(
     };
     // The list is usually named as it is (`{{ trigger.body.leads }}`): read in place, as
     // rendering would copy a list of a million leads twice.
-    let rendered;
-    let items = match Templates::named_value(foreach, scope) {
-        Some(Value::Array(items)) => items,
+    let (named, rendered);
+    let items = match scope.named_value(foreach) {
+        Some(value) if value.is_array() => {
+            named = value;
+            named.as_array().map_or(&[][..], Vec::as_slice)
+        }
         _ => {
             rendered = templates
-                .render_value(foreach, scope)
+                .render_run(foreach, scope)
                 .map_err(template_error)?;
             match &rendered {
                 Value::Array(items) => items,
@@ -502,12 +507,12 @@ fn render_items<'i>(
 }
 
 /// `scope` with the whole trigger in it.
-fn scope_with_trigger(scope: &Value, trigger: &Trigger) -> Result<Value, NodeError> {
+fn scope_with_trigger(scope: &RunScope, trigger: &Trigger) -> Result<RunScope, NodeError> {
     let mut scope = scope.clone();
     let trigger = trigger
         .value()
         .map_err(|error| NodeError::permanent(ErrorKind::Internal, error.to_string()))?;
-    if let Value::Object(names) = &mut scope {
+    if let Value::Object(names) = &mut scope.value {
         names.insert("trigger".to_owned(), trigger);
     }
     Ok(scope)
@@ -681,7 +686,7 @@ fn stored_input<'s>(
     executor: &'s Executor,
     node: &NodeDef,
     trigger: &Trigger,
-    scope: &mut Value,
+    scope: &mut RunScope,
     input: Json,
 ) -> (Json, Redactor<'s>) {
     let used = executor.redaction.read_by(&input_templates(node), &[]);
@@ -819,7 +824,7 @@ mod tests {
     fn only_renders_that_cannot_loop_run_in_place() {
         let expressions =
             serde_json::json!({ "a": "{{ trigger.body.n + 1 }}", "b": ["x {{ y }}"] });
-        let small = serde_json::json!({ "trigger": { "body": { "n": 1 } } });
+        let small = RunScope::plain(serde_json::json!({ "trigger": { "body": { "n": 1 } } }));
         assert!(renders_in_place(
             &node(expressions.clone(), Some("x > 1"), None),
             &small
@@ -839,11 +844,10 @@ mod tests {
             &small
         ));
         // An upstream's large reply counts as much as a large trigger.
-        let large = serde_json::json!({
-            "trigger": { "body": { "n": 1 } },
-            "nodes": { "fetch": { "output": ["x".repeat(40_000), "y".repeat(40_000)] } },
-        });
+        let mut large = small.clone();
+        let reply = serde_json::json!(["x".repeat(40_000), "y".repeat(40_000)]);
+        large.outputs.insert("fetch".to_owned(), Json::from(reply));
         assert!(!renders_in_place(&node(expressions, None, None), &large));
-        assert!(within(&small, 64) && !within(&small, 8));
+        assert!(within(&small.value, 64) && !within(&small.value, 8));
     }
 }

@@ -23,7 +23,7 @@ use crate::store::{
     AttemptKey, AttemptOutcome, AttemptRecord, AttemptStatus, Completed, ErrorInfo, RunEnd,
     RunRecord, RunStatus, insert_ordered,
 };
-use crate::template::TemplateError;
+use crate::template::{RunScope, TemplateError};
 use crate::workflow::{NodeId, Workflow};
 use crate::{dispatch, reopen, scope, telemetry};
 
@@ -850,9 +850,9 @@ pub const UNLOADABLE: &str = "revision";
 fn render_output(
     executor: &Executor,
     template: &Value,
-    mut scope: Value,
+    mut scope: RunScope,
 ) -> Result<Option<Value>, TemplateError> {
-    let output = executor.templates.render_value(template, &scope)?;
+    let output = executor.templates.render_run(template, &scope)?;
     let used = executor.redaction.read_by(&[template], &[]);
     scope::hide_secrets(&mut scope);
     let (output, _) = redaction::shown(
@@ -872,7 +872,7 @@ fn output_scope(
     workflow: &Workflow,
     run: &RunRecord,
     attempts: &[AttemptRecord],
-) -> Result<Value, crate::store::Error> {
+) -> Result<RunScope, crate::store::Error> {
     scope::for_run(
         &run.trigger,
         &workflow.output_reads,

@@ -6,8 +6,8 @@
 use enrichflow_nodes::Secrets;
 use serde_json::{Map, Value, json};
 
-use crate::store::{AttemptRecord, AttemptStatus, Trigger};
-use crate::template::ScopeReads;
+use crate::store::{AttemptRecord, AttemptStatus, Json, Trigger};
+use crate::template::{RunScope, ScopeReads};
 use crate::vars::Vars;
 
 use crate::redaction::REDACTED;
@@ -15,8 +15,9 @@ use crate::redaction::REDACTED;
 /// The run as the templates of one node (or the run's `output`) see it: the run's trigger and
 /// the latest state of every node that has one. Nodes never reached are absent, so referring
 /// to them is an undefined-name error. Only what `reads` says the templates read is there:
-/// the trigger is parsed, and a node's output copied, only when read (either can be a list
-/// import). A trigger that cannot be parsed is an unreadable run.
+/// the trigger is parsed only when read, and a node's output is there only when read, as its
+/// stored text (either can be a list import; see [`RunScope`]). A trigger that cannot be
+/// parsed is an unreadable run.
 pub fn for_run(
     trigger: &Trigger,
     reads: &ScopeReads,
@@ -25,7 +26,7 @@ pub fn for_run(
     vars: &Vars,
     run_id: &str,
     workflow_id: &str,
-) -> Result<Value, crate::store::Error> {
+) -> Result<RunScope, crate::store::Error> {
     let trigger = if reads.trigger {
         trigger.value()?
     } else {
@@ -33,11 +34,18 @@ pub fn for_run(
         Value::Null
     };
     let latest = crate::scheduler::latest_attempts(attempts);
-    let nodes: Map<String, Value> = latest
-        .into_iter()
-        .filter(|(id, attempt)| attempt.status.is_finished() && reads.node(id))
-        .map(|(id, attempt)| Ok((id.to_owned(), node_view(attempt)?)))
-        .collect::<Result<_, crate::store::Error>>()?;
+    let mut nodes = Map::new();
+    let mut outputs = std::collections::BTreeMap::new();
+    for (id, attempt) in latest {
+        if !(attempt.status.is_finished() && reads.node(id)) {
+            continue;
+        }
+        let (view, output) = node_view(attempt);
+        nodes.insert(id.to_owned(), view);
+        if let Some(output) = output {
+            outputs.insert(id.to_owned(), output);
+        }
+    }
     // Inserted, not written with `json!`, which would copy the trigger and the node outputs.
     let mut scope = Map::new();
     scope.insert("trigger".to_owned(), trigger);
@@ -46,20 +54,27 @@ pub fn for_run(
     scope.insert("vars".to_owned(), vars_object(vars));
     scope.insert("run".to_owned(), json!({ "id": run_id }));
     scope.insert("workflow".to_owned(), json!({ "id": workflow_id }));
-    Ok(Value::Object(scope))
+    Ok(RunScope {
+        value: Value::Object(scope),
+        outputs,
+    })
 }
 
-/// `nodes.<id>`: skipped and failed nodes expose `output: null`.
-fn node_view(attempt: &AttemptRecord) -> Result<Value, crate::store::Error> {
-    let output = match (attempt.status, &attempt.output) {
-        (AttemptStatus::Succeeded, Some(output)) => output.value()?,
-        _ => Value::Null,
+/// `nodes.<id>`, and its output kept as text: skipped and failed nodes expose `output: null`.
+fn node_view(attempt: &AttemptRecord) -> (Value, Option<Json>) {
+    let view = |output| {
+        let mut view = Map::new();
+        view.insert("status".to_owned(), json!(attempt.status.as_str()));
+        view.insert("error".to_owned(), json!(attempt.error));
+        if let Some(output) = output {
+            view.insert("output".to_owned(), output);
+        }
+        Value::Object(view)
     };
-    Ok(json!({
-        "status": attempt.status.as_str(),
-        "output": output,
-        "error": attempt.error,
-    }))
+    match (attempt.status, &attempt.output) {
+        (AttemptStatus::Succeeded, Some(output)) => (view(None), Some(output.clone())),
+        _ => (view(Some(Value::Null)), None),
+    }
 }
 
 /// The scope of a webhook secret template: only `secrets`.
@@ -87,8 +102,8 @@ fn vars_object(vars: &Vars) -> Value {
 
 /// Replaces the value of every secret in `scope` by [`REDACTED`]: a template rendered again
 /// with it shows `[redacted]` exactly where, and only where, it used a secret.
-pub fn hide_secrets(scope: &mut Value) {
-    if let Some(Value::Object(secrets)) = scope.get_mut("secrets") {
+pub fn hide_secrets(scope: &mut RunScope) {
+    if let Some(Value::Object(secrets)) = scope.value.get_mut("secrets") {
         for value in secrets.values_mut() {
             *value = Value::String(REDACTED.to_owned());
         }
@@ -106,9 +121,9 @@ mod tests {
             "TOKEN".to_owned(),
             "s3cr3t-value".to_owned(),
         )]));
-        let mut scope = secrets_only(&secrets);
+        let mut scope = RunScope::plain(secrets_only(&secrets));
         hide_secrets(&mut scope);
-        assert_eq!(scope, json!({ "secrets": { "TOKEN": "[redacted]" } }));
+        assert_eq!(scope.value, json!({ "secrets": { "TOKEN": "[redacted]" } }));
     }
 
     #[test]
@@ -122,10 +137,10 @@ mod tests {
         let everything = ScopeReads::everything();
         let mut scope = for_run(&trigger, &everything, &[], &secrets, &vars, "r1", "w1")
             .expect("a readable trigger");
-        assert_eq!(scope["vars"], json!({ "SMTP_PORT": "587" }));
+        assert_eq!(scope.value["vars"], json!({ "SMTP_PORT": "587" }));
         hide_secrets(&mut scope);
-        assert_eq!(scope["secrets"], json!({ "TOKEN": "[redacted]" }));
-        assert_eq!(scope["vars"], json!({ "SMTP_PORT": "587" }));
+        assert_eq!(scope.value["secrets"], json!({ "TOKEN": "[redacted]" }));
+        assert_eq!(scope.value["vars"], json!({ "SMTP_PORT": "587" }));
     }
 
     #[test]
@@ -145,11 +160,18 @@ mod tests {
         let readable = Trigger::from(json!({ "body": {} }));
         let scope = for_run(&readable, &reads, &attempts, &secrets, &vars, "r1", "w1")
             .expect("a readable trigger");
-        assert_eq!(scope["trigger"], Value::Null);
+        assert_eq!(scope.value["trigger"], Value::Null);
+        // The output is there as its stored text, not built.
         assert_eq!(
-            scope["nodes"],
-            json!({ "a": { "status": "succeeded", "output": [1, 2], "error": null } })
+            scope.value["nodes"],
+            json!({ "a": { "status": "succeeded", "error": null } })
         );
+        let outputs: Vec<(&str, &str)> = scope
+            .outputs
+            .iter()
+            .map(|(id, output)| (id.as_str(), output.text()))
+            .collect();
+        assert_eq!(outputs, [("a", "[1,2]")]);
         // Unread, an unreadable trigger still makes the run unreadable.
         let unreadable = Trigger::from_stored("{not json".to_owned());
         assert!(for_run(&unreadable, &reads, &attempts, &secrets, &vars, "r1", "w1").is_err());
@@ -164,7 +186,7 @@ mod tests {
             "w1",
         )
         .expect("a readable trigger");
-        assert_eq!(scope["trigger"], json!({ "body": {} }));
-        assert_eq!(scope["nodes"]["b"]["output"], json!("big"));
+        assert_eq!(scope.value["trigger"], json!({ "body": {} }));
+        assert_eq!(scope.outputs["b"].text(), r#""big""#);
     }
 }

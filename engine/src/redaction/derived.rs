@@ -13,7 +13,7 @@ use aho_corasick::{AhoCorasick, MatchKind};
 use serde_json::Value;
 
 use super::{MIN_SECRET_LENGTH, REDACTED, Redaction, SecretUse};
-use crate::template::Templates;
+use crate::template::{RunScope, Templates};
 
 /// The longest derived value recorded: filters of a secret are short, and a longer string (a
 /// body with a secret inside) would make the automaton large; the secret inside it is still
@@ -123,7 +123,7 @@ pub fn shown<'r>(
     templates: &Templates,
     template: &Value,
     real: Value,
-    hidden_scope: &Value,
+    hidden_scope: &RunScope,
 ) -> (Value, Redactor<'r>) {
     if used.is_none() {
         return (real, Redactor::new(redaction, used));
@@ -154,13 +154,13 @@ fn render_hidden(
     templates: &Templates,
     template: &Value,
     real: Value,
-    hidden_scope: &Value,
+    hidden_scope: &RunScope,
     pairs: &mut Pairs,
 ) -> Value {
     match (template, real) {
         (Value::String(text), real) if text.contains("secrets") => {
             let shown = templates
-                .render_value(template, hidden_scope)
+                .render_run(template, hidden_scope)
                 .unwrap_or_else(|_| Value::String(REDACTED.to_owned()));
             derived_pairs(&real, &shown, pairs);
             shown

@@ -10,6 +10,7 @@
 //! folds while compiling (see `analysis`).
 
 mod analysis;
+mod json_list;
 mod limits;
 mod operators;
 mod scope_reads;
@@ -17,8 +18,9 @@ mod scope_reads;
 pub use limits::Limits;
 pub use scope_reads::ScopeReads;
 
+use std::borrow::Cow;
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
 use std::sync::{Arc, RwLock};
 
@@ -26,7 +28,57 @@ use minijinja::value::Serde;
 use minijinja::{AutoEscape, Environment, Template, UndefinedBehavior};
 use serde_json::Value;
 
+use self::json_list::JsonList;
 use self::limits::CappedWriter;
+use crate::store::{Json, json};
+
+/// A run as its templates see it: `value`, whose `nodes.<id>` views leave out the outputs
+/// kept as text in `outputs`, by node id. An output is built only as far as a template reads
+/// it, and a list read whole is handed out item by item (see `json_list`), so a node that
+/// reads the length of an upstream list of a million leads never builds it.
+#[derive(Debug, Clone, Default)]
+pub struct RunScope {
+    pub value: Value,
+    pub outputs: BTreeMap<String, Json>,
+}
+
+impl RunScope {
+    /// A scope with no output kept as text.
+    pub fn plain(value: Value) -> RunScope {
+        RunScope {
+            value,
+            outputs: BTreeMap::new(),
+        }
+    }
+
+    /// What `template` names when it is a single plain path (see [`Templates::named_value`]),
+    /// read in place, or from the stored text when it goes into an output kept as text.
+    pub fn named_value(&self, template: &Value) -> Option<Cow<'_, Value>> {
+        let path = Templates::named_path(template)?;
+        if let ["nodes", id, "output", rest @ ..] = path.as_slice()
+            && let Some(output) = self.outputs.get(*id)
+        {
+            let output = json::parse("node output", output.text()).ok()?;
+            let named = rest
+                .iter()
+                .try_fold(&output, |value, name| value.as_object()?.get(*name))?;
+            return Some(Cow::Owned(named.clone()));
+        }
+        path.into_iter()
+            .try_fold(&self.value, |value, name| value.as_object()?.get(name))
+            .map(Cow::Borrowed)
+    }
+
+    /// How many bytes of text the outputs kept as text hold.
+    pub fn outputs_bytes(&self) -> usize {
+        self.outputs
+            .values()
+            .fold(0, |bytes, output| bytes.saturating_add(output.text().len()))
+    }
+}
+
+/// Outputs for a scope that keeps none as text.
+static NO_OUTPUTS: BTreeMap<String, Json> = BTreeMap::new();
 
 /// A template or expression that does not parse or does not evaluate.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -178,7 +230,12 @@ impl Templates {
 
     /// Renders every string inside `value` (map keys are left alone) with `scope` in view.
     pub fn render_value(&self, value: &Value, scope: &Value) -> Result<Value, TemplateError> {
-        self.render_in(value, Scope::Whole(scope))
+        self.render_in(value, Scope::Whole(scope, &NO_OUTPUTS))
+    }
+
+    /// [`Templates::render_value`] over a run's scope.
+    pub fn render_run(&self, value: &Value, scope: &RunScope) -> Result<Value, TemplateError> {
+        self.render_in(value, Scope::Whole(&scope.value, &scope.outputs))
     }
 
     /// What `template` names in `scope` when it is a single plain path (`{{ trigger.body.leads
@@ -206,7 +263,7 @@ impl Templates {
     }
 
     /// The scope of the items of a `foreach` over `scope`: see [`ItemScope`].
-    pub fn item_scope<'a>(&'a self, scope: &'a Value) -> ItemScope<'a> {
+    pub fn item_scope<'a>(&'a self, scope: &'a RunScope) -> ItemScope<'a> {
         ItemScope {
             templates: self,
             scope,
@@ -232,8 +289,9 @@ impl Templates {
     }
 
     /// Evaluates a bare expression and applies minijinja's truthiness.
-    pub fn eval_condition(&self, expr: &str, scope: &Value) -> Result<bool, TemplateError> {
-        Ok(self.evaluate(expr, expr, Scope::Whole(scope))?.is_true())
+    pub fn eval_condition(&self, expr: &str, scope: &RunScope) -> Result<bool, TemplateError> {
+        let scope = Scope::Whole(&scope.value, &scope.outputs);
+        Ok(self.evaluate(expr, expr, scope)?.is_true())
     }
 
     fn render_string(&self, text: &str, scope: Scope<'_>) -> Result<Value, TemplateError> {
@@ -334,7 +392,7 @@ impl Templates {
         template: &Template<'_, '_>,
         scope: &Value,
     ) -> minijinja::Value {
-        self.context_in(source, template, Scope::Whole(scope))
+        self.context_in(source, template, Scope::Whole(scope, &NO_OUTPUTS))
     }
 
     /// The parts of `scope` that the template compiled from `source` reads.
@@ -346,7 +404,7 @@ impl Templates {
     ) -> minijinja::Value {
         let reads = self.reads(source, template);
         match scope {
-            Scope::Whole(scope) => reads.context(scope),
+            Scope::Whole(scope, outputs) => reads.context(scope, outputs),
             Scope::Item(items, item, index) => items.context(source, &reads, item, index),
         }
     }
@@ -394,7 +452,7 @@ impl std::fmt::Debug for Templates {
 /// What a render reads names from: a whole scope, or one `foreach` item laid over one.
 #[derive(Clone, Copy)]
 enum Scope<'a> {
-    Whole(&'a Value),
+    Whole(&'a Value, &'a BTreeMap<String, Json>),
     Item(&'a ItemScope<'a>, &'a Value, usize),
 }
 
@@ -411,7 +469,7 @@ const ITEM_NAMES: [&str; 2] = ["item", "index"];
 /// thread: the cache is not shared.
 pub struct ItemScope<'a> {
     templates: &'a Templates,
-    scope: &'a Value,
+    scope: &'a RunScope,
     /// Per template source, the top-level names it reads from `scope`, converted.
     shared: RefCell<HashMap<String, Rc<[Entry]>>>,
 }
@@ -432,7 +490,7 @@ impl ItemScope<'_> {
         let cached = self.shared.borrow().get(source).cloned();
         let shared = cached.unwrap_or_else(|| {
             let paths = reads.top_level(|name| !ITEM_NAMES.contains(&name));
-            let pairs: Rc<[_]> = part_pairs(self.scope, &paths).into();
+            let pairs: Rc<[_]> = scope_pairs(self.scope, &paths).into();
             self.shared
                 .borrow_mut()
                 .insert(source.to_owned(), pairs.clone());
@@ -474,9 +532,18 @@ impl Reads {
         Self { paths }
     }
 
-    fn context(&self, scope: &Value) -> minijinja::Value {
+    fn context(&self, scope: &Value, outputs: &BTreeMap<String, Json>) -> minijinja::Value {
         let paths: Vec<&[String]> = self.paths.iter().map(Vec::as_slice).collect();
-        part(scope, &paths)
+        if outputs.is_empty() {
+            return part(scope, &paths);
+        }
+        let run = RunView { scope, outputs };
+        match scope {
+            Value::Object(_) if !paths.iter().any(|path| path.is_empty()) => {
+                minijinja::Value::from_pairs(run.pairs(&paths))
+            }
+            _ => minijinja::Value::from_pairs(run.pairs(&[&[]])),
+        }
     }
 
     /// The paths whose first name `keep` accepts, and the empty path (the whole scope).
@@ -526,6 +593,89 @@ fn constant_too_large(too_large: &analysis::TooLarge) -> minijinja::Error {
             too_large.bytes, too_large.limit
         ),
     )
+}
+
+/// The top-level entries of a run's scope that `paths` go through (see [`part_pairs`]), with
+/// the outputs kept as text laid in.
+fn scope_pairs(scope: &RunScope, paths: &[&[String]]) -> Vec<Entry> {
+    RunView {
+        scope: &scope.value,
+        outputs: &scope.outputs,
+    }
+    .pairs(paths)
+}
+
+/// A run's scope with its outputs kept as text, being narrowed for one template.
+struct RunView<'a> {
+    scope: &'a Value,
+    outputs: &'a BTreeMap<String, Json>,
+}
+
+impl RunView<'_> {
+    /// [`part_pairs`] of the scope, `nodes` with the outputs laid in.
+    fn pairs(&self, paths: &[&[String]]) -> Vec<Entry> {
+        let mut pairs = part_pairs(self.scope, paths);
+        if self.outputs.is_empty() {
+            return pairs;
+        }
+        if let Some((_, nodes)) = pairs.iter_mut().find(|(name, _)| name == "nodes") {
+            *nodes = self.nodes(&rest_of("nodes", paths));
+        }
+        pairs
+    }
+
+    /// `nodes`, each node's view narrowed to its paths, its output from its text.
+    fn nodes(&self, paths: &[&[String]]) -> minijinja::Value {
+        let Some(Value::Object(nodes)) = self.scope.get("nodes") else {
+            return minijinja::Value::UNDEFINED;
+        };
+        let pairs = nodes.iter().filter_map(|(id, view)| {
+            let rest = rest_of(id, paths);
+            if rest.is_empty() {
+                return None;
+            }
+            let view = match self.outputs.get(id) {
+                Some(output) => view_with_output(view, output, &rest),
+                None => part(view, &rest),
+            };
+            Some((id.clone(), view))
+        });
+        minijinja::Value::from_pairs(pairs.collect::<Vec<_>>())
+    }
+}
+
+/// The paths under `name` of those that go through it; every path (whole) when one ends
+/// before it.
+fn rest_of<'p>(name: &str, paths: &[&'p [String]]) -> Vec<&'p [String]> {
+    if paths.iter().any(|path| path.is_empty()) {
+        return vec![&[]];
+    }
+    paths
+        .iter()
+        .filter(|path| path[0] == name)
+        .map(|path| &path[1..])
+        .collect()
+}
+
+/// A node's view narrowed to `paths`, its `output` read from `output`'s text: handed out item
+/// by item when read whole and a list, built as far as the paths go otherwise.
+fn view_with_output(view: &Value, output: &Json, paths: &[&[String]]) -> minijinja::Value {
+    let mut pairs = part_pairs(view, paths);
+    let rest = rest_of("output", paths);
+    if !rest.is_empty() {
+        let whole = rest.iter().any(|path| path.is_empty());
+        let lazy = if whole { JsonList::of(output) } else { None };
+        let output = match lazy {
+            Some(list) => minijinja::Value::from_object(list),
+            None => match json::parse("node output", output.text()) {
+                Ok(built) => part(&built, &rest),
+                // Checked readable when stored or read back: not expected.
+                Err(_) => minijinja::Value::UNDEFINED,
+            },
+        };
+        pairs.push(("output".to_owned(), output));
+    }
+    minijinja::Value::from_pairs(pairs)
 }
 
 /// `value` narrowed to `paths` (relative to it); whole when a path ends here.

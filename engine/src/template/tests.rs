@@ -165,17 +165,24 @@ fn conditions_use_truthiness() {
     ];
     for (expr, expected) in cases {
         assert_eq!(
-            templates.eval_condition(expr, &scope()).unwrap(),
+            templates
+                .eval_condition(expr, &RunScope::plain(scope()))
+                .unwrap(),
             expected,
             "{expr}"
         );
     }
-    let error = templates.eval_condition("nodes.skipped.output.tier == 'hot'", &scope());
+    let error = templates.eval_condition(
+        "nodes.skipped.output.tier == 'hot'",
+        &RunScope::plain(scope()),
+    );
     assert_eq!(
         error.unwrap_err().to_string(),
         "in `nodes.skipped.output.tier == 'hot'`: undefined value: `nodes.skipped.output.tier` is undefined"
     );
-    let error = templates.eval_condition("missing", &scope()).unwrap_err();
+    let error = templates
+        .eval_condition("missing", &RunScope::plain(scope()))
+        .unwrap_err();
     assert_eq!(error.message, "undefined value: `missing` is undefined");
 }
 
@@ -215,7 +222,7 @@ fn block_delimiters_inside_expression_strings_are_fine() {
     let templates = Templates::new();
     assert!(
         templates
-            .eval_condition("x == '%}'", &json!({"x": "%}"}))
+            .eval_condition("x == '%}'", &RunScope::plain(json!({"x": "%}"})))
             .unwrap()
     );
     // Load-time checks reject what is not a single expression, so the wrapper that
@@ -321,7 +328,10 @@ fn slices_of_scope_values_work_like_slices_of_literals() {
     }
     assert!(
         templates
-            .eval_condition("trigger.body.name[:1] == 'a'", &scope)
+            .eval_condition(
+                "trigger.body.name[:1] == 'a'",
+                &RunScope::plain(scope.clone())
+            )
             .unwrap()
     );
     assert_eq!(
@@ -344,7 +354,7 @@ fn running_out_of_fuel_is_an_error_that_names_the_budget() {
     };
     let sum = vec!["trigger.body.n"; 20].join(" + ");
     let error = Templates::with_limits(tight)
-        .eval_condition(&sum, &scope())
+        .eval_condition(&sum, &RunScope::plain(scope()))
         .unwrap_err();
     assert!(
         error.message.contains("budget of 10 instructions"),
@@ -401,7 +411,7 @@ fn repetition_and_concatenation_over_the_limit_are_refused() {
         }
     }
     let error = Templates::with_limits(small_limits())
-        .eval_condition("trigger.body.email * 1000 == ''", &scope())
+        .eval_condition("trigger.body.email * 1000 == ''", &RunScope::plain(scope()))
         .unwrap_err();
     assert!(error.message.contains("`*` would produce more"), "{error}");
 }
@@ -500,7 +510,7 @@ fn constants_folded_at_load_are_bounded() {
     let error = render(json!(format!("y {text}"))).unwrap_err();
     assert!(error.message.contains("constant expression"), "{error}");
     let error = templates
-        .eval_condition("'a' * 100000000", &scope())
+        .eval_condition("'a' * 100000000", &RunScope::plain(scope()))
         .unwrap_err();
     assert!(error.message.contains("constant expression"), "{error}");
 }
@@ -582,7 +592,8 @@ fn extreme_arguments_do_not_panic() {
 fn items_render_like_a_copy_of_the_scope_with_item_and_index() {
     let templates = Templates::new();
     let scope = scope();
-    let each = templates.item_scope(&scope);
+    let run_scope = RunScope::plain(scope.clone());
+    let each = templates.item_scope(&run_scope);
     let cases = [
         "{{ item }}",
         "{{ item.email }} #{{ index }}",
@@ -620,7 +631,8 @@ fn items_render_like_a_copy_of_the_scope_with_item_and_index() {
 fn an_item_sees_only_its_own_item_and_index() {
     let templates = Templates::new();
     let scope = scope();
-    let each = templates.item_scope(&scope);
+    let run_scope = RunScope::plain(scope.clone());
+    let each = templates.item_scope(&run_scope);
     let text = json!("{{ index }}:{{ item }}");
     assert_eq!(
         each.render_value(&text, &json!("a"), 0).unwrap(),
@@ -669,4 +681,73 @@ fn render_value_in(text: &str, scope: &Value) -> Value {
     Templates::new()
         .render_value(&json!(text), scope)
         .expect("renders")
+}
+
+/// Outputs kept as text (a run's scope) render exactly as the same outputs in the scope would,
+/// whichever way a template reaches them.
+#[test]
+fn outputs_kept_as_text_render_like_outputs_in_the_scope() {
+    let templates = Templates::new();
+    let list = json!([{ "a": 1, "tier": "hot" }, { "a": 2 }, "three"]);
+    let object = json!({ "body": { "x": 1, "tags": ["t", "u"] }, "status": 200 });
+    let inline = json!({
+        "trigger": { "body": { "name": "n" } },
+        "nodes": {
+            "list": { "status": "succeeded", "error": null, "output": list },
+            "obj": { "status": "succeeded", "error": null, "output": object },
+            "failed": { "status": "failed", "error": { "kind": "node" }, "output": null },
+        },
+    });
+    let mut kept = RunScope::plain(inline.clone());
+    for (id, output) in [("list", &list), ("obj", &object)] {
+        if let Some(view) = kept.value["nodes"][id].as_object_mut() {
+            view.remove("output");
+        }
+        kept.outputs.insert(id.to_owned(), Json::from(output));
+    }
+    let inline_run = RunScope::plain(inline.clone());
+    let texts = [
+        "{{ nodes.list.output | length }}",
+        "{{ nodes.list.output }}",
+        "{{ nodes.list.output[0].tier }}/{{ nodes.list.output[-1] }}",
+        "{% for x in nodes.list.output %}{{ loop.index }}{{ x }}{% endfor %}",
+        "{{ nodes.list.output | reverse | list }}",
+        "{{ nodes.list.output[1:] }}",
+        "{{ nodes.list.output | map(attribute='a') | list }}",
+        "{{ nodes.obj.output.body.x }} {{ nodes.obj.output.body.tags | join(',') }}",
+        "{{ nodes.obj.output }}",
+        "{{ nodes.obj.output.items() | list }}",
+        "{{ nodes.obj }}",
+        "{{ nodes.obj.status }}",
+        "{{ nodes['list'].output | length }}",
+        "{% for id, node in nodes | items %}{{ id }}={{ node.output }};{% endfor %}",
+        "{{ nodes.failed.output is none }} {{ nodes.failed.error.kind }}",
+        "{{ nodes.list.output.missing }}",
+        "{{ nodes.obj.output.body.missing }}",
+        "{{ nodes.list.output is defined }}",
+        "{{ trigger.body.name }}",
+    ];
+    for text in texts {
+        let template = json!(text);
+        assert_eq!(
+            templates.render_run(&template, &kept),
+            templates.render_value(&template, &inline),
+            "{text}"
+        );
+        let each = templates.item_scope(&kept);
+        let laid = each.render_value(&template, &json!("i"), 1);
+        let copied = templates.item_scope(&inline_run).render_value(&template, &json!("i"), 1);
+        assert_eq!(laid, copied, "{text} as a foreach item");
+    }
+    for condition in ["nodes.list.output | length == 3", "nodes.list.output[0].a == 1"] {
+        assert_eq!(
+            templates.eval_condition(condition, &kept),
+            templates.eval_condition(condition, &inline_run),
+            "{condition}"
+        );
+    }
+    let each = json!("{{ nodes.list.output }}");
+    assert_eq!(kept.named_value(&each).as_deref(), Some(&list));
+    let inner = json!("{{ nodes.obj.output.body.tags }}");
+    assert_eq!(kept.named_value(&inner).as_deref(), Some(&json!(["t", "u"])));
 }
