@@ -24,8 +24,9 @@ use crate::store::{AttemptKey, Json, Progress, Store, json};
 #[derive(Debug)]
 struct ListText {
     text: String,
-    /// Where each value is in `text`.
-    spans: Vec<Range<usize>>,
+    len: usize,
+    /// Where each value is in `text`, when kept (16 bytes an item: only inputs are read back).
+    spans: Option<Vec<Range<usize>>>,
     /// The deepest value so far.
     depth: usize,
 }
@@ -34,25 +35,37 @@ impl ListText {
     fn new() -> Self {
         Self {
             text: String::from("["),
-            spans: Vec::new(),
+            len: 0,
+            spans: None,
             depth: 0,
         }
     }
 
+    /// A list that keeps where each value is.
+    fn with_spans() -> Self {
+        Self {
+            spans: Some(Vec::new()),
+            ..Self::new()
+        }
+    }
+
     fn push(&mut self, value: &Value) {
-        if !self.spans.is_empty() {
+        if self.len > 0 {
             self.text.push(',');
         }
         let start = self.text.len();
         // `Value`'s `Display` is serde_json's compact writer, straight into the text.
         let _ = write!(self.text, "{value}");
-        self.spans.push(start..self.text.len());
+        if let Some(spans) = &mut self.spans {
+            spans.push(start..self.text.len());
+        }
+        self.len += 1;
         self.depth = self.depth.max(json::depth(value));
     }
 
     fn finish(mut self) -> (Json, Vec<Range<usize>>) {
         self.text.push(']');
-        (Json::from_text(self.text), self.spans)
+        (Json::from_text(self.text), self.spans.unwrap_or_default())
     }
 }
 
@@ -62,7 +75,7 @@ pub struct Inputs(ListText);
 
 impl Inputs {
     pub fn new() -> Self {
-        Self(ListText::new())
+        Self(ListText::with_spans())
     }
 
     pub fn push(&mut self, input: &Value) {

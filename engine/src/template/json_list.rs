@@ -23,6 +23,10 @@ impl JsonList {
     /// index reads: the caller then builds the value as a whole).
     pub fn of(text: &Json) -> Option<JsonList> {
         let whole = text.text();
+        // Most outputs are not lists: tell them apart without a failed parse.
+        if !whole.trim_start().starts_with('[') {
+            return None;
+        }
         let items: Vec<&RawValue> = serde_json::from_str(whole).ok()?;
         let base = whole.as_ptr() as usize;
         let spans = items

@@ -614,12 +614,31 @@ struct RunView<'a> {
 impl RunView<'_> {
     /// [`part_pairs`] of the scope, `nodes` with the outputs laid in.
     fn pairs(&self, paths: &[&[String]]) -> Vec<Entry> {
-        let mut pairs = part_pairs(self.scope, paths);
         if self.outputs.is_empty() {
-            return pairs;
+            return part_pairs(self.scope, paths);
         }
-        if let Some((_, nodes)) = pairs.iter_mut().find(|(name, _)| name == "nodes") {
-            *nodes = self.nodes(&rest_of("nodes", paths));
+        let whole = paths.iter().any(|path| path.is_empty());
+        let Value::Object(names) = self.scope else {
+            return Vec::new();
+        };
+        let mut pairs = if whole {
+            let others = names
+                .iter()
+                .filter(|(name, _)| *name != "nodes" && !ITEM_NAMES.contains(&name.as_str()));
+            others
+                .map(|(name, value)| (name.clone(), minijinja::Value::from(Serde(value))))
+                .collect()
+        } else {
+            let others: Vec<&[String]> = paths
+                .iter()
+                .copied()
+                .filter(|path| path[0] != "nodes")
+                .collect();
+            part_pairs(self.scope, &others)
+        };
+        let nodes = rest_of("nodes", paths);
+        if !nodes.is_empty() && names.contains_key("nodes") {
+            pairs.push(("nodes".to_owned(), self.nodes(&nodes)));
         }
         pairs
     }

@@ -736,10 +736,15 @@ fn outputs_kept_as_text_render_like_outputs_in_the_scope() {
         );
         let each = templates.item_scope(&kept);
         let laid = each.render_value(&template, &json!("i"), 1);
-        let copied = templates.item_scope(&inline_run).render_value(&template, &json!("i"), 1);
+        let copied = templates
+            .item_scope(&inline_run)
+            .render_value(&template, &json!("i"), 1);
         assert_eq!(laid, copied, "{text} as a foreach item");
     }
-    for condition in ["nodes.list.output | length == 3", "nodes.list.output[0].a == 1"] {
+    for condition in [
+        "nodes.list.output | length == 3",
+        "nodes.list.output[0].a == 1",
+    ] {
         assert_eq!(
             templates.eval_condition(condition, &kept),
             templates.eval_condition(condition, &inline_run),
@@ -749,5 +754,8 @@ fn outputs_kept_as_text_render_like_outputs_in_the_scope() {
     let each = json!("{{ nodes.list.output }}");
     assert_eq!(kept.named_value(&each).as_deref(), Some(&list));
     let inner = json!("{{ nodes.obj.output.body.tags }}");
-    assert_eq!(kept.named_value(&inner).as_deref(), Some(&json!(["t", "u"])));
+    assert_eq!(
+        kept.named_value(&inner).as_deref(),
+        Some(&json!(["t", "u"]))
+    );
 }
