@@ -182,7 +182,7 @@ fn count(count: i64) -> Result<u64> {
 }
 
 /// `Runs` and the statements of `create_run_once` for one store: `dialect` names the store's
-/// module (`shared`, `timestamp`, `Columns`, `Submit`) and its [`dialect`] function, `database`
+/// module (`write`, `timestamp`, `Columns`, `Submit`) and its [`dialect`] function, `database`
 /// sqlx's type of it; writes go to `writes`, reads to `pool`; `own` holds the methods written
 /// for this store alone, `insert_unless_key_taken` the insert of a keyed run with its first
 /// attempts.
