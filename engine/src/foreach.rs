@@ -287,6 +287,7 @@ async fn report(
 mod tests {
 
     use super::*;
+    use crate::store::{AttemptStatus, Attempts, RunStatus, Runs, SqliteStore};
 
     fn listed(text: &str, path: &[&str]) -> Option<Vec<String>> {
         let path: Vec<String> = path.iter().map(|name| (*name).to_owned()).collect();
@@ -337,7 +338,6 @@ mod tests {
         let escaped = r#"{"le\u0061ds": [1]}"#;
         assert_eq!(listed(escaped, &["leads"]), Some(vec!["1".to_owned()]));
     }
-    use crate::store::{AttemptStatus, Attempts, RunStatus, Runs, SqliteStore};
 
     async fn store_with_running_attempt() -> (Arc<dyn Store>, AttemptKey) {
         use crate::store::tests::{attempt, key, run};

@@ -375,7 +375,7 @@ attempts! {
     writes: pool,
     own: {
         async fn insert_attempt(&self, attempt: &AttemptRecord) -> Result<bool> {
-            let sql = concat!(
+            const SQL: &str = concat!(
                 "WITH inserted AS (",
                 insert_next_sql!(),
                 " ON CONFLICT (run_id, node_id, attempt) DO NOTHING RETURNING run_id
@@ -386,7 +386,7 @@ attempts! {
                  SELECT EXISTS (SELECT 1 FROM inserted)"
             );
             let next = NextAttempts::of(std::slice::from_ref(attempt))?;
-            let insert = shared!(postgres, sql).bind(&attempt.key.run_id);
+            let insert = shared!(postgres, SQL).bind(&attempt.key.run_id);
             let row = next.bound(insert).fetch_one(&self.pool).await?;
             Ok(row.try_get(0)?)
         }
@@ -418,7 +418,7 @@ attempts! {
             run_id: &str,
             finished_at: DateTime<Utc>,
         ) -> Result<u64> {
-            let sql = concat!(
+            const SQL: &str = concat!(
                 "WITH cancelled AS (",
                 cancel_open_sql!(),
                 " RETURNING 1), bumped AS (
@@ -427,7 +427,7 @@ attempts! {
                  )
                  SELECT count(*) FROM cancelled"
             );
-            let row = shared!(postgres, sql)
+            let row = shared!(postgres, SQL)
                 .bind(timestamp(finished_at))
                 .bind(run_id)
                 .bind(run_id)
@@ -453,7 +453,7 @@ attempts! {
             next: &[AttemptRecord],
             end: Option<&RunEnd>,
         ) -> Result<Option<Completed>> {
-            let sql = concat!(
+            const SQL: &str = concat!(
                 "WITH current AS (
                      SELECT status IN ('queued', 'running') AS open FROM runs
                      WHERE id = ? AND (?::int8 IS NULL OR version = ?)
@@ -480,7 +480,7 @@ attempts! {
                  SELECT EXISTS (SELECT 1 FROM current), EXISTS (SELECT 1 FROM finished),
                      (SELECT count(*) FROM notified) > 0, (SELECT version FROM changed)"
             );
-            let current = shared!(postgres, sql).bind(&key.run_id).bind(version).bind(version);
+            let current = shared!(postgres, SQL).bind(&key.run_id).bind(version).bind(version);
             let finish = bind_finish(current, key, outcome)?.bind(&key.run_id);
             let end_output = end
                 .and_then(|end| to_optional_text("the run's output", end.output.as_ref()).transpose())

@@ -13,7 +13,8 @@ use chrono::{DateTime, TimeDelta, Utc};
 use enrichflow_nodes::{Cache, ServiceError};
 use serde_json::Value;
 
-use super::{PostgresStore, Result, SqliteStore, dialect, postgres, sqlite};
+use super::dialect::translated;
+use super::{PostgresStore, Result, SqliteStore, postgres, sqlite};
 
 /// How many expired rows one write deletes: enough to outpace the writes that expire, small
 /// enough to keep a write cheap.
@@ -71,7 +72,7 @@ macro_rules! cache {
         #[async_trait]
         impl Cache for $store {
             async fn get(&self, namespace: &str, key: &str) -> Result<Option<Value>, ServiceError> {
-                let text: Option<String> = sqlx::query_scalar(dialect::$dialect(GET))
+                let text: Option<String> = sqlx::query_scalar(translated!($dialect, GET))
                     .bind(namespace)
                     .bind(key)
                     .bind($dialect::timestamp(Utc::now()))
@@ -92,7 +93,7 @@ macro_rules! cache {
                 // Serialised before the writer is borrowed: other writes wait while it is.
                 let text = value.to_string();
                 let mut writer = self.write_connection().await.map_err(service_error)?;
-                sqlx::query(dialect::$dialect(PUT))
+                sqlx::query(translated!($dialect, PUT))
                     .bind(namespace)
                     .bind(key)
                     .bind(text)
@@ -100,7 +101,7 @@ macro_rules! cache {
                     .execute(&mut *writer)
                     .await
                     .map_err(service_error)?;
-                sqlx::query(dialect::$dialect($purge))
+                sqlx::query(translated!($dialect, $purge))
                     .bind($dialect::timestamp(now))
                     .bind(PURGE_BATCH)
                     .execute(&mut *writer)

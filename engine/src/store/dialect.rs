@@ -57,11 +57,14 @@ pub(super) fn sqlite_text(statement: &str) -> String {
 
 /// `$statement`, a shared statement, in the words of `$dialect` (`postgres` or `sqlite`):
 /// translated the first time this line runs and kept, so the hot path allocates nothing for it.
+/// The statement must be a constant (a statement built at run time goes through the store's
+/// `built`): what is kept is the first translation.
 macro_rules! translated {
     ($dialect:ident, $statement:expr) => {{
+        const STATEMENT: &str = $statement;
         static TRANSLATED: std::sync::OnceLock<String> = std::sync::OnceLock::new();
         TRANSLATED
-            .get_or_init(|| $crate::store::dialect::$dialect($statement).0)
+            .get_or_init(|| $crate::store::dialect::$dialect(STATEMENT).0)
             .as_str()
     }};
 }

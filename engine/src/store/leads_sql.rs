@@ -80,7 +80,7 @@ macro_rules! lead_store {
         use enrichflow_nodes::leads::{LeadStore, LeadUpsert, UpsertedLead};
         use sqlx::{QueryBuilder, Transaction, $database};
 
-        use super::dialect::$dialect as sql;
+        use super::dialect::translated;
         use super::leads::{
             self, ContactRecord, LeadDetail, LeadQuery, LeadRecord, LeadView, OrganizationRecord,
             ScoreRecord, Upserts,
@@ -145,7 +145,7 @@ macro_rules! lead_store {
                 return Ok(None);
             };
             let view = leads::view(&Columns(&row))?;
-            let rows = sqlx::query(sql(SELECT_SCORES))
+            let rows = sqlx::query(translated!($dialect, SELECT_SCORES))
                 .bind(lead_id)
                 .fetch_all(&store.$read_pool)
                 .await?;
@@ -162,7 +162,7 @@ macro_rules! lead_store {
                 &mut self,
                 new: &OrganizationRecord,
             ) -> Result<OrganizationRecord> {
-                let row = sqlx::query(sql(CLAIM_ORGANIZATION))
+                let row = sqlx::query(translated!($dialect, CLAIM_ORGANIZATION))
                     .bind(&new.id)
                     .bind(&new.domain)
                     .bind(&new.name)
@@ -179,7 +179,7 @@ macro_rules! lead_store {
             }
 
             async fn update_organization(&mut self, row: &OrganizationRecord) -> Result<()> {
-                sqlx::query(sql(UPDATE_ORGANIZATION))
+                sqlx::query(translated!($dialect, UPDATE_ORGANIZATION))
                     .bind(&row.name)
                     .bind(&row.industry)
                     .bind(row.employees)
@@ -194,7 +194,7 @@ macro_rules! lead_store {
             }
 
             async fn claim_contact(&mut self, new: &ContactRecord) -> Result<ContactRecord> {
-                let row = sqlx::query(sql(CLAIM_CONTACT))
+                let row = sqlx::query(translated!($dialect, CLAIM_CONTACT))
                     .bind(&new.id)
                     .bind(&new.email)
                     .bind(&new.organization_id)
@@ -210,7 +210,7 @@ macro_rules! lead_store {
             }
 
             async fn update_contact(&mut self, row: &ContactRecord) -> Result<()> {
-                sqlx::query(sql(UPDATE_CONTACT))
+                sqlx::query(translated!($dialect, UPDATE_CONTACT))
                     .bind(&row.organization_id)
                     .bind(&row.first_name)
                     .bind(&row.last_name)
@@ -224,7 +224,7 @@ macro_rules! lead_store {
             }
 
             async fn claim_lead(&mut self, new: &LeadRecord) -> Result<LeadRecord> {
-                let row = sqlx::query(sql(CLAIM_LEAD))
+                let row = sqlx::query(translated!($dialect, CLAIM_LEAD))
                     .bind(&new.id)
                     .bind(&new.contact_id)
                     .bind(&new.source)
@@ -241,7 +241,7 @@ macro_rules! lead_store {
             }
 
             async fn update_lead(&mut self, row: &LeadRecord) -> Result<()> {
-                sqlx::query(sql(UPDATE_LEAD))
+                sqlx::query(translated!($dialect, UPDATE_LEAD))
                     .bind(&row.source)
                     .bind(&row.status)
                     .bind(tags_text(&row.tags))
@@ -256,7 +256,7 @@ macro_rules! lead_store {
             }
 
             async fn record_score(&mut self, score: &ScoreRecord) -> Result<()> {
-                sqlx::query(sql(RECORD_SCORE))
+                sqlx::query(translated!($dialect, RECORD_SCORE))
                     .bind(&score.id)
                     .bind(&score.lead_id)
                     .bind(score.total)

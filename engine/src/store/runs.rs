@@ -560,7 +560,7 @@ runs! {
             run: &RunRecord,
             first: &[AttemptRecord],
         ) -> Result<bool> {
-            let sql = concat!(
+            const SQL: &str = concat!(
                 "WITH created AS (",
                 insert_run_unless_key_taken_sql!(),
                 " RETURNING 1), first AS (",
@@ -570,7 +570,7 @@ runs! {
                  SELECT EXISTS (SELECT 1 FROM created)"
             );
             let next = super::attempts::NextAttempts::of(first)?;
-            let insert = bind_run(shared!(postgres, sql), run)?.bind(&run.id);
+            let insert = bind_run(shared!(postgres, SQL), run)?.bind(&run.id);
             let row = next.bound(insert).fetch_one(&self.pool).await?;
             Ok(row.try_get(0)?)
         }

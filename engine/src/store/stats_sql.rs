@@ -9,13 +9,12 @@
 
 use chrono::{DateTime, Utc};
 
+use super::dialect::translated;
 use super::rows::Columns as _;
 use super::stats::{
     AttemptStats, DURATION_SAMPLE, Durations, LeadStats, StatsQuery, StoreStats, Workflows, count,
 };
-use super::{
-    AttemptStatus, PostgresStore, Result, RunStatus, SqliteStore, dialect, postgres, sqlite,
-};
+use super::{AttemptStatus, PostgresStore, Result, RunStatus, SqliteStore, postgres, sqlite};
 
 /// Queued and running runs by workflow, with the creation of the oldest.
 const OPEN_RUNS: &str = "SELECT workflow_id, status, COUNT(*) AS n, MIN(created_at) AS oldest
@@ -95,7 +94,7 @@ macro_rules! stats {
             }
 
             async fn count_open_runs(&self, workflows: &mut Workflows) -> Result<()> {
-                let rows = sqlx::query(dialect::$dialect(OPEN_RUNS))
+                let rows = sqlx::query(translated!($dialect, OPEN_RUNS))
                     .bind(RunStatus::Queued.as_str())
                     .bind(RunStatus::Running.as_str())
                     .fetch_all(&self.$pool)
@@ -117,7 +116,7 @@ macro_rules! stats {
                 query: &StatsQuery,
                 workflows: &mut Workflows,
             ) -> Result<()> {
-                let rows = sqlx::query(dialect::$dialect(FINISHED_RUNS))
+                let rows = sqlx::query(translated!($dialect, FINISHED_RUNS))
                     .bind($dialect::timestamp(query.since))
                     .fetch_all(&self.$pool)
                     .await?;
@@ -133,7 +132,7 @@ macro_rules! stats {
             }
 
             async fn last_run_at(&self, workflow_id: &str) -> Result<Option<DateTime<Utc>>> {
-                let row = sqlx::query(dialect::$dialect(LAST_RUN))
+                let row = sqlx::query(translated!($dialect, LAST_RUN))
                     .bind(workflow_id)
                     .fetch_optional(&self.$pool)
                     .await?;
@@ -142,7 +141,7 @@ macro_rules! stats {
             }
 
             async fn durations(&self, query: &StatsQuery) -> Result<Durations> {
-                let row = sqlx::query(dialect::$dialect(durations_sql!($duration_ms)))
+                let row = sqlx::query(translated!($dialect, durations_sql!($duration_ms)))
                     .bind($dialect::timestamp(query.since))
                     .bind(i64::from(DURATION_SAMPLE))
                     .fetch_one(&self.$pool)
@@ -156,7 +155,7 @@ macro_rules! stats {
             }
 
             async fn attempt_stats(&self, query: &StatsQuery) -> Result<AttemptStats> {
-                let row = sqlx::query(dialect::$dialect(ATTEMPTS))
+                let row = sqlx::query(translated!($dialect, ATTEMPTS))
                     .bind(AttemptStatus::Failed.as_str())
                     .bind($dialect::timestamp(query.since))
                     .fetch_one(&self.$pool)
@@ -170,7 +169,7 @@ macro_rules! stats {
 
             async fn lead_stats(&self, query: &StatsQuery) -> Result<LeadStats> {
                 let mut leads = LeadStats::default();
-                let rows = sqlx::query(dialect::$dialect(LEADS_BY_TIER))
+                let rows = sqlx::query(translated!($dialect, LEADS_BY_TIER))
                     .fetch_all(&self.$pool)
                     .await?;
                 for row in &rows {
@@ -182,7 +181,7 @@ macro_rules! stats {
                         None => leads.unscored += n,
                     }
                 }
-                let created = sqlx::query(dialect::$dialect(LEADS_CREATED))
+                let created = sqlx::query(translated!($dialect, LEADS_CREATED))
                     .bind($dialect::timestamp(query.since))
                     .fetch_one(&self.$pool)
                     .await?;

@@ -51,18 +51,23 @@ impl RunScope {
         }
     }
 
-    /// What `template` names when it is a single plain path (see [`Templates::named_value`]),
-    /// read in place, or from the stored text when it goes into an output kept as text.
+    /// What `template` names when it is a single plain path (`{{ trigger.body.leads }}`):
+    /// the value rendering it would give, read in place without converting and copying it
+    /// twice, or built from the stored text when the path goes into an output kept as text.
+    /// `None` for any other template, or when the path is not in the scope (rendering then
+    /// says why).
     pub fn named_value(&self, template: &Value) -> Option<Cow<'_, Value>> {
         let path = Templates::named_path(template)?;
         if let ["nodes", id, "output", rest @ ..] = path.as_slice()
             && let Some(output) = self.outputs.get(*id)
         {
             let output = json::parse("node output", output.text()).ok()?;
-            let named = rest
-                .iter()
-                .try_fold(&output, |value, name| value.as_object()?.get(*name))?;
-            return Some(Cow::Owned(named.clone()));
+            // Taken out of the output it is in, not copied from it.
+            let named = rest.iter().try_fold(output, |value, name| match value {
+                Value::Object(mut names) => names.remove(*name),
+                _ => None,
+            })?;
+            return Some(Cow::Owned(named));
         }
         path.into_iter()
             .try_fold(&self.value, |value, name| value.as_object()?.get(name))
@@ -236,16 +241,6 @@ impl Templates {
     /// [`Templates::render_value`] over a run's scope.
     pub fn render_run(&self, value: &Value, scope: &RunScope) -> Result<Value, TemplateError> {
         self.render_in(value, Scope::Whole(&scope.value, &scope.outputs))
-    }
-
-    /// What `template` names in `scope` when it is a single plain path (`{{ trigger.body.leads
-    /// }}`), read in place: the value rendering it would give, without converting and copying
-    /// it twice. `None` for any other template, or when the path is not in `scope` (rendering
-    /// then says why).
-    pub fn named_value<'v>(template: &Value, scope: &'v Value) -> Option<&'v Value> {
-        Self::named_path(template)?
-            .into_iter()
-            .try_fold(scope, |value, name| value.as_object()?.get(name))
     }
 
     /// The names of the path `template` is, when it is a single plain path (`{{
@@ -534,16 +529,10 @@ impl Reads {
 
     fn context(&self, scope: &Value, outputs: &BTreeMap<String, Json>) -> minijinja::Value {
         let paths: Vec<&[String]> = self.paths.iter().map(Vec::as_slice).collect();
-        if outputs.is_empty() {
+        if outputs.is_empty() || !scope.is_object() {
             return part(scope, &paths);
         }
-        let run = RunView { scope, outputs };
-        match scope {
-            Value::Object(_) if !paths.iter().any(|path| path.is_empty()) => {
-                minijinja::Value::from_pairs(run.pairs(&paths))
-            }
-            _ => minijinja::Value::from_pairs(run.pairs(&[&[]])),
-        }
+        minijinja::Value::from_pairs(RunView { scope, outputs }.pairs(&paths))
     }
 
     /// The paths whose first name `keep` accepts, and the empty path (the whole scope).
